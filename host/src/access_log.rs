@@ -1,0 +1,114 @@
+//! One access-log line per request, written when the response body is done (or dropped).
+
+use std::time::Instant;
+
+use http::{Request, Response};
+
+use crate::body::{Body, BoxError, boxed};
+
+/// What the access log records about a request; it is written when the response ends.
+#[derive(Debug)]
+pub struct AccessLog {
+    enabled: bool,
+    method: String,
+    path: String,
+    request_id: String,
+    route: String,
+    upstream: String,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+}
+
+impl AccessLog {
+    /// Starts a record for `request`. Costs nothing when access logging is off.
+    pub fn start<B>(request: &Request<B>, request_id: &str, started: Instant) -> Self {
+        let enabled = tracing::enabled!(target: "wasmgate::access", tracing::Level::INFO);
+        let (method, path, request_id) = if enabled {
+            (request.method().to_string(), request.uri().path().to_string(), request_id.to_string())
+        } else {
+            Default::default()
+        };
+        Self { enabled, method, path, request_id, route: String::new(), upstream: String::new(), status: 0, bytes: 0, started }
+    }
+
+    /// Records the matched route.
+    pub fn route(&mut self, name: &str) {
+        if self.enabled {
+            self.route = name.to_string();
+        }
+    }
+
+    /// Records the upstream called.
+    pub fn upstream(&mut self, name: &str) {
+        if self.enabled {
+            self.upstream = name.to_string();
+        }
+    }
+
+    /// Attaches the record to the response body; the line is written when the body ends.
+    pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
+        if !self.enabled {
+            return response;
+        }
+        self.status = response.status().as_u16();
+        response.map(|inner| boxed(LoggedBody { inner, log: Some(self) }))
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if self.enabled && self.status != 0 {
+            tracing::info!(
+                target: "wasmgate::access",
+                method = %self.method,
+                path = %self.path,
+                route = %self.route,
+                upstream = %self.upstream,
+                status = self.status,
+                bytes = self.bytes,
+                duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                request_id = %self.request_id,
+                "request"
+            );
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct LoggedBody {
+        #[pin]
+        inner: Body,
+        log: Option<AccessLog>,
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
+                    log.bytes += data.len() as u64;
+                }
+            }
+            Some(Err(_)) | None => drop(this.log.take()),
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

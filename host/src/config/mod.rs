@@ -1,0 +1,734 @@
+//! The gateway config: `gateway.toml` parsed ([`raw`]), checked and resolved into [`Config`].
+//!
+//! Loading never stops at the first problem: every error found is reported, each naming the
+//! file, line, column and key (see [`ConfigError`]).
+
+mod error;
+pub mod raw;
+mod units;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::uri::Authority;
+use toml::Spanned;
+
+pub use error::{ConfigError, Diagnostic, Diagnostics};
+pub use units::{ByteSize, ConfigDuration};
+
+use error::Reporter;
+use raw::{RawConfig, RawLimits, RawRoute, RawStage, RawUpstream};
+
+/// A checked, resolved gateway config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Listeners and connection hygiene.
+    pub server: ServerConfig,
+    /// The plugin directory and default sandbox limits.
+    pub plugins: PluginsConfig,
+    /// Where shared counters live.
+    pub state: StateConfig,
+    /// The admin API's address, when enabled.
+    pub admin: Option<SocketAddr>,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+    /// Routes in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Connections with no traffic for this long are closed.
+    pub idle_timeout: Duration,
+    /// Largest request head accepted (431 above).
+    pub max_header_bytes: usize,
+    /// Largest request body accepted (413 above); `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// `[plugins]` and `[limits]`, with defaults applied and paths resolved.
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    /// The plugin directory.
+    pub dir: PathBuf,
+    /// Where compiled plugins are cached.
+    pub cache_dir: PathBuf,
+    /// Whether the plugin directory and config file are watched for changes.
+    pub watch: bool,
+}
+
+/// Sandbox limits for one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageLimits {
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline per call.
+    pub deadline: Duration,
+    /// Fuel per call; unlimited when `None`.
+    pub fuel: Option<u64>,
+}
+
+impl Default for StageLimits {
+    fn default() -> Self {
+        Self { memory_bytes: 32 << 20, deadline: Duration::from_millis(200), fuel: None }
+    }
+}
+
+impl StageLimits {
+    fn overridden_by(self, raw: &RawLimits) -> Self {
+        Self {
+            memory_bytes: raw.memory.map_or(self.memory_bytes, |m| m.0),
+            deadline: raw.deadline.map_or(self.deadline, |d| d.0),
+            fuel: raw.fuel.or(self.fuel),
+        }
+    }
+}
+
+/// Where shared counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateConfig {
+    /// In this process only.
+    Memory,
+    /// In Redis, shared by every gateway process using the same URL.
+    Redis {
+        /// `redis://host:port/db`
+        url: String,
+    },
+}
+
+/// How an upstream picks a target for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each target in turn.
+    RoundRobin,
+    /// A target chosen at random.
+    Random,
+}
+
+/// `[upstreams.NAME]`, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The upstream's name.
+    pub name: String,
+    /// Targets, as `host:port`.
+    pub targets: Vec<Authority>,
+    /// Target selection.
+    pub balance: Balance,
+    /// Time allowed to connect to a target.
+    pub connect_timeout: Duration,
+    /// Time allowed for response headers.
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per target.
+    pub max_idle_per_target: usize,
+    /// How long idle connections are kept.
+    pub idle_timeout: Duration,
+}
+
+/// What part of the path a route matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// A `matchit` pattern: literal segments, `{param}` and a trailing `{*rest}`.
+    Pattern(String),
+    /// A prefix on segment boundaries; the remainder is captured as `rest`.
+    Prefix(String),
+}
+
+/// A path template for rewrites: literal text with `{name}` captures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    /// Literal text and capture names, in order.
+    pub parts: Vec<TemplatePart>,
+}
+
+/// One piece of a [`PathTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Copied as is.
+    Literal(String),
+    /// Replaced by the named capture.
+    Capture(String),
+}
+
+impl PathTemplate {
+    /// Parses `"/v1/users/{id}"`; `{*rest}` and `{rest}` are the same capture.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Literal(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
+            let name = rest[open + 1..open + close].trim_start_matches('*');
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(format!("invalid capture name `{name}` in `{text}`"));
+            }
+            parts.push(TemplatePart::Capture(name.to_string()));
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("unmatched `}}` in `{text}`"));
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Literal(rest.to_string()));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Capture names used by the template.
+    pub fn captures(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            TemplatePart::Capture(name) => Some(name.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+}
+
+/// Whether a stage that cannot run refuses the request or lets it through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Refuse the request (the default).
+    FailClosed,
+    /// Skip the stage and go on.
+    FailOpen,
+}
+
+/// One stage of a route's pipeline.
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    /// The plugin's name (`NAME.wasm` in the plugin directory).
+    pub plugin: String,
+    /// The stage's config, as the JSON text the plugin receives.
+    pub config_json: Arc<str>,
+    /// What happens when the stage cannot run.
+    pub on_error: OnError,
+    /// Buffer the body for this stage, up to this many bytes; `None` streams it past.
+    pub buffer_body: Option<u64>,
+    /// Sandbox limits, after plugin and stage overrides.
+    pub limits: StageLimits,
+    /// Where the stage is written (`file:line:column`), for error messages.
+    pub location: String,
+}
+
+/// `[[routes]]`, checked.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique route name.
+    pub name: String,
+    /// Host patterns (`api.example.com`, `*.example.com`), lower-case; empty is any host.
+    pub hosts: Vec<String>,
+    /// Allowed methods; `None` is any method.
+    pub methods: Option<Vec<Method>>,
+    /// The path match.
+    pub path: PathMatch,
+    /// The upstream to proxy to; `None` when an aggregate stage answers.
+    pub upstream: Option<String>,
+    /// A literal prefix removed before proxying.
+    pub strip_prefix: Option<String>,
+    /// A new upstream path built from captures.
+    pub rewrite: Option<PathTemplate>,
+    /// Response timeout override.
+    pub timeout: Option<Duration>,
+    /// Send the client's Host header upstream.
+    pub preserve_host: bool,
+    /// Body size limit for this route; `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// The stages, in order.
+    pub stages: Vec<StageConfig>,
+    /// Where the route is written (`file:line:column`).
+    pub location: String,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(path, &source)
+    }
+
+    /// Checks config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
+        let mut report = Reporter::new(path, source);
+        let raw: RawConfig = match toml::from_str(source) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let span = error.span().unwrap_or(0..0);
+                report.error(span, "", error.message().trim().to_string());
+                report.finish()?;
+                unreachable!("a reporter with an error always fails");
+            }
+        };
+        let config = Checker { report: &mut report, path, source }.check(raw);
+        report.finish()?;
+        Ok(config.expect("a clean report yields a config"))
+    }
+}
+
+/// Turns a [`RawConfig`] into a [`Config`], recording every problem.
+struct Checker<'r, 'a> {
+    report: &'r mut Reporter<'a>,
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Checker<'_, '_> {
+    fn location(&self, span: &Range<usize>) -> String {
+        let start = span.start.min(self.source.len());
+        let line = self.source[..start].matches('\n').count() + 1;
+        let line_start = self.source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let column = self.source[line_start..start].chars().count() + 1;
+        format!("{}:{line}:{column}", self.path.display())
+    }
+
+    fn check(mut self, raw: RawConfig) -> Option<Config> {
+        let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let server = self.server(&raw);
+        let defaults = StageLimits::default().overridden_by(&raw.limits);
+        self.limits("limits", &raw.limits, 0..0);
+        let plugin_limits: BTreeMap<String, StageLimits> = raw
+            .plugins
+            .limits
+            .iter()
+            .map(|(name, limits)| {
+                self.limits(&format!("plugins.limits.{name}"), limits.get_ref(), limits.span());
+                (name.clone(), defaults.overridden_by(limits.get_ref()))
+            })
+            .collect();
+        let dir = base.join(raw.plugins.dir.as_deref().unwrap_or("plugins"));
+        let cache_dir = raw
+            .plugins
+            .cache_dir
+            .as_deref()
+            .map_or_else(|| dir.join(".cache"), |cache| base.join(cache));
+        let plugins = PluginsConfig { dir, cache_dir, watch: raw.plugins.watch.unwrap_or(true) };
+        let state = self.state(&raw);
+        let admin = raw.admin.as_ref().and_then(|admin| {
+            self.socket_addr(&admin.listen, "admin.listen")
+        });
+        let upstreams: BTreeMap<String, Arc<UpstreamConfig>> = raw
+            .upstreams
+            .iter()
+            .filter_map(|(name, upstream)| {
+                self.upstream(name, upstream).map(|u| (name.clone(), Arc::new(u)))
+            })
+            .collect();
+        let routes = self.routes(&raw, &server, defaults, &plugin_limits);
+        if !self.report.is_clean() {
+            return None;
+        }
+        Some(Config {
+            file: self.path.to_path_buf(),
+            server,
+            plugins,
+            state,
+            admin,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn server(&mut self, raw: &RawConfig) -> ServerConfig {
+        let s = &raw.server;
+        let listen = match &s.listen {
+            None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.report.error(list.span(), "server.listen", "needs at least one address");
+                }
+                list.get_ref()
+                    .iter()
+                    .filter_map(|addr| self.socket_addr(addr, "server.listen"))
+                    .collect()
+            }
+        };
+        let max_connections = s.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            self.report.error(0..0, "server.max-connections", "must be at least 1");
+        }
+        ServerConfig {
+            listen,
+            header_read_timeout: s.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            idle_timeout: s.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
+            max_header_bytes: s.max_header_bytes.map_or(16 << 10, |b| b.0 as usize),
+            max_body_bytes: s.max_body_bytes.map(|b| b.0),
+            max_connections: max_connections as usize,
+            shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        }
+    }
+
+    fn limits(&mut self, key: &str, raw: &RawLimits, span: Range<usize>) {
+        if raw.memory.is_some_and(|m| m.0 < 64 << 10) {
+            self.report.error(span.clone(), format!("{key}.memory"), "must be at least 64KiB (one wasm page)");
+        }
+        if raw.deadline.is_some_and(|d| d.0.is_zero()) {
+            self.report.error(span, format!("{key}.deadline"), "must be more than zero");
+        }
+    }
+
+    fn state(&mut self, raw: &RawConfig) -> StateConfig {
+        let backend = raw.state.backend.as_ref();
+        match backend.map(|b| b.get_ref().as_str()) {
+            None | Some("memory") => StateConfig::Memory,
+            Some("redis") => match &raw.state.url {
+                Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {
+                    StateConfig::Redis { url: url.get_ref().clone() }
+                }
+                Some(url) => {
+                    self.report.error(url.span(), "state.url", "must be a redis:// or rediss:// URL");
+                    StateConfig::Memory
+                }
+                None => {
+                    let span = backend.map_or(0..0, Spanned::span);
+                    self.report.error(span, "state.url", "the redis backend needs a `url`");
+                    StateConfig::Memory
+                }
+            },
+            Some(other) => {
+                let span = backend.map_or(0..0, Spanned::span);
+                self.report.error(span, "state.backend", format!("unknown backend `{other}`: expected `memory` or `redis`"));
+                StateConfig::Memory
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, text: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match text.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.report.error(
+                    text.span(),
+                    key,
+                    format!("`{}` is not an address: expected IP:PORT, such as 127.0.0.1:8080", text.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn upstream(&mut self, name: &str, spanned: &Spanned<RawUpstream>) -> Option<UpstreamConfig> {
+        let key = format!("upstreams.{name}");
+        let raw = spanned.get_ref();
+        if !valid_name(name) {
+            self.report.error(spanned.span(), &key, "upstream names may use only letters, digits, `-` and `_`");
+        }
+        if raw.targets.get_ref().is_empty() {
+            self.report.error(raw.targets.span(), format!("{key}.targets"), "needs at least one target");
+        }
+        let mut targets = Vec::new();
+        for target in raw.targets.get_ref() {
+            let text = target.get_ref();
+            let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+            if text.starts_with("https://") {
+                self.report.error(target.span(), format!("{key}.targets"), "TLS to upstreams is not supported yet; use an http:// target");
+                continue;
+            }
+            match bare.parse::<Authority>() {
+                Ok(authority) if authority.port_u16().is_some() && !bare.contains('@') => targets.push(authority),
+                _ => self.report.error(
+                    target.span(),
+                    format!("{key}.targets"),
+                    format!("`{text}` is not a target: expected HOST:PORT or http://HOST:PORT"),
+                ),
+            }
+        }
+        let balance = match raw.balance.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("round-robin") => Balance::RoundRobin,
+            Some("random") => Balance::Random,
+            Some(other) => {
+                let span = raw.balance.as_ref().map_or(0..0, Spanned::span);
+                self.report.error(span, format!("{key}.balance"), format!("unknown policy `{other}`: expected `round-robin` or `random`"));
+                Balance::RoundRobin
+            }
+        };
+        Some(UpstreamConfig {
+            name: name.to_string(),
+            targets,
+            balance,
+            connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
+            timeout: raw.timeout.map_or(Duration::from_secs(30), |d| d.0),
+            max_idle_per_target: raw.max_idle_per_target.unwrap_or(64),
+            idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(90), |d| d.0),
+        })
+    }
+
+    fn routes(
+        &mut self,
+        raw: &RawConfig,
+        server: &ServerConfig,
+        defaults: StageLimits,
+        plugin_limits: &BTreeMap<String, StageLimits>,
+    ) -> Vec<RouteConfig> {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut routes = Vec::new();
+        for (index, spanned) in raw.routes.iter().enumerate() {
+            let route = spanned.get_ref();
+            let key = format!("routes[{index}]");
+            let name = route.name.get_ref();
+            if !valid_name(name) {
+                self.report.error(route.name.span(), format!("{key}.name"), "route names may use only letters, digits, `-` and `_`, and must not be empty");
+            }
+            if let Some(first) = seen.insert(name, index) {
+                let other = self.location(&raw.routes[first].get_ref().name.span());
+                self.report.error(
+                    route.name.span(),
+                    format!("{key}.name"),
+                    format!("route name `{name}` is already used by routes[{first}] at {other}"),
+                );
+            }
+            if let Some(built) = self.route(&key, spanned, raw, server, defaults, plugin_limits) {
+                routes.push(built);
+            }
+        }
+        self.conflicts(raw, &routes);
+        routes
+    }
+
+    fn route(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<RawRoute>,
+        raw: &RawConfig,
+        server: &ServerConfig,
+        defaults: StageLimits,
+        plugin_limits: &BTreeMap<String, StageLimits>,
+    ) -> Option<RouteConfig> {
+        let route = spanned.get_ref();
+        let path = match (&route.path, &route.prefix) {
+            (Some(path), None) => {
+                self.path_text(path, &format!("{key}.path"));
+                PathMatch::Pattern(path.get_ref().clone())
+            }
+            (None, Some(prefix)) => {
+                self.path_text(prefix, &format!("{key}.prefix"));
+                if prefix.get_ref().contains(['{', '}']) {
+                    self.report.error(prefix.span(), format!("{key}.prefix"), "a prefix cannot hold captures; use `path` with `{*rest}`");
+                }
+                PathMatch::Prefix(prefix.get_ref().trim_end_matches('/').to_string())
+            }
+            (Some(path), Some(_)) => {
+                self.report.error(path.span(), format!("{key}.path"), "set either `path` or `prefix`, not both");
+                return None;
+            }
+            (None, None) => {
+                self.report.error(spanned.span(), key, "a route needs `path` or `prefix`");
+                return None;
+            }
+        };
+        let captures = path_captures(&path);
+        let hosts = route
+            .hosts
+            .iter()
+            .flatten()
+            .filter_map(|host| {
+                let text = host.get_ref().to_ascii_lowercase();
+                let bare = text.strip_prefix("*.").unwrap_or(&text);
+                let ok = !bare.is_empty() && bare.parse::<Authority>().is_ok() && !bare.contains(['*', ':', '/']);
+                if !ok {
+                    self.report.error(host.span(), format!("{key}.hosts"), format!("`{text}` is not a host name (use `example.com` or `*.example.com`)"));
+                }
+                ok.then_some(text)
+            })
+            .collect();
+        let methods = route.methods.as_ref().map(|methods| {
+            methods
+                .iter()
+                .filter_map(|m| {
+                    let text = m.get_ref();
+                    match Method::from_bytes(text.as_bytes()) {
+                        Ok(method) if text.chars().all(|c| c.is_ascii_uppercase()) => Some(method),
+                        _ => {
+                            self.report.error(m.span(), format!("{key}.methods"), format!("`{text}` is not an HTTP method (write it upper-case, e.g. GET)"));
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Some(upstream) = &route.upstream {
+            if !raw.upstreams.contains_key(upstream.get_ref()) {
+                let known: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                self.report.error(
+                    upstream.span(),
+                    format!("{key}.upstream"),
+                    format!("unknown upstream `{}` (defined upstreams: {known})", upstream.get_ref()),
+                );
+            }
+        } else if route.stages.is_empty() {
+            self.report.error(spanned.span(), key, "a route needs an `upstream` (or an aggregate stage that answers it)");
+        }
+        let strip_prefix = route.strip_prefix.as_ref().map(|strip| {
+            let text = strip.get_ref().trim_end_matches('/').to_string();
+            let literal = match &path {
+                PathMatch::Pattern(p) => p.split('{').next().unwrap_or(""),
+                PathMatch::Prefix(p) => p.as_str(),
+            };
+            if !strip.get_ref().starts_with('/') || !literal.starts_with(&text) {
+                self.report.error(strip.span(), format!("{key}.strip-prefix"), format!("`{}` is not a prefix of the route's path", strip.get_ref()));
+            }
+            text
+        });
+        let rewrite = route.rewrite.as_ref().and_then(|rewrite| match PathTemplate::parse(rewrite.get_ref()) {
+            Ok(template) => {
+                if !rewrite.get_ref().starts_with('/') {
+                    self.report.error(rewrite.span(), format!("{key}.rewrite"), "must start with `/`");
+                }
+                for capture in template.captures() {
+                    if !captures.iter().any(|c| c == capture) {
+                        let known = if captures.is_empty() { "none".to_string() } else { captures.join(", ") };
+                        self.report.error(rewrite.span(), format!("{key}.rewrite"), format!("`{{{capture}}}` is not captured by the route's path (captures: {known})"));
+                    }
+                }
+                Some(template)
+            }
+            Err(message) => {
+                self.report.error(rewrite.span(), format!("{key}.rewrite"), message);
+                None
+            }
+        });
+        if strip_prefix.is_some() && rewrite.is_some() {
+            let span = route.rewrite.as_ref().map_or(0..0, Spanned::span);
+            self.report.error(span, format!("{key}.rewrite"), "set either `strip-prefix` or `rewrite`, not both");
+        }
+        let stages = route
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| self.stage(&format!("{key}.stages[{i}]"), stage, defaults, plugin_limits))
+            .collect();
+        Some(RouteConfig {
+            name: route.name.get_ref().clone(),
+            hosts,
+            methods,
+            path,
+            upstream: route.upstream.as_ref().map(|u| u.get_ref().clone()),
+            strip_prefix,
+            rewrite,
+            timeout: route.timeout.map(|d| d.0),
+            preserve_host: route.preserve_host.unwrap_or(false),
+            max_body_bytes: route.max_body_bytes.map(|b| b.0).or(server.max_body_bytes),
+            stages,
+            location: self.location(&route.name.span()),
+        })
+    }
+
+    fn path_text(&mut self, path: &Spanned<String>, key: &str) {
+        let text = path.get_ref();
+        if !text.starts_with('/') {
+            self.report.error(path.span(), key, format!("`{text}` must start with `/`"));
+        }
+        if text.contains(['?', '#', ' ']) {
+            self.report.error(path.span(), key, format!("`{text}` must be a path only, without query, fragment or spaces"));
+        }
+    }
+
+    fn stage(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<RawStage>,
+        defaults: StageLimits,
+        plugin_limits: &BTreeMap<String, StageLimits>,
+    ) -> StageConfig {
+        let stage = spanned.get_ref();
+        let plugin = stage.plugin.get_ref().clone();
+        if !valid_name(&plugin) {
+            self.report.error(stage.plugin.span(), format!("{key}.plugin"), "plugin names may use only letters, digits, `-` and `_` (the file is NAME.wasm)");
+        }
+        let on_error = match stage.on_error.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("fail-closed") => OnError::FailClosed,
+            Some("fail-open") => OnError::FailOpen,
+            Some(other) => {
+                let span = stage.on_error.as_ref().map_or(0..0, Spanned::span);
+                self.report.error(span, format!("{key}.on-error"), format!("unknown policy `{other}`: expected `fail-closed` or `fail-open`"));
+                OnError::FailClosed
+            }
+        };
+        let base = plugin_limits.get(&plugin).copied().unwrap_or(defaults);
+        let limits = match &stage.limits {
+            Some(raw) => {
+                self.limits(&format!("{key}.limits"), raw, spanned.span());
+                base.overridden_by(raw)
+            }
+            None => base,
+        };
+        let config = stage.config.clone().unwrap_or_default();
+        let config_json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
+        StageConfig {
+            plugin,
+            config_json: config_json.into(),
+            on_error,
+            buffer_body: stage
+                .body
+                .as_ref()
+                .filter(|body| body.buffer)
+                .map(|body| body.max_bytes.map_or(1 << 20, |b| b.0)),
+            limits,
+            location: self.location(&stage.plugin.span()),
+        }
+    }
+
+    /// Reports routes that the router could not tell apart, naming both sides.
+    fn conflicts(&mut self, raw: &RawConfig, routes: &[RouteConfig]) {
+        for conflict in crate::router::find_conflicts(routes) {
+            let span_of = |name: &str| {
+                raw.routes
+                    .iter()
+                    .find(|r| r.get_ref().name.get_ref() == name)
+                    .map_or(0..0, |r| r.get_ref().path.as_ref().or(r.get_ref().prefix.as_ref()).map_or(r.span(), Spanned::span))
+            };
+            let (first, second) = (span_of(&conflict.first), span_of(&conflict.second));
+            let index = raw.routes.iter().position(|r| r.get_ref().name.get_ref() == &conflict.second).unwrap_or(0);
+            let message = format!(
+                "route `{}` conflicts with route `{}` at {}: {}",
+                conflict.second,
+                conflict.first,
+                self.location(&first),
+                conflict.reason
+            );
+            self.report.error(second, format!("routes[{index}].path"), message);
+        }
+    }
+}
+
+/// Capture names a path match provides.
+pub fn path_captures(path: &PathMatch) -> Vec<String> {
+    match path {
+        PathMatch::Prefix(_) => vec!["rest".to_string()],
+        PathMatch::Pattern(pattern) => PathTemplate::parse(pattern)
+            .map(|t| t.captures().map(str::to_string).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Methods named by a set of routes, for `Allow` headers.
+pub fn allowed_methods<'a>(routes: impl Iterator<Item = &'a RouteConfig>) -> BTreeSet<String> {
+    routes
+        .flat_map(|route| match &route.methods {
+            Some(methods) => methods.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            None => vec!["*".to_string()],
+        })
+        .collect()
+}

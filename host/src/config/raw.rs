@@ -1,0 +1,178 @@
+//! The config file as written: serde structs that mirror `gateway.toml` one to one.
+//!
+//! Unknown keys are rejected everywhere. Values that later checks refer back to are
+//! wrapped in [`Spanned`] so that an error can point at the file, line and column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{ByteSize, ConfigDuration};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// Listeners and connection hygiene.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Where plugins live.
+    #[serde(default)]
+    pub plugins: RawPlugins,
+    /// Default sandbox limits for every stage.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Where shared state (rate-limit counters) lives.
+    #[serde(default)]
+    pub state: RawState,
+    /// The admin API.
+    pub admin: Option<RawAdmin>,
+    /// Named upstreams.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// Routes, matched most specific first.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawServer {
+    /// Addresses to listen on (`"127.0.0.1:8080"`).
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Option<ConfigDuration>,
+    /// A connection with no bytes moving either way for this long is closed.
+    pub idle_timeout: Option<ConfigDuration>,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: Option<ByteSize>,
+    /// Largest request body accepted on any route; larger gets 413. Unlimited when absent.
+    pub max_body_bytes: Option<ByteSize>,
+    /// Connections served at once; further connections wait in the listen backlog.
+    pub max_connections: Option<u32>,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Option<ConfigDuration>,
+}
+
+/// `[plugins]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPlugins {
+    /// The plugin directory, relative to the config file.
+    pub dir: Option<String>,
+    /// Where compiled plugins are cached, relative to the config file.
+    pub cache_dir: Option<String>,
+    /// Whether to watch the plugin directory and the config file for changes.
+    pub watch: Option<bool>,
+    /// Per-plugin limit overrides, keyed by plugin name.
+    #[serde(default)]
+    pub limits: BTreeMap<String, Spanned<RawLimits>>,
+}
+
+/// Sandbox limits: `[limits]`, `[plugins.limits.NAME]` or a stage's `limits`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawLimits {
+    /// Linear memory cap per instance.
+    pub memory: Option<ByteSize>,
+    /// Wall-clock deadline per call.
+    pub deadline: Option<ConfigDuration>,
+    /// Fuel (roughly, wasm instructions) per call; unlimited when absent.
+    pub fuel: Option<u64>,
+}
+
+/// `[state]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawState {
+    /// `"memory"` (default) or `"redis"`.
+    pub backend: Option<Spanned<String>>,
+    /// The Redis URL when the backend is Redis.
+    pub url: Option<Spanned<String>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawAdmin {
+    /// Address of the admin API (keep it on loopback).
+    pub listen: Spanned<String>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUpstream {
+    /// `host:port` or `http://host:port` targets.
+    pub targets: Spanned<Vec<Spanned<String>>>,
+    /// `"round-robin"` (default) or `"random"`.
+    pub balance: Option<Spanned<String>>,
+    /// Time allowed to open a connection to a target.
+    pub connect_timeout: Option<ConfigDuration>,
+    /// Time allowed for the upstream's response headers.
+    pub timeout: Option<ConfigDuration>,
+    /// Idle keep-alive connections kept per target.
+    pub max_idle_per_target: Option<usize>,
+    /// How long an idle keep-alive connection is kept.
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRoute {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// Host names this route answers (`api.example.com`, `*.example.com`); any host when absent.
+    pub hosts: Option<Vec<Spanned<String>>>,
+    /// HTTP methods; any method when absent.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// A path pattern: exact, or with `{param}` and a trailing `{*rest}` capture.
+    pub path: Option<Spanned<String>>,
+    /// A path prefix, matched on segment boundaries.
+    pub prefix: Option<Spanned<String>>,
+    /// The upstream to proxy to (absent when an aggregate stage answers).
+    pub upstream: Option<Spanned<String>>,
+    /// A literal prefix removed from the path before proxying.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// A new path for the upstream, with `{param}` captures filled in.
+    pub rewrite: Option<Spanned<String>>,
+    /// Overrides the upstream's response timeout.
+    pub timeout: Option<ConfigDuration>,
+    /// Send the client's Host header to the upstream instead of the target's.
+    pub preserve_host: Option<bool>,
+    /// Overrides `server.max-body-bytes` for this route.
+    pub max_body_bytes: Option<ByteSize>,
+    /// The WASM stages, in order.
+    #[serde(default)]
+    pub stages: Vec<Spanned<RawStage>>,
+}
+
+/// One entry of a route's `stages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawStage {
+    /// Plugin name: the file `NAME.wasm` in the plugin directory.
+    pub plugin: Spanned<String>,
+    /// The stage's own settings, handed to the plugin as JSON.
+    pub config: Option<toml::Table>,
+    /// `"fail-closed"` (default) or `"fail-open"`.
+    pub on_error: Option<Spanned<String>>,
+    /// Body buffering for this stage.
+    pub body: Option<RawBody>,
+    /// Limit overrides for this stage.
+    pub limits: Option<RawLimits>,
+}
+
+/// A stage's `body` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawBody {
+    /// Hand the whole body to the stage.
+    #[serde(default)]
+    pub buffer: bool,
+    /// The largest body buffered; a larger one gets 413.
+    pub max_bytes: Option<ByteSize>,
+}

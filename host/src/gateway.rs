@@ -1,0 +1,222 @@
+//! The request handler: route match, limits, the route's pipeline, the upstream, access log.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::access_log::AccessLog;
+use crate::body::{Body, boxed};
+use crate::config::{Config, PathMatch, RouteConfig, TemplatePart};
+use crate::proxy::{self, Forwarded, Outbound, Upstream};
+use crate::rescue::GatewayError;
+use crate::router::{RouteMatch, Router};
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// One version of everything a request needs: config, router, upstream pools.
+///
+/// A request loads the current version once at entry and keeps it to the end, so a reload
+/// never changes the rules under a request in flight.
+pub struct LiveState {
+    /// The config this version was built from.
+    pub config: Arc<Config>,
+    /// The route table.
+    pub router: Router,
+    /// Upstreams by name.
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+impl LiveState {
+    /// Builds a version from a checked config, reusing the connection pools of `previous`
+    /// for upstreams whose settings did not change.
+    pub fn new(config: Arc<Config>, previous: Option<&LiveState>) -> Self {
+        let router = Router::new(&config.routes).unwrap_or_else(|conflicts| {
+            // Config checking already refused conflicting routes.
+            tracing::error!(?conflicts, "route conflicts in a checked config");
+            Router::default()
+        });
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(name, settings)| {
+                let reused = previous
+                    .and_then(|p| p.upstreams.get(name))
+                    .filter(|old| format!("{:?}", old.config) == format!("{settings:?}"))
+                    .cloned();
+                (name.clone(), reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone()))))
+            })
+            .collect();
+        Self { config, router, upstreams }
+    }
+}
+
+/// The gateway: the live state and the code that serves requests with it.
+pub struct Gateway {
+    state: ArcSwap<LiveState>,
+}
+
+impl Gateway {
+    /// A gateway serving `config`.
+    pub fn new(config: Config) -> Self {
+        Self { state: ArcSwap::from_pointee(LiveState::new(Arc::new(config), None)) }
+    }
+
+    /// The version new requests use.
+    pub fn state(&self) -> Arc<LiveState> {
+        self.state.load_full()
+    }
+
+    /// Makes `config` the version new requests use.
+    pub fn replace_config(&self, config: Config) {
+        let previous = self.state.load_full();
+        self.state.store(Arc::new(LiveState::new(Arc::new(config), Some(&previous))));
+    }
+
+    /// Serves one request. Never fails: every error becomes a JSON response.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let state = self.state.load_full();
+        let started = Instant::now();
+        let request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(new_request_id, str::to_string);
+        let mut log = AccessLog::start(&request, &request_id, started);
+        let result = serve(&state, request.map(boxed), peer, &request_id, &mut log).await;
+        let mut response = result.unwrap_or_else(|error| error.into_response(&request_id));
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
+        }
+        log.finish(response)
+    }
+}
+
+/// A fresh request id: 128 random bits in hex.
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+async fn serve(
+    state: &LiveState,
+    request: Request<Body>,
+    peer: SocketAddr,
+    request_id: &str,
+    log: &mut AccessLog,
+) -> Result<Response<Body>, GatewayError> {
+    let config = &state.config;
+    let head_size = request_head_size(&request);
+    if head_size > config.server.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge { limit: config.server.max_header_bytes });
+    }
+    let host = request_host(&request);
+    let (route_index, params) = match state.router.lookup(&config.routes, host.as_deref(), request.method(), request.uri().path()) {
+        RouteMatch::Found { route, params } => (route, params),
+        RouteMatch::MethodNotAllowed { allow } => {
+            return Err(GatewayError::MethodNotAllowed { method: request.method().clone(), allow });
+        }
+        RouteMatch::NotFound => {
+            return Err(GatewayError::NoRoute { method: request.method().clone(), path: request.uri().path().to_string() });
+        }
+    };
+    let route = &config.routes[route_index];
+    log.route(&route.name);
+    let (mut parts, mut body) = request.into_parts();
+    if let Some(limit) = route.max_body_bytes {
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        body = proxy::limit_body(body, limit);
+    }
+    let Some(upstream_name) = &route.upstream else {
+        return Err(GatewayError::NoRoute { method: parts.method, path: parts.uri.path().to_string() });
+    };
+    let upstream = &state.upstreams[upstream_name];
+    log.upstream(upstream_name);
+    let path_and_query = upstream_path(route, &parts.uri, &params)?;
+    let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+    let via = if parts.version == Version::HTTP_2 { "2 wasmgate" } else { proxy::VIA };
+    proxy::strip_hop_by_hop(&mut parts.headers);
+    let client_ip = peer.ip().to_string();
+    proxy::add_forwarding(
+        &mut parts.headers,
+        &Forwarded { client_ip: &client_ip, host: host.as_deref(), proto: "http", via },
+    );
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(X_REQUEST_ID, value);
+    }
+    if route.preserve_host && !parts.headers.contains_key(header::HOST) {
+        if let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, value);
+        }
+    }
+    let outbound = Outbound {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        body,
+        retryable,
+        preserve_host: route.preserve_host,
+        timeout: route.timeout.unwrap_or(upstream.config.timeout),
+    };
+    proxy::forward(upstream, outbound).await
+}
+
+/// The host the client asked for: the URI authority (HTTP/2, absolute form) or `Host`.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+}
+
+/// Approximate size of the request head as sent: request line plus header lines.
+fn request_head_size<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    request.headers().iter().fold(line, |sum, (name, value)| sum + name.as_str().len() + value.len() + 4)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// The path and query the upstream receives, after `strip-prefix` or `rewrite`.
+fn upstream_path(route: &RouteConfig, uri: &http::Uri, params: &[(String, String)]) -> Result<PathAndQuery, GatewayError> {
+    let path = uri.path();
+    let new_path = if let Some(template) = &route.rewrite {
+        let mut out = String::with_capacity(path.len());
+        for part in &template.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Capture(name) => {
+                    if let Some((_, value)) = params.iter().find(|(k, _)| k == name) {
+                        out.push_str(value);
+                    }
+                }
+            }
+        }
+        if matches!(route.path, PathMatch::Prefix(_)) || out.is_empty() {
+            out = out.replace("//", "/");
+        }
+        if out.is_empty() { "/".to_string() } else { out }
+    } else if let Some(prefix) = &route.strip_prefix {
+        let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+    } else {
+        return Ok(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    };
+    let with_query = match uri.query() {
+        Some(query) => format!("{new_path}?{query}"),
+        None => new_path,
+    };
+    PathAndQuery::try_from(with_query).map_err(|e| GatewayError::BadRequest(format!("invalid rewritten path: {e}")))
+}

@@ -1,0 +1,23 @@
+//! wasmgate: an API gateway whose request pipeline is made of sandboxed WebAssembly components.
+//!
+//! A request flows through the crate like this:
+//!
+//! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2) and hands each request to
+//!    [`gateway::Gateway::handle`], which takes the current [`gateway::LiveState`] once.
+//! 2. [`router`] matches host, path and method to one of the [`config`] routes.
+//! 3. The route's stages run (auth, rate limit, transform on the way in), each a fresh
+//!    sandboxed instance of a WASM plugin; a stage may answer the request itself.
+//! 4. [`proxy`] forwards the request to the route's upstream (or an aggregate stage fans out
+//!    and merges), streaming bodies both ways.
+//! 5. Response stages run in reverse order; [`access_log`] writes one line when the body ends.
+//!
+//! Every failure becomes a JSON response in exactly one place, [`rescue`].
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod gateway;
+pub mod proxy;
+pub mod rescue;
+pub mod router;
+pub mod server;

@@ -1,0 +1,171 @@
+//! Forwarding a request to an upstream and its response back: target choice, retries of
+//! idempotent requests on connect failure, timeouts, and intermediary header rules.
+
+mod headers;
+mod upstream;
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri, Version};
+use tokio::time::Instant;
+
+pub use headers::{Forwarded, add_forwarding, append_via, strip_hop_by_hop};
+pub use upstream::Upstream;
+
+use crate::body::{Body, BoxError, boxed, empty};
+use crate::rescue::GatewayError;
+
+/// The `Via` pseudonym the gateway adds.
+pub const VIA: &str = "1.1 wasmgate";
+
+/// One request on its way to an upstream.
+pub struct Outbound {
+    /// Method.
+    pub method: Method,
+    /// Path and query to send.
+    pub path_and_query: PathAndQuery,
+    /// Headers, already stripped of hop-by-hop fields and with forwarding fields added.
+    pub headers: HeaderMap,
+    /// The body (streamed).
+    pub body: Body,
+    /// Whether a connect failure may be retried on another target (idempotent, no body).
+    pub retryable: bool,
+    /// Keep the client's Host header instead of the target's.
+    pub preserve_host: bool,
+    /// Time allowed until the response headers arrive, retries included.
+    pub timeout: Duration,
+}
+
+/// Sends `outbound` to `upstream` and returns its response, with hop-by-hop fields removed
+/// and `Via` added.
+pub async fn forward(upstream: &Upstream, outbound: Outbound) -> Result<Response<Body>, GatewayError> {
+    let Outbound { method, path_and_query, mut headers, body, retryable, preserve_host, timeout } = outbound;
+    let deadline = Instant::now() + timeout;
+    let attempts = if retryable { upstream.config.targets.len().min(3) } else { 1 };
+    let mut body = Some(body);
+    let mut target = upstream.pick();
+    let name = || upstream.config.name.clone();
+    for attempt in 1..=attempts {
+        let authority = upstream.target(target).clone();
+        let last = attempt == attempts;
+        let request_headers = if last { std::mem::take(&mut headers) } else { headers.clone() };
+        let mut request = Request::new(body.take().unwrap_or_else(empty));
+        *request.method_mut() = method.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.uri_mut() = Uri::from_parts({
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(path_and_query.clone());
+            parts
+        })
+        .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
+        *request.headers_mut() = request_headers;
+        if !preserve_host || !request.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        match tokio::time::timeout_at(deadline, upstream.client.request(request)).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout { upstream: name(), timeout }),
+            Ok(Ok(mut response)) => {
+                upstream.restore(target);
+                strip_hop_by_hop(response.headers_mut());
+                append_via(response.headers_mut(), VIA);
+                return Ok(response.map(boxed));
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                tracing::warn!(upstream = %upstream.config.name, target = %authority, error = %error_chain(&error), "upstream connect failed");
+                upstream.eject(target);
+                if last {
+                    return Err(GatewayError::UpstreamUnreachable { upstream: name() });
+                }
+                target = upstream.next_after(target);
+            }
+            Ok(Err(error)) => {
+                if let Some(limit) = body_limit_exceeded(&error) {
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+                tracing::warn!(upstream = %upstream.config.name, target = %authority, error = %error_chain(&error), "upstream request failed");
+                return Err(GatewayError::UpstreamUnreachable { upstream: name() });
+            }
+        }
+    }
+    Err(GatewayError::UpstreamUnreachable { upstream: name() })
+}
+
+/// A request body that ended because it passed the route's size limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {limit} bytes")]
+pub struct BodyLimitExceeded {
+    /// The limit in bytes.
+    pub limit: u64,
+}
+
+fn body_limit_exceeded(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(exceeded) = current.downcast_ref::<BodyLimitExceeded>() {
+            return Some(exceeded.limit);
+        }
+        source = current.source();
+    }
+    None
+}
+
+/// `error: cause: cause` on one line, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Wraps a body so that it fails with [`BodyLimitExceeded`] past `limit` bytes.
+pub fn limit_body(body: Body, limit: u64) -> Body {
+    boxed(LimitedBody { inner: body, remaining: limit, limit })
+}
+
+pin_project_lite::pin_project! {
+    struct LimitedBody {
+        #[pin]
+        inner: Body,
+        remaining: u64,
+        limit: u64,
+    }
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(http_body::Frame::data_ref)) {
+            let len = data.map_or(0, |d| d.len() as u64);
+            if len > *this.remaining {
+                return std::task::Poll::Ready(Some(Err(Box::new(BodyLimitExceeded { limit: *this.limit }))));
+            }
+            *this.remaining -= len;
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,96 @@
+//! Upstreams: a pooled keep-alive client per upstream and target selection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{Balance, UpstreamConfig};
+
+/// How long a target that refused a connection is skipped by target selection.
+const EJECTION: Duration = Duration::from_secs(5);
+
+/// One named upstream: its settings, its connection pool and its balancing state.
+pub struct Upstream {
+    /// The settings it was built from.
+    pub config: Arc<UpstreamConfig>,
+    /// The pooled HTTP/1.1 client.
+    pub client: Client<HttpConnector, Body>,
+    next: AtomicUsize,
+    /// Per target: milliseconds since `epoch` until which it is ejected (0: healthy).
+    ejected_until: Vec<AtomicU64>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.config.name).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the client and pool for `config`.
+    pub fn new(config: Arc<UpstreamConfig>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_target)
+            .build(connector);
+        let ejected_until = config.targets.iter().map(|_| AtomicU64::new(0)).collect();
+        Self { config, client, next: AtomicUsize::new(0), ejected_until, epoch: Instant::now() }
+    }
+
+    /// Picks the target for a new request: the balanced choice, skipping ejected targets
+    /// while a healthy one remains.
+    pub fn pick(&self) -> usize {
+        let count = self.config.targets.len();
+        let first = match self.config.balance {
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % count,
+            Balance::Random => rand::random_range(0..count),
+        };
+        if count == 1 {
+            return first;
+        }
+        let now = self.millis();
+        (0..count)
+            .map(|k| (first + k) % count)
+            .find(|&i| self.ejected_until[i].load(Ordering::Relaxed) <= now)
+            .unwrap_or(first)
+    }
+
+    /// The target to try after `target` failed to connect.
+    pub fn next_after(&self, target: usize) -> usize {
+        (target + 1) % self.config.targets.len()
+    }
+
+    /// The authority of a target.
+    pub fn target(&self, index: usize) -> &Authority {
+        &self.config.targets[index]
+    }
+
+    /// Marks a target as refusing connections for a while.
+    pub fn eject(&self, target: usize) {
+        let until = self.millis() + EJECTION.as_millis() as u64;
+        self.ejected_until[target].store(until, Ordering::Relaxed);
+    }
+
+    /// Marks a target as healthy again.
+    pub fn restore(&self, target: usize) {
+        if self.ejected_until[target].load(Ordering::Relaxed) != 0 {
+            self.ejected_until[target].store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}

@@ -1,0 +1,133 @@
+//! The one place where a failure becomes an HTTP response.
+//!
+//! Every error the gateway answers with has a JSON body of a stable shape:
+//! `{"error": "<code>", "message": "<what happened>", "request_id": "<id>"}`.
+//! Guest internals (trap text, plugin messages) never reach the client; they go to the log.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+
+use crate::body::{Body, full};
+
+/// Everything that makes the gateway answer a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the host and path.
+    #[error("no route for {method} {path}")]
+    NoRoute {
+        /// Request method.
+        method: Method,
+        /// Request path.
+        path: String,
+    },
+    /// A route matches the path but not the method.
+    #[error("method {method} is not allowed here")]
+    MethodNotAllowed {
+        /// Request method.
+        method: Method,
+        /// Methods that are allowed.
+        allow: Vec<Method>,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request head is larger than `server.max-header-bytes`.
+    #[error("request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request body is larger than the route's limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// No target of the upstream could be reached, or it broke off.
+    #[error("upstream `{upstream}` is unreachable")]
+    UpstreamUnreachable {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("upstream `{upstream}` did not answer within {}ms", timeout.as_millis())]
+    UpstreamTimeout {
+        /// Upstream name.
+        upstream: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// A stage's plugin is not loaded (missing file, or rejected).
+    #[error("plugin `{plugin}` of stage {stage} is not available")]
+    PluginUnavailable {
+        /// Plugin name.
+        plugin: String,
+        /// Stage position in the route (0-based).
+        stage: usize,
+    },
+    /// A stage failed: trap, memory cap, invalid output.
+    #[error("stage {stage} (plugin `{plugin}`) failed")]
+    StageFailed {
+        /// Plugin name.
+        plugin: String,
+        /// Stage position in the route (0-based).
+        stage: usize,
+    },
+    /// A stage ran past its deadline or fuel.
+    #[error("stage {stage} (plugin `{plugin}`) ran out of time")]
+    StageTimeout {
+        /// Plugin name.
+        plugin: String,
+        /// Stage position in the route (0-based).
+        stage: usize,
+    },
+    /// No sandbox capacity is left for this request.
+    #[error("the gateway is at capacity; retry shortly")]
+    Overloaded,
+}
+
+impl GatewayError {
+    /// The status code and stable error code for this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::HeadersTooLarge { .. } => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
+            }
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UpstreamUnreachable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+            Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::PluginUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_unavailable"),
+            Self::StageFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "stage_failed"),
+            Self::StageTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "stage_timeout"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        }
+    }
+
+    /// The JSON response for this error.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({
+            "error": code,
+            "message": self.to_string(),
+            "request_id": request_id,
+        });
+        let mut response = Response::new(full(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Self::MethodNotAllowed { allow, .. } = &self {
+            let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                headers.insert(header::ALLOW, value);
+            }
+        }
+        if matches!(self, Self::HeadersTooLarge { .. } | Self::BodyTooLarge { .. }) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}

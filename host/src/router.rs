@@ -1,0 +1,210 @@
+//! Route matching: host (exact, then `*.suffix` wildcards, then any host), path (via `matchit`)
+//! and method.
+
+use std::collections::HashMap;
+
+use http::Method;
+
+use crate::config::{PathMatch, RouteConfig};
+
+/// Finds the route for a request. Built once per config; cheap to share.
+#[derive(Debug, Default)]
+pub struct Router {
+    exact_hosts: HashMap<String, PathTable>,
+    /// `(".example.com", table)`, longest suffix first.
+    wildcard_hosts: Vec<(String, PathTable)>,
+    any_host: PathTable,
+}
+
+/// The outcome of matching a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// A route matched; `params` are its path captures.
+    Found {
+        /// Index into the config's routes.
+        route: usize,
+        /// Path captures, in pattern order.
+        params: Vec<(String, String)>,
+    },
+    /// A route's path matched but not its methods.
+    MethodNotAllowed {
+        /// The methods the matching routes allow.
+        allow: Vec<Method>,
+    },
+    /// Nothing matched.
+    NotFound,
+}
+
+/// Two routes that cannot both be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The route written first.
+    pub first: String,
+    /// The route written later.
+    pub second: String,
+    /// Why they conflict.
+    pub reason: String,
+}
+
+/// Routes sharing one host set, by path pattern.
+#[derive(Debug, Default)]
+struct PathTable {
+    paths: matchit::Router<usize>,
+    /// Route indexes per matchit slot (routes on one pattern that differ by method).
+    slots: Vec<Vec<usize>>,
+    slot_of_pattern: HashMap<String, usize>,
+}
+
+impl PathTable {
+    fn insert(&mut self, routes: &[RouteConfig], index: usize) -> Result<(), Conflict> {
+        let route = &routes[index];
+        let patterns = match &route.path {
+            PathMatch::Pattern(pattern) => vec![pattern.clone()],
+            PathMatch::Prefix(prefix) => {
+                let mut patterns = vec![format!("{prefix}/"), format!("{prefix}/{{*rest}}")];
+                if !prefix.is_empty() {
+                    patterns.insert(0, prefix.clone());
+                }
+                patterns
+            }
+        };
+        for pattern in patterns {
+            if let Some(&slot) = self.slot_of_pattern.get(&pattern) {
+                if let Some(&other) = self.slots[slot].iter().find(|&&other| methods_overlap(&routes[other], route)) {
+                    return Err(Conflict {
+                        first: routes[other].name.clone(),
+                        second: route.name.clone(),
+                        reason: format!("both match `{pattern}` for the same methods and hosts"),
+                    });
+                }
+                self.slots[slot].push(index);
+                continue;
+            }
+            let slot = self.slots.len();
+            if let Err(error) = self.paths.insert(pattern.as_str(), slot) {
+                let first = match &error {
+                    matchit::InsertError::Conflict { with } => self
+                        .slot_of_pattern
+                        .get(with)
+                        .and_then(|&s| self.slots[s].first())
+                        .map_or_else(|| with.clone(), |&i| routes[i].name.clone()),
+                    _ => route.name.clone(),
+                };
+                return Err(Conflict { first, second: route.name.clone(), reason: error.to_string() });
+            }
+            self.slots.push(vec![index]);
+            self.slot_of_pattern.insert(pattern, slot);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, routes: &[RouteConfig], method: &Method, path: &str) -> RouteMatch {
+        let Ok(found) = self.paths.at(path) else {
+            return RouteMatch::NotFound;
+        };
+        let candidates = &self.slots[*found.value];
+        let chosen = candidates.iter().find(|&&i| match &routes[i].methods {
+            None => true,
+            Some(methods) => methods.contains(method) || (*method == Method::HEAD && methods.contains(&Method::GET)),
+        });
+        match chosen {
+            Some(&route) => RouteMatch::Found {
+                route,
+                params: found.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            },
+            None => {
+                let mut allow: Vec<Method> = candidates
+                    .iter()
+                    .flat_map(|&i| routes[i].methods.iter().flatten().cloned())
+                    .collect();
+                if allow.contains(&Method::GET) {
+                    allow.push(Method::HEAD);
+                }
+                allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                allow.dedup();
+                RouteMatch::MethodNotAllowed { allow }
+            }
+        }
+    }
+}
+
+fn methods_overlap(a: &RouteConfig, b: &RouteConfig) -> bool {
+    match (&a.methods, &b.methods) {
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+        _ => true,
+    }
+}
+
+impl Router {
+    /// Builds the router; fails with every conflict between routes.
+    pub fn new(routes: &[RouteConfig]) -> Result<Self, Vec<Conflict>> {
+        let mut router = Router::default();
+        let mut conflicts = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            if route.hosts.is_empty() {
+                conflicts.extend(router.any_host.insert(routes, index).err());
+            }
+            for host in &route.hosts {
+                conflicts.extend(router.table_for(host).insert(routes, index).err());
+            }
+        }
+        conflicts.dedup();
+        router.wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        if conflicts.is_empty() { Ok(router) } else { Err(conflicts) }
+    }
+
+    fn table_for(&mut self, host: &str) -> &mut PathTable {
+        match host.strip_prefix('*') {
+            Some(suffix) => {
+                let position = match self.wildcard_hosts.iter().position(|(s, _)| s == suffix) {
+                    Some(position) => position,
+                    None => {
+                        self.wildcard_hosts.push((suffix.to_string(), PathTable::default()));
+                        self.wildcard_hosts.len() - 1
+                    }
+                };
+                &mut self.wildcard_hosts[position].1
+            }
+            None => self.exact_hosts.entry(host.to_string()).or_default(),
+        }
+    }
+
+    /// Matches a request. `host` is the Host header or URI authority, with or without a port.
+    pub fn lookup(&self, routes: &[RouteConfig], host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
+        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        let specific = host.as_deref().and_then(|host| {
+            self.exact_hosts.get(host).or_else(|| {
+                self.wildcard_hosts
+                    .iter()
+                    .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+                    .map(|(_, table)| table)
+            })
+        });
+        let found = specific.map_or(RouteMatch::NotFound, |table| table.lookup(routes, method, path));
+        match found {
+            RouteMatch::Found { .. } => found,
+            other => match self.any_host.lookup(routes, method, path) {
+                RouteMatch::NotFound => other,
+                fallback @ RouteMatch::Found { .. } => fallback,
+                not_allowed @ RouteMatch::MethodNotAllowed { .. } => match other {
+                    RouteMatch::MethodNotAllowed { .. } => other,
+                    _ => not_allowed,
+                },
+            },
+        }
+    }
+}
+
+/// Every conflict between routes (used by config checking).
+pub fn find_conflicts(routes: &[RouteConfig]) -> Vec<Conflict> {
+    Router::new(routes).err().unwrap_or_default()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }
+    })
+}
