@@ -14,31 +14,100 @@ use hyper::body::Incoming;
 use crate::access_log::AccessLog;
 use crate::body::{Body, boxed};
 use crate::config::{Config, PathMatch, RouteConfig, TemplatePart};
+use crate::pipeline::{Decision, Flow, Pipeline, RequestBody, ResolvedStage};
+use crate::plugins::PluginSet;
 use crate::proxy::{self, Forwarded, Outbound, Upstream};
 use crate::rescue::GatewayError;
 use crate::router::{RouteMatch, Router};
+use crate::runtime::{Call, PluginKind, Runtime};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// One version of everything a request needs: config, router, upstream pools.
+/// One version of everything a request needs: config, router, upstream pools, plugins and
+/// the pipelines built from them.
 ///
 /// A request loads the current version once at entry and keeps it to the end, so a reload
-/// never changes the rules under a request in flight.
+/// never changes the rules (or the plugin code) under a request in flight.
 pub struct LiveState {
     /// The config this version was built from.
     pub config: Arc<Config>,
+    /// The plugins this version was built from.
+    pub plugins: Arc<PluginSet>,
     /// The route table.
     pub router: Router,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// One pipeline per route, in config order.
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// A stage that cannot serve with the plugin it names.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{location}: route `{route}` stage {stage} (`{plugin}`): {message}")]
+pub struct StageProblem {
+    /// Where the stage is written.
+    pub location: String,
+    /// Route name.
+    pub route: String,
+    /// Stage position (0-based).
+    pub stage: usize,
+    /// Plugin name.
+    pub plugin: String,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl LiveState {
-    /// Builds a version from a checked config, reusing the connection pools of `previous`
-    /// for upstreams whose settings did not change.
-    pub fn new(config: Arc<Config>, previous: Option<&LiveState>) -> Self {
+    /// Builds a version from a checked config and a plugin set: resolves each stage's
+    /// plugin, checks stage kinds and runs every stage's `validate-config`. Upstream
+    /// connection pools of `previous` are reused where their settings did not change.
+    /// Stages whose plugin is missing are not problems: they answer 503 until it arrives.
+    pub async fn build(
+        config: Arc<Config>,
+        plugins: Arc<PluginSet>,
+        runtime: &Runtime,
+        previous: Option<&LiveState>,
+    ) -> Result<Self, Vec<StageProblem>> {
+        let mut problems = Vec::new();
+        let mut pipelines = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let route_name: Arc<str> = route.name.as_str().into();
+            let mut stages = Vec::with_capacity(route.stages.len());
+            for (index, stage) in route.stages.iter().enumerate() {
+                let plugin = plugins.loaded.get(&stage.plugin).cloned();
+                let problem = |message: String| StageProblem {
+                    location: stage.location.clone(),
+                    route: route.name.clone(),
+                    stage: index,
+                    plugin: stage.plugin.clone(),
+                    message,
+                };
+                if let Some(plugin) = &plugin {
+                    let last = index + 1 == route.stages.len();
+                    if plugin.kind == PluginKind::Aggregate && !last {
+                        problems.push(problem("an aggregate stage must be the route's last stage".into()));
+                    }
+                    if plugin.kind == PluginKind::Aggregate && route.upstream.is_some() {
+                        problems.push(problem("a route with an aggregate stage answers from it; remove the route's `upstream`".into()));
+                    }
+                    if plugin.kind != PluginKind::Aggregate && last && route.upstream.is_none() {
+                        problems.push(problem(format!("the route has no `upstream`, so its last stage must be an aggregate plugin, not {}", plugin.kind)));
+                    }
+                    let call = Call { plugin, route: &route_name, config_json: &stage.config_json, limits: stage.limits, vars: Vec::new() };
+                    match runtime.validate_config(call).await {
+                        Ok((Ok(()), _)) => {}
+                        Ok((Err(message), _)) => problems.push(problem(format!("invalid config: {message}"))),
+                        Err(error) => problems.push(problem(format!("validate-config failed: {error}"))),
+                    }
+                }
+                stages.push(ResolvedStage { index, config: stage.clone(), plugin });
+            }
+            pipelines.push(Pipeline { route: route_name, stages });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let router = Router::new(&config.routes).unwrap_or_else(|conflicts| {
-            // Config checking already refused conflicting routes.
             tracing::error!(?conflicts, "route conflicts in a checked config");
             Router::default()
         });
@@ -53,19 +122,25 @@ impl LiveState {
                 (name.clone(), reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone()))))
             })
             .collect();
-        Self { config, router, upstreams }
+        Ok(Self { config, plugins, router, upstreams, pipelines })
     }
 }
 
-/// The gateway: the live state and the code that serves requests with it.
+/// The gateway: the sandbox runtime, the live state and the code that serves requests.
 pub struct Gateway {
+    runtime: Arc<Runtime>,
     state: ArcSwap<LiveState>,
 }
 
 impl Gateway {
-    /// A gateway serving `config`.
-    pub fn new(config: Config) -> Self {
-        Self { state: ArcSwap::from_pointee(LiveState::new(Arc::new(config), None)) }
+    /// A gateway serving `state`.
+    pub fn new(runtime: Arc<Runtime>, state: LiveState) -> Self {
+        Self { runtime, state: ArcSwap::from_pointee(state) }
+    }
+
+    /// The sandbox runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The version new requests use.
@@ -73,10 +148,9 @@ impl Gateway {
         self.state.load_full()
     }
 
-    /// Makes `config` the version new requests use.
-    pub fn replace_config(&self, config: Config) {
-        let previous = self.state.load_full();
-        self.state.store(Arc::new(LiveState::new(Arc::new(config), Some(&previous))));
+    /// Makes `state` the version new requests use; requests in flight keep theirs.
+    pub fn swap(&self, state: LiveState) {
+        self.state.store(Arc::new(state));
     }
 
     /// Serves one request. Never fails: every error becomes a JSON response.
@@ -90,7 +164,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map_or_else(new_request_id, str::to_string);
         let mut log = AccessLog::start(&request, &request_id, started);
-        let result = serve(&state, request.map(boxed), peer, &request_id, &mut log).await;
+        let result = serve(&self.runtime, &state, request.map(boxed), peer, &request_id, &mut log).await;
         let mut response = result.unwrap_or_else(|error| error.into_response(&request_id));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
@@ -105,6 +179,7 @@ fn new_request_id() -> String {
 }
 
 async fn serve(
+    runtime: &Runtime,
     state: &LiveState,
     request: Request<Body>,
     peer: SocketAddr,
@@ -112,21 +187,22 @@ async fn serve(
     log: &mut AccessLog,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
-    let head_size = request_head_size(&request);
-    if head_size > config.server.max_header_bytes {
+    if request_head_size(&request) > config.server.max_header_bytes {
         return Err(GatewayError::HeadersTooLarge { limit: config.server.max_header_bytes });
     }
     let host = request_host(&request);
-    let (route_index, params) = match state.router.lookup(&config.routes, host.as_deref(), request.method(), request.uri().path()) {
+    let path = request.uri().path();
+    let (route_index, params) = match state.router.lookup(&config.routes, host.as_deref(), request.method(), path) {
         RouteMatch::Found { route, params } => (route, params),
         RouteMatch::MethodNotAllowed { allow } => {
             return Err(GatewayError::MethodNotAllowed { method: request.method().clone(), allow });
         }
         RouteMatch::NotFound => {
-            return Err(GatewayError::NoRoute { method: request.method().clone(), path: request.uri().path().to_string() });
+            return Err(GatewayError::NoRoute { method: request.method().clone(), path: path.to_string() });
         }
     };
     let route = &config.routes[route_index];
+    let pipeline = &state.pipelines[route_index];
     log.route(&route.name);
     let (mut parts, mut body) = request.into_parts();
     if let Some(limit) = route.max_body_bytes {
@@ -136,25 +212,60 @@ async fn serve(
         }
         body = proxy::limit_body(body, limit);
     }
+    let client_ip = peer.ip().to_string();
+    if pipeline.is_empty() {
+        let path_and_query = upstream_path(route, &parts.uri, &params)?;
+        return send_upstream(state, route, parts, body, path_and_query, host.as_deref(), &client_ip, request_id, log).await;
+    }
+    let mut flow = Flow::new(runtime, state, pipeline, request_id, client_ip.clone(), params.clone());
+    let mut body = RequestBody::Streaming(body);
+    if let Decision::Respond(response) = flow.request_phase(&mut parts, &mut body).await? {
+        return Ok(response);
+    }
+    let response = match pipeline.aggregate() {
+        Some(stage) => flow.aggregate(stage, &parts, body).await?,
+        None => {
+            let path_and_query = match flow.path_override.take() {
+                Some(path) => path,
+                None => upstream_path(route, &parts.uri, &params)?,
+            };
+            let sent = send_upstream(state, route, parts, body.into_body(), path_and_query, host.as_deref(), &client_ip, request_id, log).await;
+            match sent {
+                Ok(response) => response,
+                Err(error) => return Ok(flow.with_response_headers(error.into_response(request_id))),
+            }
+        }
+    };
+    flow.response_phase(response).await
+}
+
+/// Proxies the request to the route's upstream, with forwarding headers.
+#[expect(clippy::too_many_arguments, reason = "the pieces of one request, passed once")]
+async fn send_upstream(
+    state: &LiveState,
+    route: &RouteConfig,
+    mut parts: http::request::Parts,
+    body: Body,
+    path_and_query: PathAndQuery,
+    host: Option<&str>,
+    client_ip: &str,
+    request_id: &str,
+    log: &mut AccessLog,
+) -> Result<Response<Body>, GatewayError> {
     let Some(upstream_name) = &route.upstream else {
         return Err(GatewayError::NoRoute { method: parts.method, path: parts.uri.path().to_string() });
     };
     let upstream = &state.upstreams[upstream_name];
     log.upstream(upstream_name);
-    let path_and_query = upstream_path(route, &parts.uri, &params)?;
     let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let via = if parts.version == Version::HTTP_2 { "2 wasmgate" } else { proxy::VIA };
     proxy::strip_hop_by_hop(&mut parts.headers);
-    let client_ip = peer.ip().to_string();
-    proxy::add_forwarding(
-        &mut parts.headers,
-        &Forwarded { client_ip: &client_ip, host: host.as_deref(), proto: "http", via },
-    );
+    proxy::add_forwarding(&mut parts.headers, &Forwarded { client_ip, host, proto: "http", via });
     if let Ok(value) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID, value);
     }
     if route.preserve_host && !parts.headers.contains_key(header::HOST) {
-        if let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
             parts.headers.insert(header::HOST, value);
         }
     }

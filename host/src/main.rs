@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use wasmgate::config::{Config, ConfigError};
-use wasmgate::gateway::Gateway;
+use wasmgate::gateway::{Gateway, LiveState};
+use wasmgate::plugins::{self, PluginSet};
+use wasmgate::runtime::{MemoryCounters, Runtime, RuntimeSettings};
 use wasmgate::server::Server;
 
 /// An API gateway whose request pipeline is made of sandboxed WebAssembly components.
@@ -87,15 +89,65 @@ fn load(path: &Path) -> anyhow::Result<Option<Config>> {
     }
 }
 
+/// The sandbox runtime and the plugins the config's plugin directory holds.
+fn start_runtime(config: &Config) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
+    let settings = RuntimeSettings {
+        max_instances: config.plugins.max_instances,
+        cache_dir: Some(config.plugins.cache_dir.clone()),
+    };
+    let runtime = Arc::new(Runtime::new(&settings, Arc::new(MemoryCounters::default()))?);
+    let plugins = plugins::load_dir(&runtime, &config.plugins.dir);
+    Ok((runtime, plugins))
+}
+
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let Some(config) = load(path)? else {
         return Ok(ExitCode::FAILURE);
     };
+    let (runtime, plugins) = start_runtime(&config)?;
+    let mut problems: Vec<String> = Vec::new();
+    for (name, error) in &plugins.rejected {
+        problems.push(format!("plugin `{name}` is rejected: {error}"));
+    }
+    for route in &config.routes {
+        for (index, stage) in route.stages.iter().enumerate() {
+            if !plugins.loaded.contains_key(&stage.plugin) && !plugins.rejected.contains_key(&stage.plugin) {
+                problems.push(format!(
+                    "{}: route `{}` stage {index}: plugin `{}` not found in {}",
+                    stage.location,
+                    route.name,
+                    stage.plugin,
+                    config.plugins.dir.display()
+                ));
+            }
+        }
+    }
+    let runtime_for_build = runtime.clone();
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move { LiveState::build(Arc::new(config), Arc::new(plugins), &runtime_for_build, None).await });
+    let state = match built {
+        Ok(state) => Some(state),
+        Err(stage_problems) => {
+            problems.extend(stage_problems.iter().map(ToString::to_string));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("{} error{} in config", problems.len(), if problems.len() == 1 { "" } else { "s" });
+        return Ok(ExitCode::FAILURE);
+    }
+    let state = state.expect("no problems means a built state");
     println!(
-        "{}: ok ({} routes, {} upstreams)",
+        "{}: ok ({} routes, {} upstreams, {} plugins)",
         path.display(),
-        config.routes.len(),
-        config.upstreams.len()
+        state.config.routes.len(),
+        state.config.upstreams.len(),
+        state.plugins.loaded.len()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -110,8 +162,25 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
     }
     let runtime = runtime.enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let (sandbox, plugins) = start_runtime(&config)?;
+        for route in &config.routes {
+            for stage in &route.stages {
+                if !plugins.loaded.contains_key(&stage.plugin) {
+                    tracing::warn!(route = %route.name, plugin = %stage.plugin, "stage plugin is not loaded; the route answers 503 until it is");
+                }
+            }
+        }
         let settings = config.server.clone();
-        let gateway = Arc::new(Gateway::new(config));
+        let state = match LiveState::build(Arc::new(config), Arc::new(plugins), &sandbox, None).await {
+            Ok(state) => state,
+            Err(problems) => {
+                for problem in &problems {
+                    eprintln!("error: {problem}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let gateway = Arc::new(Gateway::new(sandbox, state));
         let server = Server::bind(settings, gateway).await?;
         for addr in server.local_addrs() {
             tracing::info!(%addr, "listening");

@@ -58,6 +58,12 @@ pub enum GatewayError {
         /// The timeout that ran out.
         timeout: Duration,
     },
+    /// The upstream's response is larger than a buffering stage accepts.
+    #[error("the upstream response is larger than the {limit} bytes a stage may buffer")]
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A stage's plugin is not loaded (missing file, or rejected).
     #[error("plugin `{plugin}` of stage {stage} is not available")]
     PluginUnavailable {
@@ -100,6 +106,7 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::UpstreamUnreachable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::ResponseTooLarge { .. } => (StatusCode::BAD_GATEWAY, "upstream_response_too_large"),
             Self::PluginUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_unavailable"),
             Self::StageFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "stage_failed"),
             Self::StageTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "stage_timeout"),

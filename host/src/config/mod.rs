@@ -33,8 +33,6 @@ pub struct Config {
     pub server: ServerConfig,
     /// The plugin directory and default sandbox limits.
     pub plugins: PluginsConfig,
-    /// Where shared counters live.
-    pub state: StateConfig,
     /// The admin API's address, when enabled.
     pub admin: Option<SocketAddr>,
     /// Upstreams by name.
@@ -71,6 +69,8 @@ pub struct PluginsConfig {
     pub cache_dir: PathBuf,
     /// Whether the plugin directory and config file are watched for changes.
     pub watch: bool,
+    /// Plugin instances alive at once (the sandbox pool size).
+    pub max_instances: u32,
 }
 
 /// Sandbox limits for one stage.
@@ -98,18 +98,6 @@ impl StageLimits {
             fuel: raw.fuel.or(self.fuel),
         }
     }
-}
-
-/// Where shared counters live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateConfig {
-    /// In this process only.
-    Memory,
-    /// In Redis, shared by every gateway process using the same URL.
-    Redis {
-        /// `redis://host:port/db`
-        url: String,
-    },
 }
 
 /// How an upstream picks a target for each request.
@@ -224,6 +212,8 @@ pub struct StageConfig {
     pub buffer_body: Option<u64>,
     /// Sandbox limits, after plugin and stage overrides.
     pub limits: StageLimits,
+    /// Upstreams an aggregate stage may call (host-enforced).
+    pub upstreams: Vec<String>,
     /// Where the stage is written (`file:line:column`), for error messages.
     pub location: String,
 }
@@ -319,8 +309,11 @@ impl Checker<'_, '_> {
             .cache_dir
             .as_deref()
             .map_or_else(|| dir.join(".cache"), |cache| base.join(cache));
-        let plugins = PluginsConfig { dir, cache_dir, watch: raw.plugins.watch.unwrap_or(true) };
-        let state = self.state(&raw);
+        let max_instances = raw.plugins.max_instances.unwrap_or(1000);
+        if max_instances == 0 {
+            self.report.error(0..0, "plugins.max-instances", "must be at least 1");
+        }
+        let plugins = PluginsConfig { dir, cache_dir, watch: raw.plugins.watch.unwrap_or(true), max_instances };
         let admin = raw.admin.as_ref().and_then(|admin| {
             self.socket_addr(&admin.listen, "admin.listen")
         });
@@ -339,7 +332,6 @@ impl Checker<'_, '_> {
             file: self.path.to_path_buf(),
             server,
             plugins,
-            state,
             admin,
             upstreams,
             routes,
@@ -381,32 +373,6 @@ impl Checker<'_, '_> {
         }
         if raw.deadline.is_some_and(|d| d.0.is_zero()) {
             self.report.error(span, format!("{key}.deadline"), "must be more than zero");
-        }
-    }
-
-    fn state(&mut self, raw: &RawConfig) -> StateConfig {
-        let backend = raw.state.backend.as_ref();
-        match backend.map(|b| b.get_ref().as_str()) {
-            None | Some("memory") => StateConfig::Memory,
-            Some("redis") => match &raw.state.url {
-                Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {
-                    StateConfig::Redis { url: url.get_ref().clone() }
-                }
-                Some(url) => {
-                    self.report.error(url.span(), "state.url", "must be a redis:// or rediss:// URL");
-                    StateConfig::Memory
-                }
-                None => {
-                    let span = backend.map_or(0..0, Spanned::span);
-                    self.report.error(span, "state.url", "the redis backend needs a `url`");
-                    StateConfig::Memory
-                }
-            },
-            Some(other) => {
-                let span = backend.map_or(0..0, Spanned::span);
-                self.report.error(span, "state.backend", format!("unknown backend `{other}`: expected `memory` or `redis`"));
-                StateConfig::Memory
-            }
         }
     }
 
@@ -609,11 +575,12 @@ impl Checker<'_, '_> {
             let span = route.rewrite.as_ref().map_or(0..0, Spanned::span);
             self.report.error(span, format!("{key}.rewrite"), "set either `strip-prefix` or `rewrite`, not both");
         }
+        let known_upstreams: BTreeSet<String> = raw.upstreams.keys().cloned().collect();
         let stages = route
             .stages
             .iter()
             .enumerate()
-            .map(|(i, stage)| self.stage(&format!("{key}.stages[{i}]"), stage, defaults, plugin_limits))
+            .map(|(i, stage)| self.stage(&format!("{key}.stages[{i}]"), stage, defaults, plugin_limits, &known_upstreams))
             .collect();
         Some(RouteConfig {
             name: route.name.get_ref().clone(),
@@ -647,6 +614,7 @@ impl Checker<'_, '_> {
         spanned: &Spanned<RawStage>,
         defaults: StageLimits,
         plugin_limits: &BTreeMap<String, StageLimits>,
+        known_upstreams: &BTreeSet<String>,
     ) -> StageConfig {
         let stage = spanned.get_ref();
         let plugin = stage.plugin.get_ref().clone();
@@ -670,6 +638,19 @@ impl Checker<'_, '_> {
             }
             None => base,
         };
+        let upstreams = stage
+            .upstreams
+            .iter()
+            .flatten()
+            .filter_map(|name| {
+                if known_upstreams.contains(name.get_ref()) {
+                    Some(name.get_ref().clone())
+                } else {
+                    self.report.error(name.span(), format!("{key}.upstreams"), format!("unknown upstream `{}`", name.get_ref()));
+                    None
+                }
+            })
+            .collect();
         let config = stage.config.clone().unwrap_or_default();
         let config_json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
         StageConfig {
@@ -682,6 +663,7 @@ impl Checker<'_, '_> {
                 .filter(|body| body.buffer)
                 .map(|body| body.max_bytes.map_or(1 << 20, |b| b.0)),
             limits,
+            upstreams,
             location: self.location(&stage.plugin.span()),
         }
     }
@@ -721,14 +703,4 @@ pub fn path_captures(path: &PathMatch) -> Vec<String> {
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Methods named by a set of routes, for `Allow` headers.
-pub fn allowed_methods<'a>(routes: impl Iterator<Item = &'a RouteConfig>) -> BTreeSet<String> {
-    routes
-        .flat_map(|route| match &route.methods {
-            Some(methods) => methods.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-            None => vec!["*".to_string()],
-        })
-        .collect()
 }

@@ -23,9 +23,6 @@ pub struct RawConfig {
     /// Default sandbox limits for every stage.
     #[serde(default)]
     pub limits: RawLimits,
-    /// Where shared state (rate-limit counters) lives.
-    #[serde(default)]
-    pub state: RawState,
     /// The admin API.
     pub admin: Option<RawAdmin>,
     /// Named upstreams.
@@ -66,6 +63,8 @@ pub struct RawPlugins {
     pub cache_dir: Option<String>,
     /// Whether to watch the plugin directory and the config file for changes.
     pub watch: Option<bool>,
+    /// Plugin instances alive at once across all stages (the sandbox pool size).
+    pub max_instances: Option<u32>,
     /// Per-plugin limit overrides, keyed by plugin name.
     #[serde(default)]
     pub limits: BTreeMap<String, Spanned<RawLimits>>,
@@ -81,16 +80,6 @@ pub struct RawLimits {
     pub deadline: Option<ConfigDuration>,
     /// Fuel (roughly, wasm instructions) per call; unlimited when absent.
     pub fuel: Option<u64>,
-}
-
-/// `[state]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RawState {
-    /// `"memory"` (default) or `"redis"`.
-    pub backend: Option<Spanned<String>>,
-    /// The Redis URL when the backend is Redis.
-    pub url: Option<Spanned<String>>,
 }
 
 /// `[admin]`
@@ -164,6 +153,8 @@ pub struct RawStage {
     pub body: Option<RawBody>,
     /// Limit overrides for this stage.
     pub limits: Option<RawLimits>,
+    /// Upstreams an aggregate stage may call.
+    pub upstreams: Option<Vec<Spanned<String>>>,
 }
 
 /// A stage's `body` table.

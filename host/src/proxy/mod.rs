@@ -104,6 +104,11 @@ pub struct BodyLimitExceeded {
     pub limit: u64,
 }
 
+/// Whether `error` (or a cause) is a [`BodyLimitExceeded`].
+pub fn is_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    body_limit_exceeded(error).is_some()
+}
+
 fn body_limit_exceeded(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {

@@ -1,0 +1,68 @@
+//! Conversions between `http` types and the WIT records plugins see.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode};
+
+use crate::runtime::bindings::types;
+
+/// A plugin answer that the host cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOutput(pub String);
+
+/// Header fields as the WIT `list<header>`.
+pub fn headers_to_wit(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers.iter().map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec())).collect()
+}
+
+/// Header fields from a plugin, checked.
+pub fn headers_from_wit(fields: &[(String, Vec<u8>)]) -> Result<HeaderMap, InvalidOutput> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| InvalidOutput(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|_| InvalidOutput(format!("invalid value for header `{name}`")))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// A request as the WIT record.
+pub fn request_to_wit(method: &Method, path_and_query: &str, headers: &HeaderMap, body: Option<&Bytes>) -> types::Request {
+    types::Request {
+        method: method.as_str().to_string(),
+        uri: path_and_query.to_string(),
+        headers: headers_to_wit(headers),
+        body: body.map(|b| b.to_vec()),
+    }
+}
+
+/// A method from a plugin, checked.
+pub fn method_from_wit(method: &str) -> Result<Method, InvalidOutput> {
+    Method::from_bytes(method.as_bytes()).map_err(|_| InvalidOutput(format!("invalid method {method:?}")))
+}
+
+/// A path-and-query from a plugin, checked: it must start with `/`.
+pub fn path_from_wit(uri: &str) -> Result<PathAndQuery, InvalidOutput> {
+    if !uri.starts_with('/') {
+        return Err(InvalidOutput(format!("uri {uri:?} must start with `/`")));
+    }
+    PathAndQuery::try_from(uri).map_err(|_| InvalidOutput(format!("invalid uri {uri:?}")))
+}
+
+/// A status code from a plugin, checked: 200–599 (and 1xx is not allowed).
+pub fn status_from_wit(status: u16) -> Result<StatusCode, InvalidOutput> {
+    match StatusCode::from_u16(status) {
+        Ok(code) if (200..=599).contains(&status) => Ok(code),
+        _ => Err(InvalidOutput(format!("invalid status {status}"))),
+    }
+}
+
+/// Sets the headers that describe a body the gateway replaced.
+pub fn set_body_headers(headers: &mut HeaderMap, len: usize) {
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+}

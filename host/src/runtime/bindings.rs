@@ -1,0 +1,69 @@
+//! Every `bindgen!` for the WIT package, in one place.
+//!
+//! The `auth` world generates the shared `types` and `host` interfaces; the other worlds
+//! reuse them through `with`, so there is one `Request` type and one `Host` trait.
+
+mod generated {
+    /// The `auth` world, and the shared interfaces.
+    pub mod auth {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "auth",
+            imports: { default: trappable },
+            exports: { default: async },
+        });
+    }
+
+    /// The `rate-limit` world and the `counters` interface.
+    pub mod rate_limit {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "rate-limit",
+            imports: {
+                "wasmgate:plugin/counters.increment": async | trappable,
+                default: trappable,
+            },
+            exports: { default: async },
+            with: {
+                "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
+                "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+            },
+        });
+    }
+
+    /// The `transform` world.
+    pub mod transform {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "transform",
+            imports: { default: trappable },
+            exports: { default: async },
+            with: {
+                "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
+                "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+            },
+        });
+    }
+
+    /// The `aggregate` world.
+    pub mod aggregate {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "aggregate",
+            imports: { default: trappable },
+            exports: { default: async },
+            with: {
+                "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
+                "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+            },
+        });
+    }
+}
+
+pub use generated::aggregate::{Aggregate, AggregatePre};
+pub use generated::auth::wasmgate::plugin::host;
+pub use generated::auth::wasmgate::plugin::types;
+pub use generated::auth::{Auth, AuthPre};
+pub use generated::rate_limit::wasmgate::plugin::counters;
+pub use generated::rate_limit::{RateLimit, RateLimitPre};
+pub use generated::transform::{Transform, TransformPre};

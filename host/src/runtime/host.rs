@@ -1,0 +1,265 @@
+//! What a plugin instance may reach: the store data behind the host imports, the memory
+//! limiter, and a WASI context with no authority (built only if the guest touches WASI).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{counters, host, types};
+use super::counters::Counters;
+
+/// Request variables a single request may hold.
+pub const MAX_VARS: usize = 64;
+const MAX_VAR_NAME: usize = 64;
+const MAX_VAR_VALUE: usize = 4096;
+/// Guest log lines per plugin per second before lines are dropped.
+const LOG_LINES_PER_SECOND: u64 = 50;
+/// Bytes of one guest log line kept.
+const MAX_LOG_LINE: usize = 2048;
+
+/// The data of one plugin call's `Store`.
+pub struct StageState {
+    /// Who is running: plugin and route, for logs and counter namespaces.
+    pub(crate) identity: Arc<CallerInfo>,
+    /// The stage's config as JSON.
+    pub(crate) config_json: Arc<str>,
+    /// Request variables: those the request already had, plus those set by this call.
+    pub(crate) vars: Vec<(String, String)>,
+    pub(crate) limiter: MemoryLimiter,
+    counters: Arc<dyn Counters>,
+    wasi: Option<Box<(WasiCtx, ResourceTable)>>,
+}
+
+/// The plugin and route a call runs for.
+#[derive(Debug)]
+pub struct CallerInfo {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// Route name (empty while validating config).
+    pub route: Arc<str>,
+    /// Shared per-plugin log budget.
+    pub log_budget: Arc<LogBudget>,
+}
+
+impl StageState {
+    pub(crate) fn new(
+        identity: Arc<CallerInfo>,
+        config_json: Arc<str>,
+        vars: Vec<(String, String)>,
+        memory_bytes: u64,
+        counters: Arc<dyn Counters>,
+    ) -> Self {
+        Self {
+            identity,
+            config_json,
+            vars,
+            limiter: MemoryLimiter { max_bytes: memory_bytes as usize, hit_cap: false },
+            counters,
+            wasi: None,
+        }
+    }
+}
+
+impl WasiView for StageState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let identity = self.identity.clone();
+        let wasi = self.wasi.get_or_insert_with(|| {
+            let ctx = WasiCtx::builder()
+                .stdout(GuestOutput { caller: identity.clone(), stream: "stdout" })
+                .stderr(GuestOutput { caller: identity, stream: "stderr" })
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build();
+            Box::new((ctx, ResourceTable::new()))
+        });
+        let (ctx, table) = &mut **wasi;
+        WasiCtxView { ctx, table }
+    }
+}
+
+impl types::Host for StageState {}
+
+impl host::Host for StageState {
+    fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
+        let caller = &self.identity;
+        if !caller.log_budget.take() {
+            return Ok(());
+        }
+        let message = truncate(&message, MAX_LOG_LINE);
+        let (plugin, route) = (&*caller.plugin, &*caller.route);
+        match level {
+            types::Level::Trace => tracing::trace!(target: "wasmgate::plugin", plugin, route, "{message}"),
+            types::Level::Debug => tracing::debug!(target: "wasmgate::plugin", plugin, route, "{message}"),
+            types::Level::Info => tracing::info!(target: "wasmgate::plugin", plugin, route, "{message}"),
+            types::Level::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, route, "{message}"),
+            types::Level::Error => tracing::error!(target: "wasmgate::plugin", plugin, route, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn config(&mut self) -> wasmtime::Result<String> {
+        Ok(self.config_json.to_string())
+    }
+
+    fn now_millis(&mut self) -> wasmtime::Result<u64> {
+        Ok(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+    }
+
+    fn set_var(&mut self, name: String, value: String) -> wasmtime::Result<()> {
+        if name.len() > MAX_VAR_NAME || value.len() > MAX_VAR_VALUE {
+            wasmtime::bail!("set-var: names are limited to {MAX_VAR_NAME} bytes and values to {MAX_VAR_VALUE}");
+        }
+        if let Some(slot) = self.vars.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 = value;
+        } else if self.vars.len() < MAX_VARS {
+            self.vars.push((name, value));
+        } else {
+            wasmtime::bail!("set-var: a request holds at most {MAX_VARS} variables");
+        }
+        Ok(())
+    }
+}
+
+impl counters::Host for StageState {
+    async fn increment(&mut self, key: String, delta: u64, window_ms: u64) -> wasmtime::Result<Result<u64, String>> {
+        let key = format!("{}/{}", self.identity.plugin, key);
+        let window = Duration::from_millis(window_ms.max(1));
+        Ok(self.counters.increment(&key, delta, window).await)
+    }
+}
+
+/// Caps linear memory per instance and remembers whether the cap was hit.
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    /// Set when a growth past the cap was refused.
+    pub hit_cap: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit_cap = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A per-plugin budget of log lines per second, so a chatty plugin cannot flood the log.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    /// `second << 32 | lines used in that second`.
+    state: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl LogBudget {
+    /// Takes one line from this second's budget; `false` when it is spent.
+    pub fn take(&self) -> bool {
+        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) & 0xffff_ffff;
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (at, used) = (current >> 32, current & 0xffff_ffff);
+            let next = if at == second { (second << 32) | (used + 1) } else { (second << 32) | 1 };
+            if at == second && used >= LOG_LINES_PER_SECOND {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self.state.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    let dropped = if at != second { self.dropped.swap(0, Ordering::Relaxed) } else { 0 };
+                    if dropped > 0 {
+                        tracing::warn!(target: "wasmgate::plugin", dropped, "plugin log lines dropped (over {LOG_LINES_PER_SECOND}/s)");
+                    }
+                    return true;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A guest's stdout or stderr: each line becomes a log event tagged with the plugin.
+struct GuestOutput {
+    caller: Arc<CallerInfo>,
+    stream: &'static str,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineLogger { caller: self.caller.clone(), stream: self.stream, line: Vec::new() })
+    }
+}
+
+struct LineLogger {
+    caller: Arc<CallerInfo>,
+    stream: &'static str,
+    line: Vec<u8>,
+}
+
+impl LineLogger {
+    fn emit(&mut self) {
+        if !self.line.is_empty() && self.caller.log_budget.take() {
+            let text = String::from_utf8_lossy(&self.line);
+            tracing::info!(target: "wasmgate::plugin", plugin = &*self.caller.plugin, route = &*self.caller.route, stream = self.stream, "{}", truncate(&text, MAX_LOG_LINE));
+        }
+        self.line.clear();
+    }
+}
+
+impl AsyncWrite for LineLogger {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        for &byte in buf {
+            if byte == b'\n' {
+                self.emit();
+            } else if self.line.len() < MAX_LOG_LINE {
+                self.line.push(byte);
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineLogger {
+    fn drop(&mut self) {
+        self.emit();
+    }
+}

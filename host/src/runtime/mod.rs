@@ -1,0 +1,163 @@
+//! The sandbox: one wasmtime `Engine` (pooling allocator, epoch interruption, fuel), the
+//! `Linker` with the host imports, plugin compilation with an on-disk artifact cache, and
+//! the per-call machinery in [`call`].
+
+pub mod bindings;
+mod cache;
+pub mod call;
+pub mod counters;
+pub mod host;
+pub mod plugin;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use call::{Call, StageError};
+pub use counters::{Counters, MemoryCounters};
+pub use plugin::{Plugin, PluginError, PluginKind};
+
+use host::{LogBudget, StageState};
+
+/// How often the epoch advances; deadlines are checked at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Engine-wide sandbox settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Plugin instances alive at once (the pool size); more concurrent calls get a 503.
+    pub max_instances: u32,
+    /// Where compiled plugins are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self { max_instances: 1000, cache_dir: None }
+    }
+}
+
+/// The engine, linker and shared state every plugin call uses.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StageState>,
+    counters: Arc<dyn Counters>,
+    cache: Option<cache::ArtifactCache>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl Runtime {
+    /// Builds the engine (and its epoch ticker thread) and the linker.
+    pub fn new(settings: &RuntimeSettings, counters: Arc<dyn Counters>) -> Result<Self, RuntimeError> {
+        let fail = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
+        let n = settings.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(8))
+            .total_stacks(n)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(64)
+            .max_core_instance_size(8 << 20)
+            .max_component_instance_size(8 << 20)
+            .table_elements(100_000)
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .table_lazy_init(true)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20);
+        let engine = Engine::new(&config).map_err(fail)?;
+        let mut linker: Linker<StageState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
+        bindings::host::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s).map_err(fail)?;
+        bindings::types::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s).map_err(fail)?;
+        bindings::counters::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s).map_err(fail)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("wasmgate-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
+        let cache = settings.cache_dir.as_ref().map(|dir| cache::ArtifactCache::new(dir.clone(), &engine));
+        Ok(Self { engine, linker, counters, cache, stop_ticker })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) and links the plugin in `path`. Blocking: call it
+    /// off the request path.
+    pub fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read { plugin: name.to_string(), message: e.to_string() })?;
+        self.load_bytes(name, &bytes)
+    }
+
+    /// Compiles (or loads from the cache) and links a plugin from its bytes. Blocking.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        let hash = hex(&Sha256::digest(bytes));
+        let cached = self.cache.as_ref().and_then(|cache| cache.get(&self.engine, &hash));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+                    plugin: name.to_string(),
+                    message: format!("{e:#}"),
+                })?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&hash, &component);
+                }
+                component
+            }
+        };
+        let kind = plugin::detect_kind(&self.engine, &component, name)?;
+        let pre = plugin::prepare(&self.linker, &component, kind, name)?;
+        Ok(Plugin {
+            name: name.to_string(),
+            kind,
+            hash,
+            size: bytes.len() as u64,
+            loaded_at: SystemTime::now(),
+            from_cache,
+            pre,
+            log_budget: Arc::new(LogBudget::default()),
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
