@@ -14,12 +14,14 @@
 //! Every failure becomes a JSON response in exactly one place, [`rescue`].
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod gateway;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod reload;
 pub mod rescue;
 pub mod router;
 pub mod runtime;

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use wasmgate::config::{Config, ConfigError};
 use wasmgate::gateway::{Gateway, LiveState};
 use wasmgate::plugins::{self, PluginSet};
+use wasmgate::reload::{Reloader, SharedStatus};
 use wasmgate::runtime::{MemoryCounters, Runtime, RuntimeSettings};
 use wasmgate::server::Server;
 
@@ -180,7 +181,19 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         };
+        let admin = state.config.admin;
+        let watch = state.config.plugins.watch;
         let gateway = Arc::new(Gateway::new(sandbox, state));
+        let status = SharedStatus::default();
+        if watch {
+            Reloader::new(gateway.clone(), path.to_path_buf(), status.clone())
+                .spawn()
+                .context("cannot watch the plugin directory and config file")?;
+        }
+        if let Some(addr) = admin {
+            let bound = wasmgate::admin::spawn(addr, gateway.clone(), status.clone()).await?;
+            tracing::info!(addr = %bound, "admin API listening");
+        }
         let server = Server::bind(settings, gateway).await?;
         for addr in server.local_addrs() {
             tracing::info!(%addr, "listening");

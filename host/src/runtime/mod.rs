@@ -121,7 +121,7 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) and links a plugin from its bytes. Blocking.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let cached = self.cache.as_ref().and_then(|cache| cache.get(&self.engine, &hash));
         let from_cache = cached.is_some();
         let component = match cached {
@@ -158,6 +158,7 @@ impl Drop for Runtime {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of a plugin file, in hex: its identity in the cache and the admin API.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,98 @@
+//! The admin API (keep it on loopback): `GET /status` with the loaded plugins, their worlds,
+//! hashes, load times, routes and last errors, plus the reload generation; `GET /health`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::body::{Body, full};
+use crate::gateway::Gateway;
+use crate::reload::{SharedStatus, routes_by_plugin};
+
+/// Binds the admin listener and serves it in the background.
+pub async fn spawn(addr: SocketAddr, gateway: Arc<Gateway>, status: SharedStatus) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}")))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let gateway = gateway.clone();
+            let status = status.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let response = answer(&request, &gateway, &status);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn answer(request: &Request<Incoming>, gateway: &Gateway, status: &SharedStatus) -> Response<Body> {
+    if request.method() != Method::GET {
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method_not_allowed", "message": "the admin API is read-only"}));
+    }
+    match request.uri().path() {
+        "/health" => json_response(StatusCode::OK, &json!({"ok": true})),
+        "/status" => json_response(StatusCode::OK, &status_json(gateway, status)),
+        path => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found", "message": format!("no admin endpoint {path}; try /status")})),
+    }
+}
+
+/// The `/status` document.
+pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Value {
+    let state = gateway.state();
+    let reload = status.lock().map(|s| s.clone()).unwrap_or_default();
+    let routes = routes_by_plugin(&state);
+    let mut names: Vec<&String> = state.plugins.loaded.keys().chain(state.plugins.rejected.keys()).collect();
+    names.sort();
+    names.dedup();
+    let plugins: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| {
+            let loaded = state.plugins.loaded.get(name);
+            json!({
+                "name": name,
+                "loaded": loaded.is_some(),
+                "world": loaded.map(|p| p.kind.world()),
+                "hash": loaded.map(|p| p.hash.clone()),
+                "size": loaded.map(|p| p.size),
+                "loaded_at_unix": loaded.map(|p| p.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+                "from_cache": loaded.map(|p| p.from_cache),
+                "routes": routes.get(name).cloned().unwrap_or_default(),
+                "last_error": state.plugins.rejected.get(name),
+            })
+        })
+        .collect();
+    let missing: Vec<&String> = routes.keys().filter(|name| !state.plugins.loaded.contains_key(*name)).collect();
+    json!({
+        "generation": reload.generation,
+        "last_swap_unix": reload.last_swap_unix,
+        "config_file": state.config.file.display().to_string(),
+        "config_error": reload.config_error,
+        "routes": state.config.routes.len(),
+        "plugins": plugins,
+        "missing_plugins": missing,
+        "events": reload.events,
+    })
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,288 @@
+//! Hot reload: watch the plugin directory and the config file, debounce, rebuild the live
+//! state off the request path and swap it atomically.
+//!
+//! Requests in flight keep the [`LiveState`] they started with; new requests get the new
+//! one. A plugin file that fails to compile, implements no world or fails a stage's
+//! `validate-config` is rejected and the last good version keeps serving. A deleted plugin
+//! is unloaded (its routes answer 503). An invalid config is rejected whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError};
+use crate::gateway::{Gateway, LiveState};
+use crate::plugins::{self, PluginSet};
+
+/// How long the file system must be quiet before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What the last reloads did, for the admin API.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Incremented on every successful swap.
+    pub generation: u64,
+    /// When the live state was last swapped (seconds since the Unix epoch).
+    pub last_swap_unix: u64,
+    /// Why the last config edit was rejected, if it was.
+    pub config_error: Option<String>,
+    /// Recent load, unload and reject events, newest last.
+    pub events: Vec<String>,
+}
+
+/// Shared reload status.
+pub type SharedStatus = Arc<Mutex<ReloadStatus>>;
+
+/// Watches files and reloads the gateway when they change.
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    config_path: PathBuf,
+    status: SharedStatus,
+}
+
+impl Reloader {
+    /// A reloader for `gateway`, whose config came from `config_path`.
+    pub fn new(gateway: Arc<Gateway>, config_path: PathBuf, status: SharedStatus) -> Self {
+        Self { gateway, config_path, status }
+    }
+
+    /// Watches the plugin directory and the config file until the process ends.
+    pub fn spawn(self) -> notify::Result<()> {
+        let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                if !event.kind.is_access() {
+                    for path in event.paths {
+                        let _ = tx.send(path);
+                    }
+                }
+            }
+        })?;
+        let state = self.gateway.state();
+        let plugin_dir = state.config.plugins.dir.clone();
+        std::fs::create_dir_all(&plugin_dir).ok();
+        watcher.watch(&plugin_dir, RecursiveMode::NonRecursive)?;
+        let config_dir = self.config_path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+        tracing::info!(plugins = %plugin_dir.display(), config = %self.config_path.display(), "watching for changes");
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            self.run(rx, plugin_dir).await;
+        });
+        Ok(())
+    }
+
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<PathBuf>, plugin_dir: PathBuf) {
+        let config_name = self.config_path.file_name().map(|n| n.to_os_string());
+        let plugin_dir = canonical(&plugin_dir);
+        while let Some(first) = rx.recv().await {
+            let mut paths = vec![first];
+            // Debounce: wait until no event arrived for DEBOUNCE.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(path)) => paths.push(path),
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let mut config_changed = false;
+            let mut changed_plugins = BTreeSet::new();
+            for path in paths {
+                if path.file_name().map(|n| n.to_os_string()) == config_name
+                    && canonical(path.parent().unwrap_or(Path::new("."))) == canonical(self.config_path.parent().unwrap_or(Path::new(".")))
+                {
+                    config_changed = true;
+                } else if canonical(path.parent().unwrap_or(Path::new("."))) == plugin_dir {
+                    if let Some(name) = plugins::plugin_name(&path) {
+                        changed_plugins.insert(name);
+                    }
+                }
+            }
+            if config_changed || !changed_plugins.is_empty() {
+                self.reload(config_changed, changed_plugins).await;
+            }
+        }
+    }
+
+    /// Applies plugin changes, then a config change; each is all-or-nothing.
+    pub async fn reload(&self, config_changed: bool, changed_plugins: BTreeSet<String>) {
+        if !changed_plugins.is_empty() {
+            self.reload_plugins(changed_plugins).await;
+        }
+        if config_changed {
+            self.reload_config().await;
+        }
+    }
+
+    async fn reload_plugins(&self, names: BTreeSet<String>) {
+        let current = self.gateway.state();
+        let dir = current.config.plugins.dir.clone();
+        let mut candidate: PluginSet = (*current.plugins).clone();
+        let mut changed = Vec::new();
+        for name in names {
+            let path = dir.join(format!("{name}.wasm"));
+            if !path.is_file() {
+                if candidate.loaded.remove(&name).is_some() {
+                    self.event(format!("plugin `{name}` unloaded (file removed)"));
+                    tracing::warn!(plugin = %name, "plugin unloaded: its file was removed; routes using it answer 503");
+                    changed.push(name.clone());
+                }
+                candidate.rejected.remove(&name);
+                continue;
+            }
+            let Some(bytes) = read_when_stable(&path).await else {
+                continue;
+            };
+            let unchanged = candidate.loaded.get(&name).is_some_and(|p| p.hash == crate::runtime::content_hash(&bytes));
+            if unchanged {
+                candidate.rejected.remove(&name);
+                continue;
+            }
+            let runtime = self.gateway.runtime().clone();
+            let plugin_name = name.clone();
+            let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&plugin_name, &bytes)).await;
+            match loaded {
+                Ok(Ok(plugin)) => {
+                    tracing::info!(plugin = %name, world = %plugin.kind, hash = %&plugin.hash[..12], from_cache = plugin.from_cache, "plugin compiled; validating");
+                    candidate.loaded.insert(name.clone(), Arc::new(plugin));
+                    candidate.rejected.remove(&name);
+                    changed.push(name);
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(plugin = %name, %error, "plugin rejected; the last good version keeps serving");
+                    self.event(format!("plugin `{name}` rejected: {error}"));
+                    candidate.rejected.insert(name, error.to_string());
+                }
+                Err(join) => tracing::error!(plugin = %name, error = %join, "plugin load panicked"),
+            }
+        }
+        if changed.is_empty() && candidate.rejected == current.plugins.rejected {
+            return;
+        }
+        let runtime = self.gateway.runtime().clone();
+        let built = LiveState::build(current.config.clone(), Arc::new(candidate.clone()), &runtime, Some(&current)).await;
+        let state = match built {
+            Ok(state) => state,
+            Err(problems) => {
+                // Put back the last good version of every plugin a stage refused.
+                let refused: BTreeSet<&str> = problems.iter().map(|p| p.plugin.as_str()).collect();
+                for name in refused {
+                    let message: Vec<String> = problems.iter().filter(|p| p.plugin == name).map(ToString::to_string).collect();
+                    tracing::error!(plugin = %name, problems = %message.join("; "), "plugin rejected by a stage's validate-config; the last good version keeps serving");
+                    self.event(format!("plugin `{name}` rejected: {}", message.join("; ")));
+                    match current.plugins.loaded.get(name) {
+                        Some(previous) => candidate.loaded.insert(name.to_string(), previous.clone()),
+                        None => candidate.loaded.remove(name),
+                    };
+                    candidate.rejected.insert(name.to_string(), message.join("; "));
+                }
+                match LiveState::build(current.config.clone(), Arc::new(candidate.clone()), &runtime, Some(&current)).await {
+                    Ok(state) => state,
+                    Err(problems) => {
+                        tracing::error!(?problems, "cannot rebuild the live state; keeping the current one");
+                        return;
+                    }
+                }
+            }
+        };
+        for name in changed {
+            if let Some(plugin) = state.plugins.loaded.get(&name) {
+                if !current.plugins.loaded.get(&name).is_some_and(|old| Arc::ptr_eq(old, plugin)) {
+                    tracing::info!(plugin = %name, world = %plugin.kind, hash = %&plugin.hash[..12], "plugin loaded");
+                    self.event(format!("plugin `{name}` loaded ({}, {})", plugin.kind, &plugin.hash[..12]));
+                }
+            }
+        }
+        self.swap(state);
+    }
+
+    async fn reload_config(&self) {
+        let current = self.gateway.state();
+        let path = self.config_path.clone();
+        let config = match tokio::task::spawn_blocking(move || Config::load(&path)).await {
+            Ok(Ok(config)) => config,
+            Ok(Err(error)) => {
+                let message = match &error {
+                    ConfigError::Invalid(diagnostics) => diagnostics.to_string(),
+                    other => other.to_string(),
+                };
+                tracing::error!("config rejected; the current config keeps serving:\n{message}");
+                self.event("config rejected".to_string());
+                self.status.lock().expect("status lock").config_error = Some(message);
+                return;
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "config load panicked");
+                return;
+            }
+        };
+        if config.server.listen != current.config.server.listen || config.plugins.dir != current.config.plugins.dir {
+            tracing::warn!("`server.listen` and `plugins.dir` changes take effect after a restart");
+        }
+        let runtime = self.gateway.runtime().clone();
+        match LiveState::build(Arc::new(config), current.plugins.clone(), &runtime, Some(&current)).await {
+            Ok(state) => {
+                tracing::info!(routes = state.config.routes.len(), "config reloaded");
+                self.event("config reloaded".to_string());
+                self.status.lock().expect("status lock").config_error = None;
+                self.swap(state);
+            }
+            Err(problems) => {
+                let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                tracing::error!("config rejected; the current config keeps serving:\n{}", message.join("\n"));
+                self.event("config rejected".to_string());
+                self.status.lock().expect("status lock").config_error = Some(message.join("\n"));
+            }
+        }
+    }
+
+    fn swap(&self, state: LiveState) {
+        self.gateway.swap(state);
+        let mut status = self.status.lock().expect("status lock");
+        status.generation += 1;
+        status.last_swap_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    }
+
+    fn event(&self, text: String) {
+        let mut status = self.status.lock().expect("status lock");
+        status.events.push(text);
+        let excess = status.events.len().saturating_sub(50);
+        status.events.drain(..excess);
+    }
+}
+
+/// Reads a file once its size and modification time stop changing, so a copy in progress
+/// is not loaded half-written. `None` if it vanished.
+async fn read_when_stable(path: &Path) -> Option<Vec<u8>> {
+    let mut last = None;
+    for _ in 0..100 {
+        let meta = std::fs::metadata(path).ok()?;
+        let now = (meta.len(), meta.modified().ok());
+        if last == Some(now) {
+            return std::fs::read(path).ok();
+        }
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::read(path).ok()
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Which routes use each plugin, for the admin API.
+pub fn routes_by_plugin(state: &LiveState) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for route in &state.config.routes {
+        for stage in &route.stages {
+            map.entry(stage.plugin.clone()).or_default().push(route.name.clone());
+        }
+    }
+    map
+}
