@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError};
 use crate::gateway::{Gateway, LiveState};
 use crate::plugins::{self, PluginSet};
+use crate::runtime::PluginError;
 
 /// How long the file system must be quiet before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -89,6 +90,7 @@ impl Reloader {
                     Err(_) => break,
                 }
             }
+            tracing::debug!(?paths, "file changes");
             let mut config_changed = false;
             let mut changed_plugins = BTreeSet::new();
             for path in paths {
@@ -145,6 +147,19 @@ impl Reloader {
             let runtime = self.gateway.runtime().clone();
             let plugin_name = name.clone();
             let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&plugin_name, &bytes)).await;
+            let loaded = loaded.map(|result| {
+                result.and_then(|plugin| match candidate.loaded.get(&name) {
+                    Some(old) if old.kind != plugin.kind => Err(PluginError::Link {
+                        plugin: name.clone(),
+                        world: plugin.kind.world(),
+                        message: format!(
+                            "the loaded version implements world `{}`; a plugin keeps its world across reloads (delete the file first to change it)",
+                            old.kind
+                        ),
+                    }),
+                    _ => Ok(plugin),
+                })
+            });
             match loaded {
                 Ok(Ok(plugin)) => {
                     tracing::info!(plugin = %name, world = %plugin.kind, hash = %&plugin.hash[..12], from_cache = plugin.from_cache, "plugin compiled; validating");

@@ -73,6 +73,10 @@ impl Runtime {
             .max_core_instance_size(8 << 20)
             .max_component_instance_size(8 << 20)
             .table_elements(100_000)
+            // Unused slots stay warm (their memory image mapped, up to `keep_resident` bytes
+            // resident) for quick reuse by the same plugin; bounding them bounds the memory
+            // that old plugin versions can hold after hot reloads.
+            .max_unused_warm_slots(32)
             .linear_memory_keep_resident(256 << 10)
             .table_keep_resident(64 << 10);
         let mut config = wasmtime::Config::new();
