@@ -44,14 +44,23 @@ upstream = "echo"
 /// The admin API's address, from the gateway's `admin API listening` log line.
 fn admin_addr(gateway: &TestGateway) -> SocketAddr {
     let found = common::wait_until(Duration::from_secs(10), || {
-        gateway.log_records().iter().any(|r| r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening")
+        gateway.log_records().iter().any(|r| {
+            r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening"
+        })
     });
     assert!(found, "no admin listening line; logs:\n{}", gateway.logs());
     gateway
         .log_records()
         .iter()
-        .find(|r| r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening")
-        .and_then(|r| r["addr"].as_str().or(r["fields"]["addr"].as_str()).map(str::to_string))
+        .find(|r| {
+            r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening"
+        })
+        .and_then(|r| {
+            r["addr"]
+                .as_str()
+                .or(r["fields"]["addr"].as_str())
+                .map(str::to_string)
+        })
         .expect("addr field")
         .parse()
         .expect("a socket address")
@@ -68,13 +77,19 @@ async fn wait_generation(admin: SocketAddr, after: u64) -> Duration {
         if status(admin).await["generation"].as_u64().unwrap_or(0) > after {
             return start.elapsed();
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no reload within 20s: {}", status(admin).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no reload within 20s: {}",
+            status(admin).await
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn generation(admin: SocketAddr) -> u64 {
-    status(admin).await["generation"].as_u64().expect("generation")
+    status(admin).await["generation"]
+        .as_u64()
+        .expect("generation")
 }
 
 /// Atomically replaces a plugin file (write to a temp name, then rename), as deploy tools do.
@@ -87,7 +102,10 @@ fn install(dir: &Path, name: &str, wasm: &str) {
 /// The versions a response reports: (upstream saw, on-request ran, on-response ran).
 fn versions(reply: &common::Reply) -> (String, String, String) {
     let body = reply.json();
-    let upstream = body["headers"]["x-plugin-version"].as_str().unwrap_or("").to_string();
+    let upstream = body["headers"]["x-plugin-version"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let on_request = reply.header("x-request-version").unwrap_or("").to_string();
     let on_response = reply.header("x-response-version").unwrap_or("").to_string();
     (upstream, on_request, on_response)
@@ -96,7 +114,8 @@ fn versions(reply: &common::Reply) -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swap_under_load_fails_no_request_and_never_mixes_versions() {
     let upstream = TestUpstream::start(handler::echo);
-    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let url = gateway.url("/v/load");
     let stop = Arc::new(AtomicBool::new(false));
@@ -134,15 +153,22 @@ async fn swap_under_load_fails_no_request_and_never_mixes_versions() {
         total += seen.len();
         saw.extend(seen);
     }
-    assert!(saw.contains("a") && saw.contains("b"), "the load spanned both versions: {saw:?}");
-    assert!(swapped < Duration::from_secs(5), "the new version took {swapped:?} to go live");
+    assert!(
+        saw.contains("a") && saw.contains("b"),
+        "the load spanned both versions: {saw:?}"
+    );
+    assert!(
+        swapped < Duration::from_secs(5),
+        "the new version took {swapped:?} to go live"
+    );
     eprintln!("{total} requests, 0 failed; file write to new version live: {swapped:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_partial_copy_is_never_loaded_and_the_complete_file_is() {
     let upstream = TestUpstream::start(handler::echo);
-    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let bytes = std::fs::read(VERSION_B).expect("fixture");
     let target = gateway.plugins_dir().join("versioned.wasm");
@@ -152,42 +178,82 @@ async fn a_slow_partial_copy_is_never_loaded_and_the_complete_file_is() {
     for _ in 0..5 {
         let reply = get(&gateway.url("/v/x")).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(versions(&reply).0, "a", "the half-written file must not serve");
+        assert_eq!(
+            versions(&reply).0,
+            "a",
+            "the half-written file must not serve"
+        );
     }
     let before = generation(admin).await;
     std::fs::write(&target, &bytes).expect("whole file");
     wait_generation(admin, before).await;
     let reply = get(&gateway.url("/v/x")).await;
     assert_eq!(versions(&reply).0, "b");
-    let plugin = status(admin).await["plugins"].as_array().expect("plugins").iter().find(|p| p["name"] == "versioned").cloned().expect("listed");
-    assert_eq!(plugin["last_error"], serde_json::Value::Null, "the good file clears the error: {plugin}");
+    let plugin = status(admin).await["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["name"] == "versioned")
+        .cloned()
+        .expect("listed");
+    assert_eq!(
+        plugin["last_error"],
+        serde_json::Value::Null,
+        "the good file clears the error: {plugin}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_keeps_the_last_good_version_serving() {
     let upstream = TestUpstream::start(handler::echo);
-    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let dir = gateway.plugins_dir();
     std::fs::write(dir.join(".versioned.tmp"), b"\0asm this is not a component").expect("write");
     std::fs::rename(dir.join(".versioned.tmp"), dir.join("versioned.wasm")).expect("rename");
-    let found = common::wait_until(Duration::from_secs(10), || gateway.logs().contains("the last good version keeps serving"));
+    let found = common::wait_until(Duration::from_secs(10), || {
+        gateway
+            .logs()
+            .contains("the last good version keeps serving")
+    });
     assert!(found, "the rejection is logged; logs:\n{}", gateway.logs());
     let reply = get(&gateway.url("/v/x")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(versions(&reply).0, "a");
     let status = status(admin).await;
-    let plugin = status["plugins"].as_array().expect("plugins").iter().find(|p| p["name"] == "versioned").cloned().expect("listed");
+    let plugin = status["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["name"] == "versioned")
+        .cloned()
+        .expect("listed");
     assert_eq!(plugin["loaded"], true);
-    assert!(plugin["last_error"].as_str().is_some_and(|e| e.contains("not a valid WebAssembly component")), "{plugin}");
+    assert!(
+        plugin["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a valid WebAssembly component")),
+        "{plugin}"
+    );
     // A component of no wasmgate world, then one of another world: both refused, still a.
     for (wasm, expect) in [
-        (wasmgate_fixtures::FX_WRONGWORLD, "implements no wasmgate world"),
-        (wasmgate_fixtures::FX_AUTH_HEADER, "the loaded version implements world `transform`"),
+        (
+            wasmgate_fixtures::FX_WRONGWORLD,
+            "implements no wasmgate world",
+        ),
+        (
+            wasmgate_fixtures::FX_AUTH_HEADER,
+            "the loaded version implements world `transform`",
+        ),
     ] {
         install(&dir, "versioned", wasm);
         let found = common::wait_until(Duration::from_secs(10), || gateway.logs().contains(expect));
-        assert!(found, "expected a rejection containing {expect:?}; logs:\n{}", gateway.logs());
+        assert!(
+            found,
+            "expected a rejection containing {expect:?}; logs:\n{}",
+            gateway.logs()
+        );
         assert_eq!(versions(&get(&gateway.url("/v/x")).await).0, "a");
     }
 }
@@ -195,7 +261,8 @@ async fn a_broken_file_keeps_the_last_good_version_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_answers_503_naming_the_plugin_until_it_returns() {
     let upstream = TestUpstream::start(handler::echo);
-    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let before = generation(admin).await;
     std::fs::remove_file(gateway.plugins_dir().join("versioned.wasm")).expect("remove");
@@ -203,8 +270,17 @@ async fn delete_answers_503_naming_the_plugin_until_it_returns() {
     let reply = get(&gateway.url("/v/x")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json()["error"], "plugin_unavailable");
-    assert!(reply.json()["message"].as_str().unwrap_or("").contains("versioned"));
-    assert_eq!(get(&gateway.url("/plain/x")).await.status, StatusCode::OK, "other routes are unaffected");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("versioned")
+    );
+    assert_eq!(
+        get(&gateway.url("/plain/x")).await.status,
+        StatusCode::OK,
+        "other routes are unaffected"
+    );
     let before = generation(admin).await;
     install(&gateway.plugins_dir(), "versioned", VERSION_B);
     wait_generation(admin, before).await;
@@ -217,19 +293,35 @@ async fn delete_answers_503_naming_the_plugin_until_it_returns() {
 async fn an_invalid_config_edit_is_rejected_and_a_valid_one_applies() {
     let upstream = TestUpstream::start(handler::echo);
     let original = config(&upstream);
-    let gateway = TestGateway::start_with_plugins(&original, &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&original, &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let live = std::fs::read_to_string(gateway.config_path()).expect("config");
-    let broken = live.replace("upstream = \"echo\"\nstages", "upstream = \"nowhere\"\nstages");
+    let broken = live.replace(
+        "upstream = \"echo\"\nstages",
+        "upstream = \"nowhere\"\nstages",
+    );
     assert_ne!(broken, live);
     std::fs::write(gateway.config_path(), &broken).expect("write");
-    let rejected = common::wait_until(Duration::from_secs(10), || gateway.logs().contains("config rejected"));
+    let rejected = common::wait_until(Duration::from_secs(10), || {
+        gateway.logs().contains("config rejected")
+    });
     assert!(rejected, "logs:\n{}", gateway.logs());
     let status_now = status(admin).await;
-    assert!(status_now["config_error"].as_str().is_some_and(|e| e.contains("unknown upstream `nowhere`") && e.contains("gateway.toml:")), "{status_now}");
-    assert_eq!(get(&gateway.url("/v/x")).await.status, StatusCode::OK, "the old config keeps serving");
+    assert!(
+        status_now["config_error"].as_str().is_some_and(|e| e
+            .contains("unknown upstream `nowhere`")
+            && e.contains("gateway.toml:")),
+        "{status_now}"
+    );
+    assert_eq!(
+        get(&gateway.url("/v/x")).await.status,
+        StatusCode::OK,
+        "the old config keeps serving"
+    );
     let before = generation(admin).await;
-    let extended = format!("{live}\n[[routes]]\nname = \"added\"\npath = \"/added\"\nupstream = \"echo\"\n");
+    let extended =
+        format!("{live}\n[[routes]]\nname = \"added\"\npath = \"/added\"\nupstream = \"echo\"\n");
     std::fs::write(gateway.config_path(), extended).expect("write");
     wait_generation(admin, before).await;
     assert_eq!(get(&gateway.url("/added")).await.status, StatusCode::OK);
@@ -244,7 +336,8 @@ async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
         }
         handler::echo(request).await
     });
-    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let slow_url = gateway.url("/v/slow");
     let slow = tokio::spawn(async move { get(&slow_url).await });
@@ -252,21 +345,34 @@ async fn a_request_in_flight_during_a_swap_finishes_on_its_version() {
     let before = generation(admin).await;
     install(&gateway.plugins_dir(), "versioned", VERSION_B);
     wait_generation(admin, before).await;
-    assert_eq!(versions(&get(&gateway.url("/v/fast")).await).0, "b", "new requests use b");
+    assert_eq!(
+        versions(&get(&gateway.url("/v/fast")).await).0,
+        "b",
+        "new requests use b"
+    );
     let reply = slow.await.expect("slow request");
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(versions(&reply), ("a".into(), "a".into(), "a".into()), "the in-flight request stays on a");
+    assert_eq!(
+        versions(&reply),
+        ("a".into(), "a".into(), "a".into()),
+        "the in-flight request stays on a"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_bounded_over_200_reloads() {
     let upstream = TestUpstream::start(handler::echo);
-    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
     let admin = admin_addr(&gateway);
     let mut rss = Vec::new();
     for round in 0..200 {
         let before = generation(admin).await;
-        install(&gateway.plugins_dir(), "versioned", if round % 2 == 0 { VERSION_B } else { VERSION_A });
+        install(
+            &gateway.plugins_dir(),
+            "versioned",
+            if round % 2 == 0 { VERSION_B } else { VERSION_A },
+        );
         wait_generation(admin, before).await;
         let reply = get(&gateway.url("/v/x")).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -280,5 +386,8 @@ async fn memory_stays_bounded_over_200_reloads() {
     // warm, so memory rises over the first reloads and then stays flat. Allow allocator
     // noise, not growth per reload (a leak of one plugin version per reload would be
     // 150 x ~85 KB = 12 MiB here).
-    assert!(end < warm + 6 * 1024, "RSS grew from {warm} KiB to {end} KiB over 150 reloads");
+    assert!(
+        end < warm + 6 * 1024,
+        "RSS grew from {warm} KiB to {end} KiB over 150 reloads"
+    );
 }

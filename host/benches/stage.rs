@@ -19,12 +19,19 @@ use wasmgate::runtime::{Call, MemoryCounters, Plugin, Runtime, RuntimeSettings};
 
 /// A runtime sized like a small gateway, without the on-disk cache.
 fn runtime() -> Runtime {
-    let settings = RuntimeSettings { max_instances: 64, cache_dir: None };
+    let settings = RuntimeSettings {
+        max_instances: 64,
+        cache_dir: None,
+    };
     Runtime::new(&settings, Arc::new(MemoryCounters::default())).expect("runtime starts")
 }
 
 fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<Plugin> {
-    Arc::new(runtime.load_file(name, path.as_ref()).unwrap_or_else(|e| panic!("{name}: {e}")))
+    Arc::new(
+        runtime
+            .load_file(name, path.as_ref())
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    )
 }
 
 /// A typical small request: two headers, no body.
@@ -60,26 +67,53 @@ struct Stage {
 
 impl Stage {
     fn new(plugin: Arc<Plugin>, config: &str) -> Self {
-        Self { plugin, route: "bench".into(), config: config.into() }
+        Self {
+            plugin,
+            route: "bench".into(),
+            config: config.into(),
+        }
     }
 
     fn call(&self) -> Call<'_> {
-        Call { plugin: &self.plugin, route: &self.route, config_json: &self.config, limits: StageLimits::default(), vars: Vec::new() }
+        Call {
+            plugin: &self.plugin,
+            route: &self.route,
+            config_json: &self.config,
+            limits: StageLimits::default(),
+            vars: Vec::new(),
+        }
     }
 }
 
 fn stages(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let runtime = runtime();
-    let transform = Stage::new(load(&runtime, "fx-transform", wasmgate_fixtures::FX_TRANSFORM), r#"{"tag":"bench"}"#);
-    let auth = Stage::new(load(&runtime, "fx-auth-header", wasmgate_fixtures::FX_AUTH_HEADER), "{}");
+    let transform = Stage::new(
+        load(&runtime, "fx-transform", wasmgate_fixtures::FX_TRANSFORM),
+        r#"{"tag":"bench"}"#,
+    );
+    let auth = Stage::new(
+        load(
+            &runtime,
+            "fx-auth-header",
+            wasmgate_fixtures::FX_AUTH_HEADER,
+        ),
+        "{}",
+    );
     // A limit that is never reached, so every call takes the "allowed" path.
     let ratelimit = Stage::new(
         load(&runtime, "fx-ratelimit", wasmgate_fixtures::FX_RATELIMIT),
         r#"{"limit":18446744073709551615,"window_ms":3600000}"#,
     );
     let (req, ctx) = (request(), context());
-    let resp = Response { status: 200, headers: vec![("content-type".into(), b"application/json".to_vec())], body: None };
+    let resp = Response {
+        status: 200,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: None,
+    };
 
     let mut group = c.benchmark_group("stage");
 
@@ -97,7 +131,10 @@ fn stages(c: &mut Criterion) {
 
     group.bench_function("transform_on_request", |b| {
         b.to_async(&rt).iter(|| async {
-            let (answer, vars) = runtime.on_request(transform.call(), &req, &ctx).await.expect("on-request runs");
+            let (answer, vars) = runtime
+                .on_request(transform.call(), &req, &ctx)
+                .await
+                .expect("on-request runs");
             assert!(answer.is_ok());
             black_box(vars)
         });
@@ -105,14 +142,20 @@ fn stages(c: &mut Criterion) {
 
     group.bench_function("transform_on_response", |b| {
         b.to_async(&rt).iter(|| async {
-            let (answer, _) = runtime.on_response(transform.call(), &resp, &ctx).await.expect("on-response runs");
+            let (answer, _) = runtime
+                .on_response(transform.call(), &resp, &ctx)
+                .await
+                .expect("on-response runs");
             black_box(answer)
         });
     });
 
     group.bench_function("auth_authenticate", |b| {
         b.to_async(&rt).iter(|| async {
-            let (answer, _) = runtime.authenticate(auth.call(), &req, &ctx).await.expect("authenticate runs");
+            let (answer, _) = runtime
+                .authenticate(auth.call(), &req, &ctx)
+                .await
+                .expect("authenticate runs");
             assert!(answer.is_ok());
             black_box(answer)
         });
@@ -120,7 +163,10 @@ fn stages(c: &mut Criterion) {
 
     group.bench_function("ratelimit_check", |b| {
         b.to_async(&rt).iter(|| async {
-            let (answer, _) = runtime.check_rate(ratelimit.call(), &req, &ctx).await.expect("check runs");
+            let (answer, _) = runtime
+                .check_rate(ratelimit.call(), &req, &ctx)
+                .await
+                .expect("check runs");
             assert!(answer.is_ok());
             black_box(answer)
         });
@@ -128,7 +174,10 @@ fn stages(c: &mut Criterion) {
 
     group.bench_function("validate_config", |b| {
         b.to_async(&rt).iter(|| async {
-            let (answer, _) = runtime.validate_config(transform.call()).await.expect("validate-config runs");
+            let (answer, _) = runtime
+                .validate_config(transform.call())
+                .await
+                .expect("validate-config runs");
             assert!(answer.is_ok());
             black_box(answer)
         });

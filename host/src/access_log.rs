@@ -25,11 +25,25 @@ impl AccessLog {
     pub fn start<B>(request: &Request<B>, request_id: &str, started: Instant) -> Self {
         let enabled = tracing::enabled!(target: "wasmgate::access", tracing::Level::INFO);
         let (method, path, request_id) = if enabled {
-            (request.method().to_string(), request.uri().path().to_string(), request_id.to_string())
+            (
+                request.method().to_string(),
+                request.uri().path().to_string(),
+                request_id.to_string(),
+            )
         } else {
             Default::default()
         };
-        Self { enabled, method, path, request_id, route: String::new(), upstream: String::new(), status: 0, bytes: 0, started }
+        Self {
+            enabled,
+            method,
+            path,
+            request_id,
+            route: String::new(),
+            upstream: String::new(),
+            status: 0,
+            bytes: 0,
+            started,
+        }
     }
 
     /// Records the matched route.
@@ -52,7 +66,12 @@ impl AccessLog {
             return response;
         }
         self.status = response.status().as_u16();
-        response.map(|inner| boxed(LoggedBody { inner, log: Some(self) }))
+        response.map(|inner| {
+            boxed(LoggedBody {
+                inner,
+                log: Some(self),
+            })
+        })
     }
 }
 

@@ -17,14 +17,20 @@ use crate::gateway::Gateway;
 use crate::reload::{SharedStatus, routes_by_plugin};
 
 /// Binds the admin listener and serves it in the background.
-pub async fn spawn(addr: SocketAddr, gateway: Arc<Gateway>, status: SharedStatus) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}")))?;
+pub async fn spawn(
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    status: SharedStatus,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}"))
+    })?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let gateway = gateway.clone();
             let status = status.clone();
             tokio::spawn(async move {
@@ -43,12 +49,18 @@ pub async fn spawn(addr: SocketAddr, gateway: Arc<Gateway>, status: SharedStatus
 
 fn answer(request: &Request<Incoming>, gateway: &Gateway, status: &SharedStatus) -> Response<Body> {
     if request.method() != Method::GET {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method_not_allowed", "message": "the admin API is read-only"}));
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method_not_allowed", "message": "the admin API is read-only"}),
+        );
     }
     match request.uri().path() {
         "/health" => json_response(StatusCode::OK, &json!({"ok": true})),
         "/status" => json_response(StatusCode::OK, &status_json(gateway, status)),
-        path => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found", "message": format!("no admin endpoint {path}; try /status")})),
+        path => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": format!("no admin endpoint {path}; try /status")}),
+        ),
     }
 }
 
@@ -57,7 +69,12 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
     let state = gateway.state();
     let reload = status.lock().map(|s| s.clone()).unwrap_or_default();
     let routes = routes_by_plugin(&state);
-    let mut names: Vec<&String> = state.plugins.loaded.keys().chain(state.plugins.rejected.keys()).collect();
+    let mut names: Vec<&String> = state
+        .plugins
+        .loaded
+        .keys()
+        .chain(state.plugins.rejected.keys())
+        .collect();
     names.sort();
     names.dedup();
     let plugins: Vec<serde_json::Value> = names
@@ -77,7 +94,10 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
             })
         })
         .collect();
-    let missing: Vec<&String> = routes.keys().filter(|name| !state.plugins.loaded.contains_key(*name)).collect();
+    let missing: Vec<&String> = routes
+        .keys()
+        .filter(|name| !state.plugins.loaded.contains_key(*name))
+        .collect();
     json!({
         "generation": reload.generation,
         "last_swap_unix": reload.last_swap_unix,
@@ -93,6 +113,9 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }

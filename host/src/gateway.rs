@@ -85,7 +85,9 @@ impl LiveState {
                 if let Some(plugin) = &plugin {
                     let last = index + 1 == route.stages.len();
                     if plugin.kind == PluginKind::Aggregate && !last {
-                        problems.push(problem("an aggregate stage must be the route's last stage".into()));
+                        problems.push(problem(
+                            "an aggregate stage must be the route's last stage".into(),
+                        ));
                     }
                     if plugin.kind == PluginKind::Aggregate && route.upstream.is_some() {
                         problems.push(problem("a route with an aggregate stage answers from it; remove the route's `upstream`".into()));
@@ -93,16 +95,33 @@ impl LiveState {
                     if plugin.kind != PluginKind::Aggregate && last && route.upstream.is_none() {
                         problems.push(problem(format!("the route has no `upstream`, so its last stage must be an aggregate plugin, not {}", plugin.kind)));
                     }
-                    let call = Call { plugin, route: &route_name, config_json: &stage.config_json, limits: stage.limits, vars: Vec::new() };
+                    let call = Call {
+                        plugin,
+                        route: &route_name,
+                        config_json: &stage.config_json,
+                        limits: stage.limits,
+                        vars: Vec::new(),
+                    };
                     match runtime.validate_config(call).await {
                         Ok((Ok(()), _)) => {}
-                        Ok((Err(message), _)) => problems.push(problem(format!("invalid config: {message}"))),
-                        Err(error) => problems.push(problem(format!("validate-config failed: {error}"))),
+                        Ok((Err(message), _)) => {
+                            problems.push(problem(format!("invalid config: {message}")))
+                        }
+                        Err(error) => {
+                            problems.push(problem(format!("validate-config failed: {error}")))
+                        }
                     }
                 }
-                stages.push(ResolvedStage { index, config: stage.clone(), plugin });
+                stages.push(ResolvedStage {
+                    index,
+                    config: stage.clone(),
+                    plugin,
+                });
             }
-            pipelines.push(Pipeline { route: route_name, stages });
+            pipelines.push(Pipeline {
+                route: route_name,
+                stages,
+            });
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -119,10 +138,19 @@ impl LiveState {
                     .and_then(|p| p.upstreams.get(name))
                     .filter(|old| format!("{:?}", old.config) == format!("{settings:?}"))
                     .cloned();
-                (name.clone(), reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone()))))
+                (
+                    name.clone(),
+                    reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone()))),
+                )
             })
             .collect();
-        Ok(Self { config, plugins, router, upstreams, pipelines })
+        Ok(Self {
+            config,
+            plugins,
+            router,
+            upstreams,
+            pipelines,
+        })
     }
 }
 
@@ -135,7 +163,10 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway serving `state`.
     pub fn new(runtime: Arc<Runtime>, state: LiveState) -> Self {
-        Self { runtime, state: ArcSwap::from_pointee(state) }
+        Self {
+            runtime,
+            state: ArcSwap::from_pointee(state),
+        }
     }
 
     /// The sandbox runtime.
@@ -164,7 +195,15 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map_or_else(new_request_id, str::to_string);
         let mut log = AccessLog::start(&request, &request_id, started);
-        let result = serve(&self.runtime, &state, request.map(boxed), peer, &request_id, &mut log).await;
+        let result = serve(
+            &self.runtime,
+            &state,
+            request.map(boxed),
+            peer,
+            &request_id,
+            &mut log,
+        )
+        .await;
         let mut response = result.unwrap_or_else(|error| error.into_response(&request_id));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
@@ -188,25 +227,41 @@ async fn serve(
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
     if request_head_size(&request) > config.server.max_header_bytes {
-        return Err(GatewayError::HeadersTooLarge { limit: config.server.max_header_bytes });
+        return Err(GatewayError::HeadersTooLarge {
+            limit: config.server.max_header_bytes,
+        });
     }
     let host = request_host(&request);
     let path = request.uri().path();
-    let (route_index, params) = match state.router.lookup(&config.routes, host.as_deref(), request.method(), path) {
-        RouteMatch::Found { route, params } => (route, params),
-        RouteMatch::MethodNotAllowed { allow } => {
-            return Err(GatewayError::MethodNotAllowed { method: request.method().clone(), allow });
-        }
-        RouteMatch::NotFound => {
-            return Err(GatewayError::NoRoute { method: request.method().clone(), path: path.to_string() });
-        }
-    };
+    let (route_index, params) =
+        match state
+            .router
+            .lookup(&config.routes, host.as_deref(), request.method(), path)
+        {
+            RouteMatch::Found { route, params } => (route, params),
+            RouteMatch::MethodNotAllowed { allow } => {
+                return Err(GatewayError::MethodNotAllowed {
+                    method: request.method().clone(),
+                    allow,
+                });
+            }
+            RouteMatch::NotFound => {
+                return Err(GatewayError::NoRoute {
+                    method: request.method().clone(),
+                    path: path.to_string(),
+                });
+            }
+        };
     let route = &config.routes[route_index];
     let pipeline = &state.pipelines[route_index];
     log.route(&route.name);
     let (mut parts, mut body) = request.into_parts();
     if let Some(limit) = route.max_body_bytes {
-        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) {
             return Err(GatewayError::BodyTooLarge { limit });
         }
@@ -215,9 +270,27 @@ async fn serve(
     let client_ip = peer.ip().to_string();
     if pipeline.is_empty() {
         let path_and_query = upstream_path(route, &parts.uri, &params)?;
-        return send_upstream(state, route, parts, body, path_and_query, host.as_deref(), &client_ip, request_id, log).await;
+        return send_upstream(
+            state,
+            route,
+            parts,
+            body,
+            path_and_query,
+            host.as_deref(),
+            &client_ip,
+            request_id,
+            log,
+        )
+        .await;
     }
-    let mut flow = Flow::new(runtime, state, pipeline, request_id, client_ip.clone(), params.clone());
+    let mut flow = Flow::new(
+        runtime,
+        state,
+        pipeline,
+        request_id,
+        client_ip.clone(),
+        params.clone(),
+    );
     let mut body = RequestBody::Streaming(body);
     if let Decision::Respond(response) = flow.request_phase(&mut parts, &mut body).await? {
         return Ok(response);
@@ -229,10 +302,23 @@ async fn serve(
                 Some(path) => path,
                 None => upstream_path(route, &parts.uri, &params)?,
             };
-            let sent = send_upstream(state, route, parts, body.into_body(), path_and_query, host.as_deref(), &client_ip, request_id, log).await;
+            let sent = send_upstream(
+                state,
+                route,
+                parts,
+                body.into_body(),
+                path_and_query,
+                host.as_deref(),
+                &client_ip,
+                request_id,
+                log,
+            )
+            .await;
             match sent {
                 Ok(response) => response,
-                Err(error) => return Ok(flow.with_response_headers(error.into_response(request_id))),
+                Err(error) => {
+                    return Ok(flow.with_response_headers(error.into_response(request_id)));
+                }
             }
         }
     };
@@ -240,7 +326,10 @@ async fn serve(
 }
 
 /// Proxies the request to the route's upstream, with forwarding headers.
-#[expect(clippy::too_many_arguments, reason = "the pieces of one request, passed once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one request, passed once"
+)]
 async fn send_upstream(
     state: &LiveState,
     route: &RouteConfig,
@@ -253,21 +342,37 @@ async fn send_upstream(
     log: &mut AccessLog,
 ) -> Result<Response<Body>, GatewayError> {
     let Some(upstream_name) = &route.upstream else {
-        return Err(GatewayError::NoRoute { method: parts.method, path: parts.uri.path().to_string() });
+        return Err(GatewayError::NoRoute {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+        });
     };
     let upstream = &state.upstreams[upstream_name];
     log.upstream(upstream_name);
     let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
-    let via = if parts.version == Version::HTTP_2 { "2 wasmgate" } else { proxy::VIA };
+    let via = if parts.version == Version::HTTP_2 {
+        "2 wasmgate"
+    } else {
+        proxy::VIA
+    };
     proxy::strip_hop_by_hop(&mut parts.headers);
-    proxy::add_forwarding(&mut parts.headers, &Forwarded { client_ip, host, proto: "http", via });
+    proxy::add_forwarding(
+        &mut parts.headers,
+        &Forwarded {
+            client_ip,
+            host,
+            proto: "http",
+            via,
+        },
+    );
     if let Ok(value) = HeaderValue::from_str(request_id) {
         parts.headers.insert(X_REQUEST_ID, value);
     }
-    if route.preserve_host && !parts.headers.contains_key(header::HOST) {
-        if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, value);
-        }
+    if route.preserve_host
+        && !parts.headers.contains_key(header::HOST)
+        && let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert(header::HOST, value);
     }
     let outbound = Outbound {
         method: parts.method,
@@ -287,21 +392,36 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
 }
 
 /// Approximate size of the request head as sent: request line plus header lines.
 fn request_head_size<B>(request: &Request<B>) -> usize {
     let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
-    request.headers().iter().fold(line, |sum, (name, value)| sum + name.as_str().len() + value.len() + 4)
+    request.headers().iter().fold(line, |sum, (name, value)| {
+        sum + name.as_str().len() + value.len() + 4
+    })
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// The path and query the upstream receives, after `strip-prefix` or `rewrite`.
-fn upstream_path(route: &RouteConfig, uri: &http::Uri, params: &[(String, String)]) -> Result<PathAndQuery, GatewayError> {
+fn upstream_path(
+    route: &RouteConfig,
+    uri: &http::Uri,
+    params: &[(String, String)],
+) -> Result<PathAndQuery, GatewayError> {
     let path = uri.path();
     let new_path = if let Some(template) = &route.rewrite {
         let mut out = String::with_capacity(path.len());
@@ -321,13 +441,21 @@ fn upstream_path(route: &RouteConfig, uri: &http::Uri, params: &[(String, String
         if out.is_empty() { "/".to_string() } else { out }
     } else if let Some(prefix) = &route.strip_prefix {
         let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+        if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        }
     } else {
-        return Ok(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        return Ok(uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")));
     };
     let with_query = match uri.query() {
         Some(query) => format!("{new_path}?{query}"),
         None => new_path,
     };
-    PathAndQuery::try_from(with_query).map_err(|e| GatewayError::BadRequest(format!("invalid rewritten path: {e}")))
+    PathAndQuery::try_from(with_query)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid rewritten path: {e}")))
 }

@@ -71,7 +71,9 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -96,7 +98,10 @@ fn start_runtime(config: &Config) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
         max_instances: config.plugins.max_instances,
         cache_dir: Some(config.plugins.cache_dir.clone()),
     };
-    let runtime = Arc::new(Runtime::new(&settings, Arc::new(MemoryCounters::default()))?);
+    let runtime = Arc::new(Runtime::new(
+        &settings,
+        Arc::new(MemoryCounters::default()),
+    )?);
     let plugins = plugins::load_dir(&runtime, &config.plugins.dir);
     Ok((runtime, plugins))
 }
@@ -112,7 +117,9 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     for route in &config.routes {
         for (index, stage) in route.stages.iter().enumerate() {
-            if !plugins.loaded.contains_key(&stage.plugin) && !plugins.rejected.contains_key(&stage.plugin) {
+            if !plugins.loaded.contains_key(&stage.plugin)
+                && !plugins.rejected.contains_key(&stage.plugin)
+            {
                 problems.push(format!(
                     "{}: route `{}` stage {index}: plugin `{}` not found in {}",
                     stage.location,
@@ -127,7 +134,15 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let built = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(async move { LiveState::build(Arc::new(config), Arc::new(plugins), &runtime_for_build, None).await });
+        .block_on(async move {
+            LiveState::build(
+                Arc::new(config),
+                Arc::new(plugins),
+                &runtime_for_build,
+                None,
+            )
+            .await
+        });
     let state = match built {
         Ok(state) => Some(state),
         Err(stage_problems) => {
@@ -139,7 +154,11 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         for problem in &problems {
             eprintln!("error: {problem}");
         }
-        eprintln!("{} error{} in config", problems.len(), if problems.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{} error{} in config",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
         return Ok(ExitCode::FAILURE);
     }
     let state = state.expect("no problems means a built state");
@@ -161,7 +180,10 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
     if let Some(workers) = workers {
         runtime.worker_threads(workers.max(1));
     }
-    let runtime = runtime.enable_all().build().context("cannot start the async runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let (sandbox, plugins) = start_runtime(&config)?;
         for route in &config.routes {

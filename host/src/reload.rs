@@ -48,26 +48,34 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for `gateway`, whose config came from `config_path`.
     pub fn new(gateway: Arc<Gateway>, config_path: PathBuf, status: SharedStatus) -> Self {
-        Self { gateway, config_path, status }
+        Self {
+            gateway,
+            config_path,
+            status,
+        }
     }
 
     /// Watches the plugin directory and the config file until the process ends.
     pub fn spawn(self) -> notify::Result<()> {
         let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if !event.kind.is_access() {
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !event.kind.is_access()
+                {
                     for path in event.paths {
                         let _ = tx.send(path);
                     }
                 }
-            }
-        })?;
+            })?;
         let state = self.gateway.state();
         let plugin_dir = state.config.plugins.dir.clone();
         std::fs::create_dir_all(&plugin_dir).ok();
         watcher.watch(&plugin_dir, RecursiveMode::NonRecursive)?;
-        let config_dir = self.config_path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let config_dir = self
+            .config_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
         tracing::info!(plugins = %plugin_dir.display(), config = %self.config_path.display(), "watching for changes");
         tokio::spawn(async move {
@@ -95,13 +103,14 @@ impl Reloader {
             let mut changed_plugins = BTreeSet::new();
             for path in paths {
                 if path.file_name().map(|n| n.to_os_string()) == config_name
-                    && canonical(path.parent().unwrap_or(Path::new("."))) == canonical(self.config_path.parent().unwrap_or(Path::new(".")))
+                    && canonical(path.parent().unwrap_or(Path::new(".")))
+                        == canonical(self.config_path.parent().unwrap_or(Path::new(".")))
                 {
                     config_changed = true;
-                } else if canonical(path.parent().unwrap_or(Path::new("."))) == plugin_dir {
-                    if let Some(name) = plugins::plugin_name(&path) {
-                        changed_plugins.insert(name);
-                    }
+                } else if canonical(path.parent().unwrap_or(Path::new("."))) == plugin_dir
+                    && let Some(name) = plugins::plugin_name(&path)
+                {
+                    changed_plugins.insert(name);
                 }
             }
             if config_changed || !changed_plugins.is_empty() {
@@ -139,14 +148,18 @@ impl Reloader {
             let Some(bytes) = read_when_stable(&path).await else {
                 continue;
             };
-            let unchanged = candidate.loaded.get(&name).is_some_and(|p| p.hash == crate::runtime::content_hash(&bytes));
+            let unchanged = candidate
+                .loaded
+                .get(&name)
+                .is_some_and(|p| p.hash == crate::runtime::content_hash(&bytes));
             if unchanged {
                 candidate.rejected.remove(&name);
                 continue;
             }
             let runtime = self.gateway.runtime().clone();
             let plugin_name = name.clone();
-            let loaded = tokio::task::spawn_blocking(move || runtime.load_bytes(&plugin_name, &bytes)).await;
+            let loaded =
+                tokio::task::spawn_blocking(move || runtime.load_bytes(&plugin_name, &bytes)).await;
             let loaded = loaded.map(|result| {
                 result.and_then(|plugin| match candidate.loaded.get(&name) {
                     Some(old) if old.kind != plugin.kind => Err(PluginError::Link {
@@ -179,37 +192,69 @@ impl Reloader {
             return;
         }
         let runtime = self.gateway.runtime().clone();
-        let built = LiveState::build(current.config.clone(), Arc::new(candidate.clone()), &runtime, Some(&current)).await;
+        let built = LiveState::build(
+            current.config.clone(),
+            Arc::new(candidate.clone()),
+            &runtime,
+            Some(&current),
+        )
+        .await;
         let state = match built {
             Ok(state) => state,
             Err(problems) => {
                 // Put back the last good version of every plugin a stage refused.
                 let refused: BTreeSet<&str> = problems.iter().map(|p| p.plugin.as_str()).collect();
                 for name in refused {
-                    let message: Vec<String> = problems.iter().filter(|p| p.plugin == name).map(ToString::to_string).collect();
+                    let message: Vec<String> = problems
+                        .iter()
+                        .filter(|p| p.plugin == name)
+                        .map(ToString::to_string)
+                        .collect();
                     tracing::error!(plugin = %name, problems = %message.join("; "), "plugin rejected by a stage's validate-config; the last good version keeps serving");
                     self.event(format!("plugin `{name}` rejected: {}", message.join("; ")));
                     match current.plugins.loaded.get(name) {
-                        Some(previous) => candidate.loaded.insert(name.to_string(), previous.clone()),
+                        Some(previous) => {
+                            candidate.loaded.insert(name.to_string(), previous.clone())
+                        }
                         None => candidate.loaded.remove(name),
                     };
-                    candidate.rejected.insert(name.to_string(), message.join("; "));
+                    candidate
+                        .rejected
+                        .insert(name.to_string(), message.join("; "));
                 }
-                match LiveState::build(current.config.clone(), Arc::new(candidate.clone()), &runtime, Some(&current)).await {
+                match LiveState::build(
+                    current.config.clone(),
+                    Arc::new(candidate.clone()),
+                    &runtime,
+                    Some(&current),
+                )
+                .await
+                {
                     Ok(state) => state,
                     Err(problems) => {
-                        tracing::error!(?problems, "cannot rebuild the live state; keeping the current one");
+                        tracing::error!(
+                            ?problems,
+                            "cannot rebuild the live state; keeping the current one"
+                        );
                         return;
                     }
                 }
             }
         };
         for name in changed {
-            if let Some(plugin) = state.plugins.loaded.get(&name) {
-                if !current.plugins.loaded.get(&name).is_some_and(|old| Arc::ptr_eq(old, plugin)) {
-                    tracing::info!(plugin = %name, world = %plugin.kind, hash = %&plugin.hash[..12], "plugin loaded");
-                    self.event(format!("plugin `{name}` loaded ({}, {})", plugin.kind, &plugin.hash[..12]));
-                }
+            if let Some(plugin) = state.plugins.loaded.get(&name)
+                && !current
+                    .plugins
+                    .loaded
+                    .get(&name)
+                    .is_some_and(|old| Arc::ptr_eq(old, plugin))
+            {
+                tracing::info!(plugin = %name, world = %plugin.kind, hash = %&plugin.hash[..12], "plugin loaded");
+                self.event(format!(
+                    "plugin `{name}` loaded ({}, {})",
+                    plugin.kind,
+                    &plugin.hash[..12]
+                ));
             }
         }
         self.swap(state);
@@ -235,11 +280,20 @@ impl Reloader {
                 return;
             }
         };
-        if config.server.listen != current.config.server.listen || config.plugins.dir != current.config.plugins.dir {
+        if config.server.listen != current.config.server.listen
+            || config.plugins.dir != current.config.plugins.dir
+        {
             tracing::warn!("`server.listen` and `plugins.dir` changes take effect after a restart");
         }
         let runtime = self.gateway.runtime().clone();
-        match LiveState::build(Arc::new(config), current.plugins.clone(), &runtime, Some(&current)).await {
+        match LiveState::build(
+            Arc::new(config),
+            current.plugins.clone(),
+            &runtime,
+            Some(&current),
+        )
+        .await
+        {
             Ok(state) => {
                 tracing::info!(routes = state.config.routes.len(), "config reloaded");
                 self.event("config reloaded".to_string());
@@ -248,7 +302,10 @@ impl Reloader {
             }
             Err(problems) => {
                 let message: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                tracing::error!("config rejected; the current config keeps serving:\n{}", message.join("\n"));
+                tracing::error!(
+                    "config rejected; the current config keeps serving:\n{}",
+                    message.join("\n")
+                );
                 self.event("config rejected".to_string());
                 self.status.lock().expect("status lock").config_error = Some(message.join("\n"));
             }
@@ -259,7 +316,9 @@ impl Reloader {
         self.gateway.swap(state);
         let mut status = self.status.lock().expect("status lock");
         status.generation += 1;
-        status.last_swap_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        status.last_swap_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
     }
 
     fn event(&self, text: String) {
@@ -287,7 +346,11 @@ async fn read_when_stable(path: &Path) -> Option<Vec<u8>> {
 }
 
 fn canonical(path: &Path) -> PathBuf {
-    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
@@ -296,7 +359,9 @@ pub fn routes_by_plugin(state: &LiveState) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for route in &state.config.routes {
         for stage in &route.stages {
-            map.entry(stage.plugin.clone()).or_default().push(route.name.clone());
+            map.entry(stage.plugin.clone())
+                .or_default()
+                .push(route.name.clone());
         }
     }
     map

@@ -100,14 +100,19 @@ impl GatewayError {
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::HeadersTooLarge { .. } => {
-                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
-            }
+            Self::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::UpstreamUnreachable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-            Self::ResponseTooLarge { .. } => (StatusCode::BAD_GATEWAY, "upstream_response_too_large"),
-            Self::PluginUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "plugin_unavailable"),
+            Self::ResponseTooLarge { .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream_response_too_large")
+            }
+            Self::PluginUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "plugin_unavailable")
+            }
             Self::StageFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "stage_failed"),
             Self::StageTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "stage_timeout"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -125,14 +130,20 @@ impl GatewayError {
         let mut response = Response::new(full(body.to_string()));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Self::MethodNotAllowed { allow, .. } = &self {
             let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
             if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
                 headers.insert(header::ALLOW, value);
             }
         }
-        if matches!(self, Self::HeadersTooLarge { .. } | Self::BodyTooLarge { .. }) {
+        if matches!(
+            self,
+            Self::HeadersTooLarge { .. } | Self::BodyTooLarge { .. }
+        ) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

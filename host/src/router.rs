@@ -70,7 +70,10 @@ impl PathTable {
         };
         for pattern in patterns {
             if let Some(&slot) = self.slot_of_pattern.get(&pattern) {
-                if let Some(&other) = self.slots[slot].iter().find(|&&other| methods_overlap(&routes[other], route)) {
+                if let Some(&other) = self.slots[slot]
+                    .iter()
+                    .find(|&&other| methods_overlap(&routes[other], route))
+                {
                     return Err(Conflict {
                         first: routes[other].name.clone(),
                         second: route.name.clone(),
@@ -90,7 +93,11 @@ impl PathTable {
                         .map_or_else(|| with.clone(), |&i| routes[i].name.clone()),
                     _ => route.name.clone(),
                 };
-                return Err(Conflict { first, second: route.name.clone(), reason: error.to_string() });
+                return Err(Conflict {
+                    first,
+                    second: route.name.clone(),
+                    reason: error.to_string(),
+                });
             }
             self.slots.push(vec![index]);
             self.slot_of_pattern.insert(pattern, slot);
@@ -105,12 +112,19 @@ impl PathTable {
         let candidates = &self.slots[*found.value];
         let chosen = candidates.iter().find(|&&i| match &routes[i].methods {
             None => true,
-            Some(methods) => methods.contains(method) || (*method == Method::HEAD && methods.contains(&Method::GET)),
+            Some(methods) => {
+                methods.contains(method)
+                    || (*method == Method::HEAD && methods.contains(&Method::GET))
+            }
         });
         match chosen {
             Some(&route) => RouteMatch::Found {
                 route,
-                params: found.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                params: found
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
             None => {
                 let mut allow: Vec<Method> = candidates
@@ -149,8 +163,14 @@ impl Router {
             }
         }
         conflicts.dedup();
-        router.wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        if conflicts.is_empty() { Ok(router) } else { Err(conflicts) }
+        router
+            .wildcard_hosts
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        if conflicts.is_empty() {
+            Ok(router)
+        } else {
+            Err(conflicts)
+        }
     }
 
     fn table_for(&mut self, host: &str) -> &mut PathTable {
@@ -159,7 +179,8 @@ impl Router {
                 let position = match self.wildcard_hosts.iter().position(|(s, _)| s == suffix) {
                     Some(position) => position,
                     None => {
-                        self.wildcard_hosts.push((suffix.to_string(), PathTable::default()));
+                        self.wildcard_hosts
+                            .push((suffix.to_string(), PathTable::default()));
                         self.wildcard_hosts.len() - 1
                     }
                 };
@@ -170,17 +191,27 @@ impl Router {
     }
 
     /// Matches a request. `host` is the Host header or URI authority, with or without a port.
-    pub fn lookup(&self, routes: &[RouteConfig], host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
+    pub fn lookup(
+        &self,
+        routes: &[RouteConfig],
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+    ) -> RouteMatch {
         let host = host.map(|h| strip_port(h).to_ascii_lowercase());
         let specific = host.as_deref().and_then(|host| {
             self.exact_hosts.get(host).or_else(|| {
                 self.wildcard_hosts
                     .iter()
-                    .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+                    .find(|(suffix, _)| {
+                        host.ends_with(suffix.as_str()) && host.len() > suffix.len()
+                    })
                     .map(|(_, table)| table)
             })
         });
-        let found = specific.map_or(RouteMatch::NotFound, |table| table.lookup(routes, method, path));
+        let found = specific.map_or(RouteMatch::NotFound, |table| {
+            table.lookup(routes, method, path)
+        });
         match found {
             RouteMatch::Found { .. } => found,
             other => match self.any_host.lookup(routes, method, path) {
@@ -202,9 +233,16 @@ pub fn find_conflicts(routes: &[RouteConfig]) -> Vec<Conflict> {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) { name } else { host }
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
     })
 }

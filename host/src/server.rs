@@ -36,12 +36,19 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        Ok(Self { listeners, settings, gateway })
+        Ok(Self {
+            listeners,
+            settings,
+            gateway,
+        })
     }
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then stops accepting and waits up to the grace
@@ -110,8 +117,13 @@ impl Server {
         for task in accept_tasks {
             let _ = task.await;
         }
-        tracing::info!(grace_ms = self.settings.shutdown_grace.as_millis() as u64, "shutting down: draining connections");
-        tokio::time::timeout(self.settings.shutdown_grace, graceful.shutdown()).await.is_ok()
+        tracing::info!(
+            grace_ms = self.settings.shutdown_grace.as_millis() as u64,
+            "shutting down: draining connections"
+        );
+        tokio::time::timeout(self.settings.shutdown_grace, graceful.shutdown())
+            .await
+            .is_ok()
     }
 }
 
@@ -147,12 +159,21 @@ struct IdleTimeout {
 impl IdleTimeout {
     fn new(stream: TcpStream, timeout: Duration) -> Self {
         let now = Instant::now();
-        Self { stream, sleep: Box::pin(tokio::time::sleep_until(now + timeout)), timeout, last_activity: now }
+        Self {
+            stream,
+            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            timeout,
+            last_activity: now,
+        }
     }
 }
 
 impl AsyncRead for IdleTimeout {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
@@ -163,7 +184,10 @@ impl AsyncRead for IdleTimeout {
                 ready!(this.sleep.as_mut().poll(cx));
                 let deadline = this.last_activity + this.timeout;
                 if Instant::now() >= deadline {
-                    return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connection idle")));
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection idle",
+                    )));
                 }
                 this.sleep.as_mut().reset(deadline);
             },
@@ -172,7 +196,11 @@ impl AsyncRead for IdleTimeout {
 }
 
 impl AsyncWrite for IdleTimeout {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let result = ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
         self.last_activity = Instant::now();
         Poll::Ready(result)

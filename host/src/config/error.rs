@@ -64,7 +64,11 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "error: {diagnostic}")?;
         }
         let count = self.0.len();
-        write!(f, "{count} error{} in config", if count == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{count} error{} in config",
+            if count == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -77,18 +81,32 @@ pub(crate) struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     pub(crate) fn new(file: &'a Path, source: &'a str) -> Self {
-        Self { file, source, found: Vec::new() }
+        Self {
+            file,
+            source,
+            found: Vec::new(),
+        }
     }
 
     /// Records a problem at `span` (byte offsets into the source).
-    pub(crate) fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn error(
+        &mut self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let start = span.start.min(self.source.len());
         let line_start = self.source[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.source[start..].find('\n').map_or(self.source.len(), |i| start + i);
+        let line_end = self.source[start..]
+            .find('\n')
+            .map_or(self.source.len(), |i| start + i);
         let line = self.source[..start].matches('\n').count() + 1;
         let column = self.source[line_start..start].chars().count() + 1;
         let text = self.source[line_start..line_end].trim_end_matches('\r');
-        let width = self.source[start..span.end.clamp(start, line_end)].chars().count().max(1);
+        let width = self.source[start..span.end.clamp(start, line_end)]
+            .chars()
+            .count()
+            .max(1);
         let gutter = " ".repeat(line.to_string().len());
         let snippet = format!(
             "{gutter} |\n{line} | {text}\n{gutter} | {}{}",

@@ -86,7 +86,11 @@ pub struct StageLimits {
 
 impl Default for StageLimits {
     fn default() -> Self {
-        Self { memory_bytes: 32 << 20, deadline: Duration::from_millis(200), fuel: None }
+        Self {
+            memory_bytes: 32 << 20,
+            deadline: Duration::from_millis(200),
+            fuel: None,
+        }
     }
 }
 
@@ -166,7 +170,11 @@ impl PathTemplate {
                 .find('}')
                 .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?;
             let name = rest[open + 1..open + close].trim_start_matches('*');
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(format!("invalid capture name `{name}` in `{text}`"));
             }
             parts.push(TemplatePart::Capture(name.to_string()));
@@ -250,8 +258,10 @@ pub struct RouteConfig {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &source)
     }
 
@@ -267,7 +277,12 @@ impl Config {
                 unreachable!("a reporter with an error always fails");
             }
         };
-        let config = Checker { report: &mut report, path, source }.check(raw);
+        let config = Checker {
+            report: &mut report,
+            path,
+            source,
+        }
+        .check(raw);
         report.finish()?;
         Ok(config.expect("a clean report yields a config"))
     }
@@ -299,7 +314,11 @@ impl Checker<'_, '_> {
             .limits
             .iter()
             .map(|(name, limits)| {
-                self.limits(&format!("plugins.limits.{name}"), limits.get_ref(), limits.span());
+                self.limits(
+                    &format!("plugins.limits.{name}"),
+                    limits.get_ref(),
+                    limits.span(),
+                );
                 (name.clone(), defaults.overridden_by(limits.get_ref()))
             })
             .collect();
@@ -311,17 +330,25 @@ impl Checker<'_, '_> {
             .map_or_else(|| dir.join(".cache"), |cache| base.join(cache));
         let max_instances = raw.plugins.max_instances.unwrap_or(1000);
         if max_instances == 0 {
-            self.report.error(0..0, "plugins.max-instances", "must be at least 1");
+            self.report
+                .error(0..0, "plugins.max-instances", "must be at least 1");
         }
-        let plugins = PluginsConfig { dir, cache_dir, watch: raw.plugins.watch.unwrap_or(true), max_instances };
-        let admin = raw.admin.as_ref().and_then(|admin| {
-            self.socket_addr(&admin.listen, "admin.listen")
-        });
+        let plugins = PluginsConfig {
+            dir,
+            cache_dir,
+            watch: raw.plugins.watch.unwrap_or(true),
+            max_instances,
+        };
+        let admin = raw
+            .admin
+            .as_ref()
+            .and_then(|admin| self.socket_addr(&admin.listen, "admin.listen"));
         let upstreams: BTreeMap<String, Arc<UpstreamConfig>> = raw
             .upstreams
             .iter()
             .filter_map(|(name, upstream)| {
-                self.upstream(name, upstream).map(|u| (name.clone(), Arc::new(u)))
+                self.upstream(name, upstream)
+                    .map(|u| (name.clone(), Arc::new(u)))
             })
             .collect();
         let routes = self.routes(&raw, &server, defaults, &plugin_limits);
@@ -344,7 +371,8 @@ impl Checker<'_, '_> {
             None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             Some(list) => {
                 if list.get_ref().is_empty() {
-                    self.report.error(list.span(), "server.listen", "needs at least one address");
+                    self.report
+                        .error(list.span(), "server.listen", "needs at least one address");
                 }
                 list.get_ref()
                     .iter()
@@ -354,11 +382,14 @@ impl Checker<'_, '_> {
         };
         let max_connections = s.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
-            self.report.error(0..0, "server.max-connections", "must be at least 1");
+            self.report
+                .error(0..0, "server.max-connections", "must be at least 1");
         }
         ServerConfig {
             listen,
-            header_read_timeout: s.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            header_read_timeout: s
+                .header_read_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
             idle_timeout: s.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
             max_header_bytes: s.max_header_bytes.map_or(16 << 10, |b| b.0 as usize),
             max_body_bytes: s.max_body_bytes.map(|b| b.0),
@@ -369,10 +400,15 @@ impl Checker<'_, '_> {
 
     fn limits(&mut self, key: &str, raw: &RawLimits, span: Range<usize>) {
         if raw.memory.is_some_and(|m| m.0 < 64 << 10) {
-            self.report.error(span.clone(), format!("{key}.memory"), "must be at least 64KiB (one wasm page)");
+            self.report.error(
+                span.clone(),
+                format!("{key}.memory"),
+                "must be at least 64KiB (one wasm page)",
+            );
         }
         if raw.deadline.is_some_and(|d| d.0.is_zero()) {
-            self.report.error(span, format!("{key}.deadline"), "must be more than zero");
+            self.report
+                .error(span, format!("{key}.deadline"), "must be more than zero");
         }
     }
 
@@ -383,7 +419,10 @@ impl Checker<'_, '_> {
                 self.report.error(
                     text.span(),
                     key,
-                    format!("`{}` is not an address: expected IP:PORT, such as 127.0.0.1:8080", text.get_ref()),
+                    format!(
+                        "`{}` is not an address: expected IP:PORT, such as 127.0.0.1:8080",
+                        text.get_ref()
+                    ),
                 );
                 None
             }
@@ -394,21 +433,38 @@ impl Checker<'_, '_> {
         let key = format!("upstreams.{name}");
         let raw = spanned.get_ref();
         if !valid_name(name) {
-            self.report.error(spanned.span(), &key, "upstream names may use only letters, digits, `-` and `_`");
+            self.report.error(
+                spanned.span(),
+                &key,
+                "upstream names may use only letters, digits, `-` and `_`",
+            );
         }
         if raw.targets.get_ref().is_empty() {
-            self.report.error(raw.targets.span(), format!("{key}.targets"), "needs at least one target");
+            self.report.error(
+                raw.targets.span(),
+                format!("{key}.targets"),
+                "needs at least one target",
+            );
         }
         let mut targets = Vec::new();
         for target in raw.targets.get_ref() {
             let text = target.get_ref();
-            let bare = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+            let bare = text
+                .strip_prefix("http://")
+                .unwrap_or(text)
+                .trim_end_matches('/');
             if text.starts_with("https://") {
-                self.report.error(target.span(), format!("{key}.targets"), "TLS to upstreams is not supported yet; use an http:// target");
+                self.report.error(
+                    target.span(),
+                    format!("{key}.targets"),
+                    "TLS to upstreams is not supported yet; use an http:// target",
+                );
                 continue;
             }
             match bare.parse::<Authority>() {
-                Ok(authority) if authority.port_u16().is_some() && !bare.contains('@') => targets.push(authority),
+                Ok(authority) if authority.port_u16().is_some() && !bare.contains('@') => {
+                    targets.push(authority)
+                }
                 _ => self.report.error(
                     target.span(),
                     format!("{key}.targets"),
@@ -421,7 +477,11 @@ impl Checker<'_, '_> {
             Some("random") => Balance::Random,
             Some(other) => {
                 let span = raw.balance.as_ref().map_or(0..0, Spanned::span);
-                self.report.error(span, format!("{key}.balance"), format!("unknown policy `{other}`: expected `round-robin` or `random`"));
+                self.report.error(
+                    span,
+                    format!("{key}.balance"),
+                    format!("unknown policy `{other}`: expected `round-robin` or `random`"),
+                );
                 Balance::RoundRobin
             }
         };
@@ -450,7 +510,11 @@ impl Checker<'_, '_> {
             let key = format!("routes[{index}]");
             let name = route.name.get_ref();
             if !valid_name(name) {
-                self.report.error(route.name.span(), format!("{key}.name"), "route names may use only letters, digits, `-` and `_`, and must not be empty");
+                self.report.error(
+                    route.name.span(),
+                    format!("{key}.name"),
+                    "route names may use only letters, digits, `-` and `_`, and must not be empty",
+                );
             }
             if let Some(first) = seen.insert(name, index) {
                 let other = self.location(&raw.routes[first].get_ref().name.span());
@@ -486,16 +550,25 @@ impl Checker<'_, '_> {
             (None, Some(prefix)) => {
                 self.path_text(prefix, &format!("{key}.prefix"));
                 if prefix.get_ref().contains(['{', '}']) {
-                    self.report.error(prefix.span(), format!("{key}.prefix"), "a prefix cannot hold captures; use `path` with `{*rest}`");
+                    self.report.error(
+                        prefix.span(),
+                        format!("{key}.prefix"),
+                        "a prefix cannot hold captures; use `path` with `{*rest}`",
+                    );
                 }
                 PathMatch::Prefix(prefix.get_ref().trim_end_matches('/').to_string())
             }
             (Some(path), Some(_)) => {
-                self.report.error(path.span(), format!("{key}.path"), "set either `path` or `prefix`, not both");
+                self.report.error(
+                    path.span(),
+                    format!("{key}.path"),
+                    "set either `path` or `prefix`, not both",
+                );
                 return None;
             }
             (None, None) => {
-                self.report.error(spanned.span(), key, "a route needs `path` or `prefix`");
+                self.report
+                    .error(spanned.span(), key, "a route needs `path` or `prefix`");
                 return None;
             }
         };
@@ -507,9 +580,17 @@ impl Checker<'_, '_> {
             .filter_map(|host| {
                 let text = host.get_ref().to_ascii_lowercase();
                 let bare = text.strip_prefix("*.").unwrap_or(&text);
-                let ok = !bare.is_empty() && bare.parse::<Authority>().is_ok() && !bare.contains(['*', ':', '/']);
+                let ok = !bare.is_empty()
+                    && bare.parse::<Authority>().is_ok()
+                    && !bare.contains(['*', ':', '/']);
                 if !ok {
-                    self.report.error(host.span(), format!("{key}.hosts"), format!("`{text}` is not a host name (use `example.com` or `*.example.com`)"));
+                    self.report.error(
+                        host.span(),
+                        format!("{key}.hosts"),
+                        format!(
+                            "`{text}` is not a host name (use `example.com` or `*.example.com`)"
+                        ),
+                    );
                 }
                 ok.then_some(text)
             })
@@ -522,7 +603,13 @@ impl Checker<'_, '_> {
                     match Method::from_bytes(text.as_bytes()) {
                         Ok(method) if text.chars().all(|c| c.is_ascii_uppercase()) => Some(method),
                         _ => {
-                            self.report.error(m.span(), format!("{key}.methods"), format!("`{text}` is not an HTTP method (write it upper-case, e.g. GET)"));
+                            self.report.error(
+                                m.span(),
+                                format!("{key}.methods"),
+                                format!(
+                                    "`{text}` is not an HTTP method (write it upper-case, e.g. GET)"
+                                ),
+                            );
                             None
                         }
                     }
@@ -532,15 +619,26 @@ impl Checker<'_, '_> {
         if let Some(upstream) = &route.upstream {
             if !raw.upstreams.contains_key(upstream.get_ref()) {
                 let known: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
-                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
                 self.report.error(
                     upstream.span(),
                     format!("{key}.upstream"),
-                    format!("unknown upstream `{}` (defined upstreams: {known})", upstream.get_ref()),
+                    format!(
+                        "unknown upstream `{}` (defined upstreams: {known})",
+                        upstream.get_ref()
+                    ),
                 );
             }
         } else if route.stages.is_empty() {
-            self.report.error(spanned.span(), key, "a route needs an `upstream` (or an aggregate stage that answers it)");
+            self.report.error(
+                spanned.span(),
+                key,
+                "a route needs an `upstream` (or an aggregate stage that answers it)",
+            );
         }
         let strip_prefix = route.strip_prefix.as_ref().map(|strip| {
             let text = strip.get_ref().trim_end_matches('/').to_string();
@@ -549,7 +647,11 @@ impl Checker<'_, '_> {
                 PathMatch::Prefix(p) => p.as_str(),
             };
             if !strip.get_ref().starts_with('/') || !literal.starts_with(&text) {
-                self.report.error(strip.span(), format!("{key}.strip-prefix"), format!("`{}` is not a prefix of the route's path", strip.get_ref()));
+                self.report.error(
+                    strip.span(),
+                    format!("{key}.strip-prefix"),
+                    format!("`{}` is not a prefix of the route's path", strip.get_ref()),
+                );
             }
             text
         });
@@ -573,14 +675,26 @@ impl Checker<'_, '_> {
         });
         if strip_prefix.is_some() && rewrite.is_some() {
             let span = route.rewrite.as_ref().map_or(0..0, Spanned::span);
-            self.report.error(span, format!("{key}.rewrite"), "set either `strip-prefix` or `rewrite`, not both");
+            self.report.error(
+                span,
+                format!("{key}.rewrite"),
+                "set either `strip-prefix` or `rewrite`, not both",
+            );
         }
         let known_upstreams: BTreeSet<String> = raw.upstreams.keys().cloned().collect();
         let stages = route
             .stages
             .iter()
             .enumerate()
-            .map(|(i, stage)| self.stage(&format!("{key}.stages[{i}]"), stage, defaults, plugin_limits, &known_upstreams))
+            .map(|(i, stage)| {
+                self.stage(
+                    &format!("{key}.stages[{i}]"),
+                    stage,
+                    defaults,
+                    plugin_limits,
+                    &known_upstreams,
+                )
+            })
             .collect();
         Some(RouteConfig {
             name: route.name.get_ref().clone(),
@@ -601,10 +715,15 @@ impl Checker<'_, '_> {
     fn path_text(&mut self, path: &Spanned<String>, key: &str) {
         let text = path.get_ref();
         if !text.starts_with('/') {
-            self.report.error(path.span(), key, format!("`{text}` must start with `/`"));
+            self.report
+                .error(path.span(), key, format!("`{text}` must start with `/`"));
         }
         if text.contains(['?', '#', ' ']) {
-            self.report.error(path.span(), key, format!("`{text}` must be a path only, without query, fragment or spaces"));
+            self.report.error(
+                path.span(),
+                key,
+                format!("`{text}` must be a path only, without query, fragment or spaces"),
+            );
         }
     }
 
@@ -619,14 +738,22 @@ impl Checker<'_, '_> {
         let stage = spanned.get_ref();
         let plugin = stage.plugin.get_ref().clone();
         if !valid_name(&plugin) {
-            self.report.error(stage.plugin.span(), format!("{key}.plugin"), "plugin names may use only letters, digits, `-` and `_` (the file is NAME.wasm)");
+            self.report.error(
+                stage.plugin.span(),
+                format!("{key}.plugin"),
+                "plugin names may use only letters, digits, `-` and `_` (the file is NAME.wasm)",
+            );
         }
         let on_error = match stage.on_error.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("fail-closed") => OnError::FailClosed,
             Some("fail-open") => OnError::FailOpen,
             Some(other) => {
                 let span = stage.on_error.as_ref().map_or(0..0, Spanned::span);
-                self.report.error(span, format!("{key}.on-error"), format!("unknown policy `{other}`: expected `fail-closed` or `fail-open`"));
+                self.report.error(
+                    span,
+                    format!("{key}.on-error"),
+                    format!("unknown policy `{other}`: expected `fail-closed` or `fail-open`"),
+                );
                 OnError::FailClosed
             }
         };
@@ -646,7 +773,11 @@ impl Checker<'_, '_> {
                 if known_upstreams.contains(name.get_ref()) {
                     Some(name.get_ref().clone())
                 } else {
-                    self.report.error(name.span(), format!("{key}.upstreams"), format!("unknown upstream `{}`", name.get_ref()));
+                    self.report.error(
+                        name.span(),
+                        format!("{key}.upstreams"),
+                        format!("unknown upstream `{}`", name.get_ref()),
+                    );
                     None
                 }
             })
@@ -675,10 +806,20 @@ impl Checker<'_, '_> {
                 raw.routes
                     .iter()
                     .find(|r| r.get_ref().name.get_ref() == name)
-                    .map_or(0..0, |r| r.get_ref().path.as_ref().or(r.get_ref().prefix.as_ref()).map_or(r.span(), Spanned::span))
+                    .map_or(0..0, |r| {
+                        r.get_ref()
+                            .path
+                            .as_ref()
+                            .or(r.get_ref().prefix.as_ref())
+                            .map_or(r.span(), Spanned::span)
+                    })
             };
             let (first, second) = (span_of(&conflict.first), span_of(&conflict.second));
-            let index = raw.routes.iter().position(|r| r.get_ref().name.get_ref() == &conflict.second).unwrap_or(0);
+            let index = raw
+                .routes
+                .iter()
+                .position(|r| r.get_ref().name.get_ref() == &conflict.second)
+                .unwrap_or(0);
             let message = format!(
                 "route `{}` conflicts with route `{}` at {}: {}",
                 conflict.second,
@@ -686,7 +827,8 @@ impl Checker<'_, '_> {
                 self.location(&first),
                 conflict.reason
             );
-            self.report.error(second, format!("routes[{index}].path"), message);
+            self.report
+                .error(second, format!("routes[{index}].path"), message);
         }
     }
 }
@@ -702,5 +844,8 @@ pub fn path_captures(path: &PathMatch) -> Vec<String> {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }

@@ -4,8 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A duration written as a number and a unit: `ms`, `s`, `m` or `h` (`"1.5s"` is allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +20,9 @@ impl FromStr for ConfigDuration {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration `{text}`: expected a number followed by ms, s, m or h"))?;
+        let number: f64 = number.parse().map_err(|_| {
+            format!("invalid duration `{text}`: expected a number followed by ms, s, m or h")
+        })?;
         let seconds = match unit.trim() {
             "ms" => number / 1000.0,
             "s" => number,
@@ -56,7 +56,9 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let number: u64 = number
             .parse()
@@ -69,7 +71,11 @@ impl FromStr for ByteSize {
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            _ => return Err(format!("invalid size `{text}`: the unit must be B, KiB, MiB, GiB, KB, MB or GB")),
+            _ => {
+                return Err(format!(
+                    "invalid size `{text}`: the unit must be B, KiB, MiB, GiB, KB, MB or GB"
+                ));
+            }
         };
         number
             .checked_mul(factor)
@@ -108,8 +114,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!("250ms".parse(), Ok(ConfigDuration(Duration::from_millis(250))));
-        assert_eq!("1.5s".parse(), Ok(ConfigDuration(Duration::from_millis(1500))));
+        assert_eq!(
+            "250ms".parse(),
+            Ok(ConfigDuration(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            "1.5s".parse(),
+            Ok(ConfigDuration(Duration::from_millis(1500)))
+        );
         assert_eq!("2m".parse(), Ok(ConfigDuration(Duration::from_secs(120))));
         assert!("5".parse::<ConfigDuration>().unwrap_err().contains("unit"));
         assert!("fast".parse::<ConfigDuration>().is_err());

@@ -30,7 +30,10 @@ pub(super) async fn run_calls(
     client_ip: &str,
 ) -> Vec<BackendResult> {
     if plan.len() > MAX_CALLS {
-        tracing::warn!(calls = plan.len(), "aggregate plan had too many calls; the extra calls are refused");
+        tracing::warn!(
+            calls = plan.len(),
+            "aggregate plan had too many calls; the extra calls are refused"
+        );
     }
     let mut calls = Vec::with_capacity(plan.len());
     for (index, call) in plan.into_iter().enumerate() {
@@ -49,7 +52,9 @@ async fn named_call(
 ) -> BackendResult {
     let name = call.name.clone();
     let outcome = if index >= MAX_CALLS {
-        Err(CallError::Refused(format!("a plan may make at most {MAX_CALLS} calls")))
+        Err(CallError::Refused(format!(
+            "a plan may make at most {MAX_CALLS} calls"
+        )))
     } else {
         one_call(state, stage, call, request_id, client_ip).await
     };
@@ -63,22 +68,29 @@ async fn one_call(
     request_id: &str,
     client_ip: &str,
 ) -> Result<Response, CallError> {
-    if !stage.upstreams.iter().any(|u| *u == call.upstream) {
+    if !stage.upstreams.contains(&call.upstream) {
         return Err(CallError::Refused(format!(
             "upstream `{}` is not listed in this stage's `upstreams`",
             call.upstream
         )));
     }
-    let upstream = state
-        .upstreams
-        .get(&call.upstream)
-        .ok_or_else(|| CallError::Refused(format!("upstream `{}` is not defined", call.upstream)))?;
+    let upstream = state.upstreams.get(&call.upstream).ok_or_else(|| {
+        CallError::Refused(format!("upstream `{}` is not defined", call.upstream))
+    })?;
     let refused = |e: convert::InvalidOutput| CallError::Refused(e.0);
     let method = convert::method_from_wit(&call.method).map_err(refused)?;
     let path_and_query = convert::path_from_wit(&call.uri).map_err(refused)?;
     let mut headers = convert::headers_from_wit(&call.headers).map_err(refused)?;
     proxy::strip_hop_by_hop(&mut headers);
-    proxy::add_forwarding(&mut headers, &Forwarded { client_ip, host: None, proto: "http", via: proxy::VIA });
+    proxy::add_forwarding(
+        &mut headers,
+        &Forwarded {
+            client_ip,
+            host: None,
+            proto: "http",
+            via: proxy::VIA,
+        },
+    );
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
@@ -90,18 +102,37 @@ async fn one_call(
         }
         None => empty(),
     };
-    let timeout = call.timeout_ms.map_or(upstream.config.timeout, |ms| Duration::from_millis(ms.into()));
+    let timeout = call.timeout_ms.map_or(upstream.config.timeout, |ms| {
+        Duration::from_millis(ms.into())
+    });
     let retryable = !has_body && matches!(method, http::Method::GET | http::Method::HEAD);
-    let outbound = Outbound { method, path_and_query, headers, body, retryable, preserve_host: false, timeout };
+    let outbound = Outbound {
+        method,
+        path_and_query,
+        headers,
+        body,
+        retryable,
+        preserve_host: false,
+        timeout,
+    };
     let response = match proxy::forward(upstream, outbound).await {
         Ok(response) => response,
         Err(GatewayError::UpstreamTimeout { .. }) => return Err(CallError::Timeout),
         Err(error) => return Err(CallError::Unreachable(error.to_string())),
     };
     let (parts, body) = response.into_parts();
-    let bytes: Bytes = match tokio::time::timeout(timeout, proxy::limit_body(body, MAX_CALL_RESPONSE).collect()).await {
+    let bytes: Bytes = match tokio::time::timeout(
+        timeout,
+        proxy::limit_body(body, MAX_CALL_RESPONSE).collect(),
+    )
+    .await
+    {
         Err(_) => return Err(CallError::Timeout),
-        Ok(Err(error)) => return Err(CallError::Unreachable(format!("reading the response failed: {error}"))),
+        Ok(Err(error)) => {
+            return Err(CallError::Unreachable(format!(
+                "reading the response failed: {error}"
+            )));
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     Ok(Response {

@@ -14,7 +14,10 @@ pub struct InvalidOutput(pub String);
 
 /// Header fields as the WIT `list<header>`.
 pub fn headers_to_wit(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    headers.iter().map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec())).collect()
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect()
 }
 
 /// Header fields from a plugin, checked.
@@ -31,7 +34,12 @@ pub fn headers_from_wit(fields: &[(String, Vec<u8>)]) -> Result<HeaderMap, Inval
 }
 
 /// A request as the WIT record.
-pub fn request_to_wit(method: &Method, path_and_query: &str, headers: &HeaderMap, body: Option<&Bytes>) -> types::Request {
+pub fn request_to_wit(
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Option<&Bytes>,
+) -> types::Request {
     types::Request {
         method: method.as_str().to_string(),
         uri: path_and_query.to_string(),
@@ -42,7 +50,8 @@ pub fn request_to_wit(method: &Method, path_and_query: &str, headers: &HeaderMap
 
 /// A method from a plugin, checked.
 pub fn method_from_wit(method: &str) -> Result<Method, InvalidOutput> {
-    Method::from_bytes(method.as_bytes()).map_err(|_| InvalidOutput(format!("invalid method {method:?}")))
+    Method::from_bytes(method.as_bytes())
+        .map_err(|_| InvalidOutput(format!("invalid method {method:?}")))
 }
 
 /// A path-and-query from a plugin, checked: it must start with `/`.

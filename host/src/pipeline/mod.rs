@@ -8,10 +8,10 @@ pub mod convert;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::Response;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::Response;
 use http_body_util::BodyExt;
 
 use crate::body::{Body, full};
@@ -55,13 +55,21 @@ impl Pipeline {
 
     /// The aggregate stage, which the config check guarantees is last.
     pub fn aggregate(&self) -> Option<&ResolvedStage> {
-        self.stages.last().filter(|s| s.plugin.as_ref().is_some_and(|p| p.kind == PluginKind::Aggregate))
+        self.stages.last().filter(|s| {
+            s.plugin
+                .as_ref()
+                .is_some_and(|p| p.kind == PluginKind::Aggregate)
+        })
     }
 
     /// Whether any stage is configured with a plugin of kind auth (identity headers are
     /// then the gateway's to set, never the client's).
     pub fn has_auth(&self) -> bool {
-        self.stages.iter().any(|s| s.plugin.as_ref().is_some_and(|p| p.kind == PluginKind::Auth))
+        self.stages.iter().any(|s| {
+            s.plugin
+                .as_ref()
+                .is_some_and(|p| p.kind == PluginKind::Auth)
+        })
     }
 }
 
@@ -124,7 +132,16 @@ impl<'a> Flow<'a> {
             params,
             vars: Vec::new(),
         };
-        Self { runtime, state, pipeline, request_id, ctx, response_headers: Vec::new(), transforms_run: Vec::new(), path_override: None }
+        Self {
+            runtime,
+            state,
+            pipeline,
+            request_id,
+            ctx,
+            response_headers: Vec::new(),
+            transforms_run: Vec::new(),
+            path_override: None,
+        }
     }
 
     fn call<'s>(&'s self, stage: &'s ResolvedStage, plugin: &'s Arc<Plugin>) -> Call<'s> {
@@ -138,7 +155,11 @@ impl<'a> Flow<'a> {
     }
 
     /// Runs auth, rate-limit and `on-request` stages in order.
-    pub async fn request_phase(&mut self, parts: &mut Parts, body: &mut RequestBody) -> Result<Decision, GatewayError> {
+    pub async fn request_phase(
+        &mut self,
+        parts: &mut Parts,
+        body: &mut RequestBody,
+    ) -> Result<Decision, GatewayError> {
         if self.pipeline.has_auth() {
             strip_identity_headers(&mut parts.headers);
         }
@@ -164,15 +185,21 @@ impl<'a> Flow<'a> {
             let request = convert::request_to_wit(&parts.method, path, &parts.headers, buffered);
             let call = self.call(stage, plugin);
             let outcome = match plugin.kind {
-                PluginKind::Auth => self.runtime.authenticate(call, &request, &self.ctx).await.map(|(answer, vars)| {
-                    (answer.map(|identity| StageOk::Identity(identity)), vars)
-                }),
-                PluginKind::RateLimit => self.runtime.check_rate(call, &request, &self.ctx).await.map(|(answer, vars)| {
-                    (answer.map(StageOk::Headers), vars)
-                }),
-                PluginKind::Transform => self.runtime.on_request(call, &request, &self.ctx).await.map(|(answer, vars)| {
-                    (answer.map(|r| StageOk::Request(Box::new(r))), vars)
-                }),
+                PluginKind::Auth => self
+                    .runtime
+                    .authenticate(call, &request, &self.ctx)
+                    .await
+                    .map(|(answer, vars)| (answer.map(StageOk::Identity), vars)),
+                PluginKind::RateLimit => self
+                    .runtime
+                    .check_rate(call, &request, &self.ctx)
+                    .await
+                    .map(|(answer, vars)| (answer.map(StageOk::Headers), vars)),
+                PluginKind::Transform => self
+                    .runtime
+                    .on_request(call, &request, &self.ctx)
+                    .await
+                    .map(|(answer, vars)| (answer.map(|r| StageOk::Request(Box::new(r))), vars)),
                 PluginKind::Aggregate => unreachable!("skipped above"),
             };
             let answer = match outcome {
@@ -195,14 +222,18 @@ impl<'a> Flow<'a> {
                     self.ctx.identity = Some(identity);
                     Ok(())
                 }
-                Ok(StageOk::Headers(headers)) => convert::headers_from_wit(&headers).map(|headers| {
-                    let mut last = None;
-                    for (name, value) in headers {
-                        let name = name.or_else(|| last.clone()).expect("the first header has a name");
-                        last = Some(name.clone());
-                        self.response_headers.push((name, value));
-                    }
-                }),
+                Ok(StageOk::Headers(headers)) => {
+                    convert::headers_from_wit(&headers).map(|headers| {
+                        let mut last = None;
+                        for (name, value) in headers {
+                            let name = name
+                                .or_else(|| last.clone())
+                                .expect("the first header has a name");
+                            last = Some(name.clone());
+                            self.response_headers.push((name, value));
+                        }
+                    })
+                }
                 Ok(StageOk::Request(request)) => {
                     let applied = self.apply_request(*request, parts, body);
                     if applied.is_ok() {
@@ -218,7 +249,12 @@ impl<'a> Flow<'a> {
         Ok(Decision::Continue)
     }
 
-    fn apply_request(&mut self, request: types::Request, parts: &mut Parts, body: &mut RequestBody) -> Result<(), InvalidOutput> {
+    fn apply_request(
+        &mut self,
+        request: types::Request,
+        parts: &mut Parts,
+        body: &mut RequestBody,
+    ) -> Result<(), InvalidOutput> {
         let method = convert::method_from_wit(&request.method)?;
         let mut headers = convert::headers_from_wit(&request.headers)?;
         let current = self.path_override.as_ref().map_or_else(
@@ -238,39 +274,71 @@ impl<'a> Flow<'a> {
     }
 
     /// Runs the aggregate stage: plan, concurrent calls, merge.
-    pub async fn aggregate(&mut self, stage: &ResolvedStage, parts: &Parts, body: RequestBody) -> Result<Response<Body>, GatewayError> {
-        let plugin = stage.plugin.as_ref().expect("aggregate() is only called with a loaded plugin");
+    pub async fn aggregate(
+        &mut self,
+        stage: &ResolvedStage,
+        parts: &Parts,
+        body: RequestBody,
+    ) -> Result<Response<Body>, GatewayError> {
+        let plugin = stage
+            .plugin
+            .as_ref()
+            .expect("aggregate() is only called with a loaded plugin");
         let bytes = match body {
             RequestBody::Buffered(bytes) => Some(bytes),
             RequestBody::Streaming(_) => None,
         };
-        let path = self.path_override.as_ref().map_or_else(|| parts.uri.path_and_query().map_or("/", PathAndQuery::as_str), PathAndQuery::as_str);
+        let path = self.path_override.as_ref().map_or_else(
+            || parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+            PathAndQuery::as_str,
+        );
         let request = convert::request_to_wit(&parts.method, path, &parts.headers, bytes.as_ref());
-        let plan = match self.runtime.plan(self.call(stage, plugin), &request, &self.ctx).await {
+        let plan = match self
+            .runtime
+            .plan(self.call(stage, plugin), &request, &self.ctx)
+            .await
+        {
             Ok((plan, vars)) => {
                 self.ctx.vars = vars;
                 plan
             }
             Err(error) => return Err(self.fatal(stage, error)),
         };
-        let results = aggregate::run_calls(self.state, &stage.config, plan, self.request_id, &self.ctx.client_ip).await;
-        let merged = match self.runtime.merge(self.call(stage, plugin), &request, &self.ctx, &results).await {
+        let results = aggregate::run_calls(
+            self.state,
+            &stage.config,
+            plan,
+            self.request_id,
+            &self.ctx.client_ip,
+        )
+        .await;
+        let merged = match self
+            .runtime
+            .merge(self.call(stage, plugin), &request, &self.ctx, &results)
+            .await
+        {
             Ok((merged, vars)) => {
                 self.ctx.vars = vars;
                 merged
             }
             Err(error) => return Err(self.fatal(stage, error)),
         };
-        self.stage_response(merged).map_err(|invalid| self.fatal(stage, StageError::InvalidOutput(invalid.0)))
+        self.stage_response(merged)
+            .map_err(|invalid| self.fatal(stage, StageError::InvalidOutput(invalid.0)))
     }
 
     /// Runs `on-response` of the transforms that ran, in reverse order, and adds the
     /// headers rate-limit stages asked for.
-    pub async fn response_phase(&mut self, response: Response<Body>) -> Result<Response<Body>, GatewayError> {
+    pub async fn response_phase(
+        &mut self,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
         let mut response = response;
         for &index in self.transforms_run.clone().iter().rev() {
             let stage = &self.pipeline.stages[index];
-            let Some(plugin) = &stage.plugin else { continue };
+            let Some(plugin) = &stage.plugin else {
+                continue;
+            };
             let (mut parts, body) = response.into_parts();
             let (body, buffered) = match stage.config.buffer_body {
                 Some(limit) => {
@@ -284,7 +352,10 @@ impl<'a> Flow<'a> {
                 headers: convert::headers_to_wit(&parts.headers),
                 body: buffered.map(|b| b.to_vec()),
             };
-            let outcome = self.runtime.on_response(self.call(stage, plugin), &wit, &self.ctx).await;
+            let outcome = self
+                .runtime
+                .on_response(self.call(stage, plugin), &wit, &self.ctx)
+                .await;
             let answer = match outcome {
                 Ok((answer, vars)) => {
                     self.ctx.vars = vars;
@@ -333,7 +404,10 @@ impl<'a> Flow<'a> {
         tracing::warn!(route = %self.pipeline.route, stage = stage.index, plugin = %stage.config.plugin, request_id = self.request_id, "stage plugin is not loaded");
         match stage.config.on_error {
             OnError::FailOpen => Ok(()),
-            OnError::FailClosed => Err(GatewayError::PluginUnavailable { plugin: stage.config.plugin.clone(), stage: stage.index }),
+            OnError::FailClosed => Err(GatewayError::PluginUnavailable {
+                plugin: stage.config.plugin.clone(),
+                stage: stage.index,
+            }),
         }
     }
 
@@ -354,11 +428,18 @@ impl<'a> Flow<'a> {
         let plugin = stage.config.plugin.clone();
         let index = stage.index;
         match error {
-            StageError::Deadline(_) | StageError::OutOfFuel => GatewayError::StageTimeout { plugin, stage: index },
+            StageError::Deadline(_) | StageError::OutOfFuel => GatewayError::StageTimeout {
+                plugin,
+                stage: index,
+            },
             StageError::Overloaded => GatewayError::Overloaded,
-            StageError::Trap(_) | StageError::MemoryCap(_) | StageError::InvalidOutput(_) | StageError::WrongKind { .. } => {
-                GatewayError::StageFailed { plugin, stage: index }
-            }
+            StageError::Trap(_)
+            | StageError::MemoryCap(_)
+            | StageError::InvalidOutput(_)
+            | StageError::WrongKind { .. } => GatewayError::StageFailed {
+                plugin,
+                stage: index,
+            },
         }
     }
 }
@@ -371,7 +452,10 @@ enum StageOk {
 }
 
 /// Applies an `on-response` answer to the response head; returns the new body if replaced.
-fn apply_response(answer: types::Response, parts: &mut http::response::Parts) -> Result<Option<Bytes>, InvalidOutput> {
+fn apply_response(
+    answer: types::Response,
+    parts: &mut http::response::Parts,
+) -> Result<Option<Bytes>, InvalidOutput> {
     let status = convert::status_from_wit(answer.status)?;
     let mut headers = convert::headers_from_wit(&answer.headers)?;
     let body = answer.body.map(Bytes::from);
@@ -404,7 +488,11 @@ async fn buffer_request(body: &mut RequestBody, limit: u64) -> Result<(), Gatewa
 }
 
 /// Reads an upstream response body into memory for a stage, up to `limit` bytes.
-async fn buffer_response(body: Body, limit: u64, _headers: &HeaderMap) -> Result<Bytes, GatewayError> {
+async fn buffer_response(
+    body: Body,
+    limit: u64,
+    _headers: &HeaderMap,
+) -> Result<Bytes, GatewayError> {
     crate::proxy::limit_body(body, limit)
         .collect()
         .await
@@ -419,7 +507,9 @@ async fn buffer_response(body: Body, limit: u64, _headers: &HeaderMap) -> Result
 fn strip_identity_headers(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str() == SUBJECT_HEADER || name.as_str().starts_with(CLAIM_HEADER_PREFIX))
+        .filter(|name| {
+            name.as_str() == SUBJECT_HEADER || name.as_str().starts_with(CLAIM_HEADER_PREFIX)
+        })
         .cloned()
         .collect();
     for name in spoofed {
@@ -435,9 +525,18 @@ fn set_identity_headers(headers: &mut HeaderMap, identity: &types::Identity) {
     for (claim, value) in &identity.claims {
         let name: String = claim
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(format!("{CLAIM_HEADER_PREFIX}{name}").as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(format!("{CLAIM_HEADER_PREFIX}{name}").as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             headers.insert(name, value);
         }
     }

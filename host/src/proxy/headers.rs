@@ -45,7 +45,9 @@ pub struct Forwarded<'a> {
 pub fn add_forwarding(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let combined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {}", forwarded.client_ip),
+        Some(existing) if !existing.trim().is_empty() => {
+            format!("{existing}, {}", forwarded.client_ip)
+        }
         _ => forwarded.client_ip.to_string(),
     };
     if let Ok(value) = HeaderValue::from_str(&combined) {
@@ -73,7 +75,10 @@ mod tests {
     #[test]
     fn strips_fields_named_by_connection() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
@@ -86,7 +91,12 @@ mod tests {
     fn appends_forwarded_for() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        let forwarded = Forwarded { client_ip: "127.0.0.1", host: Some("api.test"), proto: "http", via: "1.1 wasmgate" };
+        let forwarded = Forwarded {
+            client_ip: "127.0.0.1",
+            host: Some("api.test"),
+            proto: "http",
+            via: "1.1 wasmgate",
+        };
         add_forwarding(&mut headers, &forwarded);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-host"], "api.test");

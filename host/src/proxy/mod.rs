@@ -40,17 +40,36 @@ pub struct Outbound {
 
 /// Sends `outbound` to `upstream` and returns its response, with hop-by-hop fields removed
 /// and `Via` added.
-pub async fn forward(upstream: &Upstream, outbound: Outbound) -> Result<Response<Body>, GatewayError> {
-    let Outbound { method, path_and_query, mut headers, body, retryable, preserve_host, timeout } = outbound;
+pub async fn forward(
+    upstream: &Upstream,
+    outbound: Outbound,
+) -> Result<Response<Body>, GatewayError> {
+    let Outbound {
+        method,
+        path_and_query,
+        mut headers,
+        body,
+        retryable,
+        preserve_host,
+        timeout,
+    } = outbound;
     let deadline = Instant::now() + timeout;
-    let attempts = if retryable { upstream.config.targets.len().min(3) } else { 1 };
+    let attempts = if retryable {
+        upstream.config.targets.len().min(3)
+    } else {
+        1
+    };
     let mut body = Some(body);
     let mut target = upstream.pick();
     let name = || upstream.config.name.clone();
     for attempt in 1..=attempts {
         let authority = upstream.target(target).clone();
         let last = attempt == attempts;
-        let request_headers = if last { std::mem::take(&mut headers) } else { headers.clone() };
+        let request_headers = if last {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
         let mut request = Request::new(body.take().unwrap_or_else(empty));
         *request.method_mut() = method.clone();
         *request.version_mut() = Version::HTTP_11;
@@ -63,13 +82,18 @@ pub async fn forward(upstream: &Upstream, outbound: Outbound) -> Result<Response
         })
         .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
         *request.headers_mut() = request_headers;
-        if !preserve_host || !request.headers().contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                request.headers_mut().insert(header::HOST, host);
-            }
+        if (!preserve_host || !request.headers().contains_key(header::HOST))
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(header::HOST, host);
         }
         match tokio::time::timeout_at(deadline, upstream.client.request(request)).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout { upstream: name(), timeout }),
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    upstream: name(),
+                    timeout,
+                });
+            }
             Ok(Ok(mut response)) => {
                 upstream.restore(target);
                 strip_hop_by_hop(response.headers_mut());
@@ -134,7 +158,11 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Wraps a body so that it fails with [`BodyLimitExceeded`] past `limit` bytes.
 pub fn limit_body(body: Body, limit: u64) -> Body {
-    boxed(LimitedBody { inner: body, remaining: limit, limit })
+    boxed(LimitedBody {
+        inner: body,
+        remaining: limit,
+        limit,
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -156,10 +184,15 @@ impl http_body::Body for LimitedBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(http_body::Frame::data_ref)) {
+        if let Some(Ok(data)) = frame
+            .as_ref()
+            .map(|f| f.as_ref().map(http_body::Frame::data_ref))
+        {
             let len = data.map_or(0, |d| d.len() as u64);
             if len > *this.remaining {
-                return std::task::Poll::Ready(Some(Err(Box::new(BodyLimitExceeded { limit: *this.limit }))));
+                return std::task::Poll::Ready(Some(Err(Box::new(BodyLimitExceeded {
+                    limit: *this.limit,
+                }))));
             }
             *this.remaining -= len;
         }

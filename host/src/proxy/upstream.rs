@@ -29,7 +29,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,7 +48,13 @@ impl Upstream {
             .pool_max_idle_per_host(config.max_idle_per_target)
             .build(connector);
         let ejected_until = config.targets.iter().map(|_| AtomicU64::new(0)).collect();
-        Self { config, client, next: AtomicUsize::new(0), ejected_until, epoch: Instant::now() }
+        Self {
+            config,
+            client,
+            next: AtomicUsize::new(0),
+            ejected_until,
+            epoch: Instant::now(),
+        }
     }
 
     /// Picks the target for a new request: the balanced choice, skipping ejected targets

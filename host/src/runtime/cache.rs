@@ -18,11 +18,15 @@ impl ArtifactCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        Self { dir, engine_key: format!("{:016x}", hasher.finish()) }
+        Self {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+        }
     }
 
     fn path(&self, content_hash: &str) -> PathBuf {
-        self.dir.join(format!("{content_hash}-{}.cwasm", self.engine_key))
+        self.dir
+            .join(format!("{content_hash}-{}.cwasm", self.engine_key))
     }
 
     /// The cached compilation of `content_hash`, if any and still loadable.
@@ -50,7 +54,9 @@ impl ArtifactCache {
     /// Stores a compilation; failures are logged, never fatal.
     pub(crate) fn put(&self, content_hash: &str, component: &Component) {
         let result = (|| -> std::io::Result<()> {
-            let bytes = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            let bytes = component
+                .serialize()
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
             std::fs::create_dir_all(&self.dir)?;
             let final_path = self.path(content_hash);
             let temp = final_path.with_extension(format!("tmp{}", std::process::id()));

@@ -71,14 +71,24 @@ impl Runtime {
             route: call.route.clone(),
             log_budget: call.plugin.log_budget.clone(),
         });
-        let state = StageState::new(caller, call.config_json.clone(), call.vars.clone(), call.limits.memory_bytes, self.counters.clone());
+        let state = StageState::new(
+            caller,
+            call.config_json.clone(),
+            call.vars.clone(),
+            call.limits.memory_bytes,
+            self.counters.clone(),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let _ = store.set_fuel(call.limits.fuel.unwrap_or(u64::MAX));
         let deadline = Instant::now() + call.limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
         store
     }
@@ -92,19 +102,27 @@ impl Runtime {
             match &call.plugin.pre {
                 PluginPre::Auth(pre) => {
                     let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check().call_validate_config(&mut store, &config).await
+                    i.wasmgate_plugin_config_check()
+                        .call_validate_config(&mut store, &config)
+                        .await
                 }
                 PluginPre::RateLimit(pre) => {
                     let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check().call_validate_config(&mut store, &config).await
+                    i.wasmgate_plugin_config_check()
+                        .call_validate_config(&mut store, &config)
+                        .await
                 }
                 PluginPre::Transform(pre) => {
                     let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check().call_validate_config(&mut store, &config).await
+                    i.wasmgate_plugin_config_check()
+                        .call_validate_config(&mut store, &config)
+                        .await
                 }
                 PluginPre::Aggregate(pre) => {
                     let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check().call_validate_config(&mut store, &config).await
+                    i.wasmgate_plugin_config_check()
+                        .call_validate_config(&mut store, &config)
+                        .await
                 }
             }
         })
@@ -113,8 +131,15 @@ impl Runtime {
     }
 
     /// Runs an auth stage.
-    pub async fn authenticate(&self, call: Call<'_>, req: &Request, ctx: &Context) -> Answer<Result<Identity, Response>> {
-        let PluginPre::Auth(pre) = &call.plugin.pre else { return Err(wrong_kind(&call, "auth")) };
+    pub async fn authenticate(
+        &self,
+        call: Call<'_>,
+        req: &Request,
+        ctx: &Context,
+    ) -> Answer<Result<Identity, Response>> {
+        let PluginPre::Auth(pre) = &call.plugin.pre else {
+            return Err(wrong_kind(&call, "auth"));
+        };
         let mut store = self.store(&call);
         let outcome = guarded(call.limits.deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -125,8 +150,15 @@ impl Runtime {
     }
 
     /// Runs a rate-limit stage.
-    pub async fn check_rate(&self, call: Call<'_>, req: &Request, ctx: &Context) -> Answer<Result<Vec<(String, Vec<u8>)>, Response>> {
-        let PluginPre::RateLimit(pre) = &call.plugin.pre else { return Err(wrong_kind(&call, "rate-limit")) };
+    pub async fn check_rate(
+        &self,
+        call: Call<'_>,
+        req: &Request,
+        ctx: &Context,
+    ) -> Answer<Result<Vec<(String, Vec<u8>)>, Response>> {
+        let PluginPre::RateLimit(pre) = &call.plugin.pre else {
+            return Err(wrong_kind(&call, "rate-limit"));
+        };
         let mut store = self.store(&call);
         let outcome = guarded(call.limits.deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -137,8 +169,15 @@ impl Runtime {
     }
 
     /// Runs a transform stage's `on-request`.
-    pub async fn on_request(&self, call: Call<'_>, req: &Request, ctx: &Context) -> Answer<Result<Request, Response>> {
-        let PluginPre::Transform(pre) = &call.plugin.pre else { return Err(wrong_kind(&call, "transform")) };
+    pub async fn on_request(
+        &self,
+        call: Call<'_>,
+        req: &Request,
+        ctx: &Context,
+    ) -> Answer<Result<Request, Response>> {
+        let PluginPre::Transform(pre) = &call.plugin.pre else {
+            return Err(wrong_kind(&call, "transform"));
+        };
         let mut store = self.store(&call);
         let outcome = guarded(call.limits.deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -149,8 +188,15 @@ impl Runtime {
     }
 
     /// Runs a transform stage's `on-response`.
-    pub async fn on_response(&self, call: Call<'_>, resp: &Response, ctx: &Context) -> Answer<Response> {
-        let PluginPre::Transform(pre) = &call.plugin.pre else { return Err(wrong_kind(&call, "transform")) };
+    pub async fn on_response(
+        &self,
+        call: Call<'_>,
+        resp: &Response,
+        ctx: &Context,
+    ) -> Answer<Response> {
+        let PluginPre::Transform(pre) = &call.plugin.pre else {
+            return Err(wrong_kind(&call, "transform"));
+        };
         let mut store = self.store(&call);
         let outcome = guarded(call.limits.deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -161,8 +207,15 @@ impl Runtime {
     }
 
     /// Runs an aggregate stage's `plan`.
-    pub async fn plan(&self, call: Call<'_>, req: &Request, ctx: &Context) -> Answer<Vec<BackendCall>> {
-        let PluginPre::Aggregate(pre) = &call.plugin.pre else { return Err(wrong_kind(&call, "aggregate")) };
+    pub async fn plan(
+        &self,
+        call: Call<'_>,
+        req: &Request,
+        ctx: &Context,
+    ) -> Answer<Vec<BackendCall>> {
+        let PluginPre::Aggregate(pre) = &call.plugin.pre else {
+            return Err(wrong_kind(&call, "aggregate"));
+        };
         let mut store = self.store(&call);
         let outcome = guarded(call.limits.deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -173,8 +226,16 @@ impl Runtime {
     }
 
     /// Runs an aggregate stage's `merge`.
-    pub async fn merge(&self, call: Call<'_>, req: &Request, ctx: &Context, results: &[BackendResult]) -> Answer<Response> {
-        let PluginPre::Aggregate(pre) = &call.plugin.pre else { return Err(wrong_kind(&call, "aggregate")) };
+    pub async fn merge(
+        &self,
+        call: Call<'_>,
+        req: &Request,
+        ctx: &Context,
+        results: &[BackendResult],
+    ) -> Answer<Response> {
+        let PluginPre::Aggregate(pre) = &call.plugin.pre else {
+            return Err(wrong_kind(&call, "aggregate"));
+        };
         let mut store = self.store(&call);
         let outcome = guarded(call.limits.deadline, async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -186,15 +247,23 @@ impl Runtime {
 }
 
 fn wrong_kind(call: &Call<'_>, expected: &'static str) -> StageError {
-    StageError::WrongKind { expected, found: call.plugin.kind.world() }
+    StageError::WrongKind {
+        expected,
+        found: call.plugin.kind.world(),
+    }
 }
 
 /// Result of a guarded call: `None` when the host-side timeout fired.
 type Guarded<T> = Option<wasmtime::Result<T>>;
 
 /// Bounds a whole call (including time spent in async host imports) by the deadline plus slack.
-async fn guarded<T>(deadline: Duration, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Guarded<T> {
-    tokio::time::timeout(deadline + DEADLINE_SLACK, call).await.ok()
+async fn guarded<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> Guarded<T> {
+    tokio::time::timeout(deadline + DEADLINE_SLACK, call)
+        .await
+        .ok()
 }
 
 fn finish<T>(store: Store<StageState>, limits: StageLimits, outcome: Guarded<T>) -> Answer<T> {
@@ -207,7 +276,10 @@ fn finish<T>(store: Store<StageState>, limits: StageLimits, outcome: Guarded<T>)
 }
 
 fn classify(error: &wasmtime::Error, state: &StageState, limits: StageLimits) -> StageError {
-    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return StageError::Overloaded;
     }
     match error.downcast_ref::<Trap>() {

@@ -35,7 +35,9 @@ const MAX_KEY_BYTES: usize = 512;
 
 impl Default for MemoryCounters {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
     }
 }
 
@@ -46,13 +48,18 @@ impl MemoryCounters {
             return Err(format!("counter keys are limited to {MAX_KEY_BYTES} bytes"));
         }
         let shard_index = fxhash(key) % SHARDS;
-        let mut shard = self.shards[shard_index].lock().map_err(|_| "counter store poisoned".to_string())?;
+        let mut shard = self.shards[shard_index]
+            .lock()
+            .map_err(|_| "counter store poisoned".to_string())?;
         let now = Instant::now();
         if shard.next_sweep.is_none_or(|at| now >= at) {
             shard.entries.retain(|_, (_, expires)| *expires > now);
             shard.next_sweep = Some(now + Duration::from_secs(1));
         }
-        let entry = shard.entries.entry(key.to_string()).or_insert((0, now + window));
+        let entry = shard
+            .entries
+            .entry(key.to_string())
+            .or_insert((0, now + window));
         if entry.1 <= now {
             *entry = (0, now + window);
         }
@@ -70,7 +77,9 @@ impl Counters for MemoryCounters {
 
 /// A small, fast, non-cryptographic hash for picking a shard.
 fn fxhash(key: &str) -> usize {
-    key.bytes().fold(0usize, |hash, byte| (hash.rotate_left(5) ^ byte as usize).wrapping_mul(0x517c_c1b7_2722_0a95))
+    key.bytes().fold(0usize, |hash, byte| {
+        (hash.rotate_left(5) ^ byte as usize).wrapping_mul(0x517c_c1b7_2722_0a95)
+    })
 }
 
 #[cfg(test)]

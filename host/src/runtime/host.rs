@@ -60,7 +60,10 @@ impl StageState {
             identity,
             config_json,
             vars,
-            limiter: MemoryLimiter { max_bytes: memory_bytes as usize, hit_cap: false },
+            limiter: MemoryLimiter {
+                max_bytes: memory_bytes as usize,
+                hit_cap: false,
+            },
             counters,
             wasi: None,
         }
@@ -72,8 +75,14 @@ impl WasiView for StageState {
         let identity = self.identity.clone();
         let wasi = self.wasi.get_or_insert_with(|| {
             let ctx = WasiCtx::builder()
-                .stdout(GuestOutput { caller: identity.clone(), stream: "stdout" })
-                .stderr(GuestOutput { caller: identity, stream: "stderr" })
+                .stdout(GuestOutput {
+                    caller: identity.clone(),
+                    stream: "stdout",
+                })
+                .stderr(GuestOutput {
+                    caller: identity,
+                    stream: "stderr",
+                })
                 .allow_tcp(false)
                 .allow_udp(false)
                 .allow_ip_name_lookup(false)
@@ -96,11 +105,21 @@ impl host::Host for StageState {
         let message = truncate(&message, MAX_LOG_LINE);
         let (plugin, route) = (&*caller.plugin, &*caller.route);
         match level {
-            types::Level::Trace => tracing::trace!(target: "wasmgate::plugin", plugin, route, "{message}"),
-            types::Level::Debug => tracing::debug!(target: "wasmgate::plugin", plugin, route, "{message}"),
-            types::Level::Info => tracing::info!(target: "wasmgate::plugin", plugin, route, "{message}"),
-            types::Level::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, route, "{message}"),
-            types::Level::Error => tracing::error!(target: "wasmgate::plugin", plugin, route, "{message}"),
+            types::Level::Trace => {
+                tracing::trace!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            types::Level::Debug => {
+                tracing::debug!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            types::Level::Info => {
+                tracing::info!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            types::Level::Warn => {
+                tracing::warn!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
+            types::Level::Error => {
+                tracing::error!(target: "wasmgate::plugin", plugin, route, "{message}")
+            }
         }
         Ok(())
     }
@@ -110,12 +129,16 @@ impl host::Host for StageState {
     }
 
     fn now_millis(&mut self) -> wasmtime::Result<u64> {
-        Ok(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+        Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
     }
 
     fn set_var(&mut self, name: String, value: String) -> wasmtime::Result<()> {
         if name.len() > MAX_VAR_NAME || value.len() > MAX_VAR_VALUE {
-            wasmtime::bail!("set-var: names are limited to {MAX_VAR_NAME} bytes and values to {MAX_VAR_VALUE}");
+            wasmtime::bail!(
+                "set-var: names are limited to {MAX_VAR_NAME} bytes and values to {MAX_VAR_VALUE}"
+            );
         }
         if let Some(slot) = self.vars.iter_mut().find(|(n, _)| *n == name) {
             slot.1 = value;
@@ -129,7 +152,12 @@ impl host::Host for StageState {
 }
 
 impl counters::Host for StageState {
-    async fn increment(&mut self, key: String, delta: u64, window_ms: u64) -> wasmtime::Result<Result<u64, String>> {
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: u64,
+        window_ms: u64,
+    ) -> wasmtime::Result<Result<u64, String>> {
         let key = format!("{}/{}", self.identity.plugin, key);
         let window = Duration::from_millis(window_ms.max(1));
         Ok(self.counters.increment(&key, delta, window).await)
@@ -144,7 +172,12 @@ pub struct MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.hit_cap = true;
             return Ok(false);
@@ -152,7 +185,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -168,18 +206,34 @@ pub struct LogBudget {
 impl LogBudget {
     /// Takes one line from this second's budget; `false` when it is spent.
     pub fn take(&self) -> bool {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) & 0xffff_ffff;
+        let second = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            & 0xffff_ffff;
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
             let (at, used) = (current >> 32, current & 0xffff_ffff);
-            let next = if at == second { (second << 32) | (used + 1) } else { (second << 32) | 1 };
+            let next = if at == second {
+                (second << 32) | (used + 1)
+            } else {
+                (second << 32) | 1
+            };
             if at == second && used >= LOG_LINES_PER_SECOND {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
-            match self.state.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
-                    let dropped = if at != second { self.dropped.swap(0, Ordering::Relaxed) } else { 0 };
+                    let dropped = if at != second {
+                        self.dropped.swap(0, Ordering::Relaxed)
+                    } else {
+                        0
+                    };
                     if dropped > 0 {
                         tracing::warn!(target: "wasmgate::plugin", dropped, "plugin log lines dropped (over {LOG_LINES_PER_SECOND}/s)");
                     }
@@ -216,7 +270,11 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger { caller: self.caller.clone(), stream: self.stream, line: Vec::new() })
+        Box::new(LineLogger {
+            caller: self.caller.clone(),
+            stream: self.stream,
+            line: Vec::new(),
+        })
     }
 }
 
@@ -237,7 +295,11 @@ impl LineLogger {
 }
 
 impl AsyncWrite for LineLogger {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         for &byte in buf {
             if byte == b'\n' {
                 self.emit();

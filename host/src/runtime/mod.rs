@@ -38,7 +38,10 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self { max_instances: 1000, cache_dir: None }
+        Self {
+            max_instances: 1000,
+            cache_dir: None,
+        }
     }
 }
 
@@ -58,7 +61,10 @@ pub struct RuntimeError(String);
 
 impl Runtime {
     /// Builds the engine (and its epoch ticker thread) and the linker.
-    pub fn new(settings: &RuntimeSettings, counters: Arc<dyn Counters>) -> Result<Self, RuntimeError> {
+    pub fn new(
+        settings: &RuntimeSettings,
+        counters: Arc<dyn Counters>,
+    ) -> Result<Self, RuntimeError> {
         let fail = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
         let n = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
@@ -92,9 +98,12 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(fail)?;
         let mut linker: Linker<StageState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
-        bindings::host::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s).map_err(fail)?;
-        bindings::types::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s).map_err(fail)?;
-        bindings::counters::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s).map_err(fail)?;
+        bindings::host::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(fail)?;
+        bindings::types::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(fail)?;
+        bindings::counters::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(fail)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let stop = stop_ticker.clone();
@@ -107,8 +116,17 @@ impl Runtime {
                 }
             })
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
-        let cache = settings.cache_dir.as_ref().map(|dir| cache::ArtifactCache::new(dir.clone(), &engine));
-        Ok(Self { engine, linker, counters, cache, stop_ticker })
+        let cache = settings
+            .cache_dir
+            .as_ref()
+            .map(|dir| cache::ArtifactCache::new(dir.clone(), &engine));
+        Ok(Self {
+            engine,
+            linker,
+            counters,
+            cache,
+            stop_ticker,
+        })
     }
 
     /// The engine.
@@ -119,22 +137,29 @@ impl Runtime {
     /// Compiles (or loads from the cache) and links the plugin in `path`. Blocking: call it
     /// off the request path.
     pub fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Read { plugin: name.to_string(), message: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
+            plugin: name.to_string(),
+            message: e.to_string(),
+        })?;
         self.load_bytes(name, &bytes)
     }
 
     /// Compiles (or loads from the cache) and links a plugin from its bytes. Blocking.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
         let hash = content_hash(bytes);
-        let cached = self.cache.as_ref().and_then(|cache| cache.get(&self.engine, &hash));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine, &hash));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
-                    plugin: name.to_string(),
-                    message: format!("{e:#}"),
-                })?;
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+                        plugin: name.to_string(),
+                        message: format!("{e:#}"),
+                    })?;
                 if let Some(cache) = &self.cache {
                     cache.put(&hash, &component);
                 }
@@ -164,5 +189,8 @@ impl Drop for Runtime {
 
 /// SHA-256 of a plugin file, in hex: its identity in the cache and the admin API.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
-use wasmtime::Engine;
 
 use super::bindings::{AggregatePre, AuthPre, RateLimitPre, TransformPre};
 use super::host::{LogBudget, StageState};
@@ -47,7 +47,12 @@ impl PluginKind {
         }
     }
 
-    const ALL: [PluginKind; 4] = [Self::Auth, Self::RateLimit, Self::Transform, Self::Aggregate];
+    const ALL: [PluginKind; 4] = [
+        Self::Auth,
+        Self::RateLimit,
+        Self::Transform,
+        Self::Aggregate,
+    ];
 }
 
 impl std::fmt::Display for PluginKind {
@@ -136,11 +141,20 @@ pub(crate) enum PluginPre {
 }
 
 /// Finds the world from the component's exports.
-pub(crate) fn detect_kind(engine: &Engine, component: &Component, plugin: &str) -> Result<PluginKind, PluginError> {
+pub(crate) fn detect_kind(
+    engine: &Engine,
+    component: &Component,
+    plugin: &str,
+) -> Result<PluginKind, PluginError> {
     let ty = component.component_type();
     let exports: Vec<(String, bool)> = ty
         .exports(engine)
-        .map(|(name, item)| (name.to_string(), matches!(item.ty, ComponentItem::ComponentFunc(_))))
+        .map(|(name, item)| {
+            (
+                name.to_string(),
+                matches!(item.ty, ComponentItem::ComponentFunc(_)),
+            )
+        })
         .collect();
     let has = |name: &str| exports.iter().any(|(n, is_func)| n == name && *is_func);
     let matching: Vec<PluginKind> = PluginKind::ALL
@@ -152,8 +166,15 @@ pub(crate) fn detect_kind(engine: &Engine, component: &Component, plugin: &str) 
         [kind] if has_config_check => Ok(*kind),
         _ => {
             let found: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
-            let found = if found.is_empty() { "no exports".to_string() } else { found.join(", ") };
-            Err(PluginError::WrongWorld { plugin: plugin.to_string(), found })
+            let found = if found.is_empty() {
+                "no exports".to_string()
+            } else {
+                found.join(", ")
+            };
+            Err(PluginError::WrongWorld {
+                plugin: plugin.to_string(),
+                found,
+            })
         }
     }
 }
