@@ -403,7 +403,10 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
 
 /// Approximate size of the request head as sent: request line plus header lines.
 fn request_head_size<B>(request: &Request<B>) -> usize {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = request.method().as_str().len() + target + 12;
     request.headers().iter().fold(line, |sum, (name, value)| {
         sum + name.as_str().len() + value.len() + 4
     })

@@ -93,10 +93,16 @@ impl PathTable {
                         .map_or_else(|| with.clone(), |&i| routes[i].name.clone()),
                     _ => route.name.clone(),
                 };
+                let reason = match &error {
+                    matchit::InsertError::Conflict { with } => format!(
+                        "`{pattern}` and `{with}` match the same paths; use the same parameter names (and different methods) or different literal segments"
+                    ),
+                    other => format!("`{pattern}` is not a valid path pattern: {other}"),
+                };
                 return Err(Conflict {
                     first,
                     second: route.name.clone(),
-                    reason: error.to_string(),
+                    reason,
                 });
             }
             self.slots.push(vec![index]);

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
+use crate::body::{Body, BoxError, boxed};
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 
@@ -96,11 +98,21 @@ impl Server {
                 next = conn_rx.recv() => {
                     let Some((stream, peer, permit)) = next else { break };
                     let _ = stream.set_nodelay(true);
-                    let io = TokioIo::new(IdleTimeout::new(stream, self.settings.idle_timeout));
+                    let activity = Arc::new(Activity::new());
+                    let io = TokioIo::new(IdleTimeout::new(
+                        stream,
+                        self.settings.idle_timeout,
+                        self.settings.header_read_timeout,
+                        activity.clone(),
+                    ));
                     let gateway = self.gateway.clone();
                     let service = service_fn(move |request| {
                         let gateway = gateway.clone();
-                        async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
+                        let guard = InFlight::enter(&activity);
+                        async move {
+                            let response = gateway.handle(request, peer).await;
+                            Ok::<_, std::convert::Infallible>(response.map(|inner| boxed(GuardedBody { inner, _guard: guard })))
+                        }
                     });
                     let connection = builder.serve_connection(io, service).into_owned();
                     let connection = graceful.watch(connection);
@@ -132,11 +144,13 @@ fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     // The gateway answers over-limit heads itself with a JSON 431; hyper's own limit, at
     // twice that, is only a backstop against unbounded buffering.
     let backstop = (settings.max_header_bytes * 2).max(8 << 10);
+    // hyper needs room for at least one read of body data too.
+    let read_buffer = backstop.max(16 << 10);
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(backstop.max(64 << 10))
+        .max_buf_size(read_buffer)
         .keep_alive(true);
     builder
         .http2()
@@ -147,24 +161,68 @@ fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// A connection that fails its pending read once no bytes have moved either way for
-/// `timeout`, which makes hyper close it.
+/// A connection that fails its pending read (which makes hyper close it) once no request
+/// has been in flight for `timeout`, or when nothing arrived within the first-byte timeout
+/// (hyper's own header-read timeout starts only after the protocol is detected).
 struct IdleTimeout {
     stream: TcpStream,
     sleep: Pin<Box<Sleep>>,
     timeout: Duration,
-    last_activity: Instant,
+    /// Until the first byte arrives, the connection must speak within this.
+    first_byte_timeout: Duration,
+    received_any: bool,
+    activity: Arc<Activity>,
+}
+
+/// What a connection's requests are doing, shared between the service and the connection.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` when the last request finished.
+    quiet_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            quiet_since_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl IdleTimeout {
-    fn new(stream: TcpStream, timeout: Duration) -> Self {
-        let now = Instant::now();
+    fn new(
+        stream: TcpStream,
+        timeout: Duration,
+        first_byte_timeout: Duration,
+        activity: Arc<Activity>,
+    ) -> Self {
+        let first_byte_timeout = first_byte_timeout.min(timeout);
         Self {
             stream,
-            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            sleep: Box::pin(tokio::time::sleep_until(
+                activity.started + first_byte_timeout,
+            )),
             timeout,
-            last_activity: now,
+            first_byte_timeout,
+            received_any: false,
+            activity,
         }
+    }
+
+    /// When the connection is closed unless a request starts first; `None` while one runs.
+    fn deadline(&self) -> Option<Instant> {
+        if !self.received_any {
+            return Some(self.activity.started + self.first_byte_timeout);
+        }
+        if self.activity.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let quiet_since =
+            Duration::from_millis(self.activity.quiet_since_ms.load(Ordering::Acquire));
+        Some(self.activity.started + quiet_since + self.timeout)
     }
 }
 
@@ -177,13 +235,14 @@ impl AsyncRead for IdleTimeout {
         let this = &mut *self;
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.last_activity = Instant::now();
+                this.received_any |= !buf.filled().is_empty();
                 Poll::Ready(result)
             }
             Poll::Pending => loop {
                 ready!(this.sleep.as_mut().poll(cx));
-                let deadline = this.last_activity + this.timeout;
-                if Instant::now() >= deadline {
+                let now = Instant::now();
+                let deadline = this.deadline().unwrap_or(now + this.timeout);
+                if now >= deadline {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "connection idle",
@@ -195,15 +254,60 @@ impl AsyncRead for IdleTimeout {
     }
 }
 
+/// Counts a request as in flight on its connection until its response body is done.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = self.0.started.elapsed().as_millis() as u64;
+        self.0.quiet_since_ms.fetch_max(now, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight until it is dropped.
+    struct GuardedBody {
+        #[pin]
+        inner: Body,
+        _guard: InFlight,
+    }
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl AsyncWrite for IdleTimeout {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let result = ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
-        self.last_activity = Instant::now();
-        Poll::Ready(result)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -211,9 +315,7 @@ impl AsyncWrite for IdleTimeout {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let result = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
-        self.last_activity = Instant::now();
-        Poll::Ready(result)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

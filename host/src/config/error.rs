@@ -127,7 +127,8 @@ impl<'a> Reporter<'a> {
         self.found.is_empty()
     }
 
-    pub(crate) fn finish(self) -> Result<(), ConfigError> {
+    pub(crate) fn finish(mut self) -> Result<(), ConfigError> {
+        self.found.sort_by_key(|d| (d.line, d.column));
         if self.found.is_empty() {
             Ok(())
         } else {

@@ -272,7 +272,8 @@ impl Config {
             Ok(raw) => raw,
             Err(error) => {
                 let span = error.span().unwrap_or(0..0);
-                report.error(span, "", error.message().trim().to_string());
+                let key = key_path_at(source, span.start);
+                report.error(span, key, error.message().trim().to_string());
                 report.finish()?;
                 unreachable!("a reporter with an error always fails");
             }
@@ -607,7 +608,7 @@ impl Checker<'_, '_> {
                                 m.span(),
                                 format!("{key}.methods"),
                                 format!(
-                                    "`{text}` is not an HTTP method (write it upper-case, e.g. GET)"
+                                    "`{text}` is not an HTTP method: use an upper-case token such as GET"
                                 ),
                             );
                             None
@@ -841,6 +842,77 @@ pub fn path_captures(path: &PathMatch) -> Vec<String> {
             .map(|t| t.captures().map(str::to_string).collect())
             .unwrap_or_default(),
     }
+}
+
+/// The dotted key path (`routes[0].timeout`) of the key or value at byte `offset`.
+fn key_path_at(source: &str, offset: usize) -> String {
+    let Ok(root) = toml::de::DeTable::parse(source) else {
+        return String::new();
+    };
+    let mut path = String::new();
+    key_path_in_table(root.get_ref(), offset, &mut path);
+    path
+}
+
+fn key_path_in_table(table: &toml::de::DeTable<'_>, offset: usize, path: &mut String) {
+    for (key, value) in table {
+        let (key_span, value_span) = (key.span(), value.span());
+        let inside = key_span.contains(&offset)
+            || value_span.contains(&offset)
+            || (key_span.start <= offset && offset < value_span.end);
+        if !inside
+            && !matches!(
+                value.get_ref(),
+                toml::de::DeValue::Array(_) | toml::de::DeValue::Table(_)
+            )
+        {
+            continue;
+        }
+        let mark = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key.get_ref());
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) if inside || table_contains(inner, offset) => {
+                key_path_in_table(inner, offset, path);
+                return;
+            }
+            toml::de::DeValue::Array(items) => {
+                if let Some((index, item)) = items.iter().enumerate().find(|(_, item)| {
+                    item.span().contains(&offset)
+                        || matches!(item.get_ref(), toml::de::DeValue::Table(t) if table_contains(t, offset))
+                }) {
+                    path.push_str(&format!("[{index}]"));
+                    if let toml::de::DeValue::Table(inner) = item.get_ref() {
+                        key_path_in_table(inner, offset, path);
+                    }
+                    return;
+                }
+                if inside {
+                    return;
+                }
+            }
+            _ if inside => return,
+            _ => {}
+        }
+        path.truncate(mark);
+    }
+}
+
+/// Whether any key or value of `table` (at any depth) spans `offset`.
+fn table_contains(table: &toml::de::DeTable<'_>, offset: usize) -> bool {
+    table.iter().any(|(key, value)| {
+        key.span().contains(&offset)
+            || value.span().contains(&offset)
+            || match value.get_ref() {
+                toml::de::DeValue::Table(inner) => table_contains(inner, offset),
+                toml::de::DeValue::Array(items) => items
+                    .iter()
+                    .any(|item| matches!(item.get_ref(), toml::de::DeValue::Table(t) if table_contains(t, offset))),
+                _ => false,
+            }
+    })
 }
 
 fn valid_name(name: &str) -> bool {

@@ -1,0 +1,239 @@
+//! Connection lifecycle: graceful shutdown on SIGTERM, and the server's timeouts for slow
+//! and idle clients.
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{
+    RawResponse, TestGateway, TestUpstream, eventually, get, handler, raw_connect,
+    time_until_closed,
+};
+use http::StatusCode;
+
+/// A gateway with one catch-all route to `upstream`, plus `server` settings.
+fn gateway(server: &str, upstream: &TestUpstream) -> TestGateway {
+    TestGateway::start(&format!(
+        "[server]\n{server}\n\n[upstreams.up]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n",
+        upstream.addr()
+    ))
+}
+
+/// Whether a new TCP connection to the gateway is refused.
+fn refused(gateway: &TestGateway) -> bool {
+    matches!(TcpStream::connect(gateway.addr()), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let up = TestUpstream::start(handler::slow(Duration::from_secs(1)));
+    let mut gateway = gateway("shutdown-grace = \"5s\"", &up);
+    let url = gateway.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    assert!(
+        eventually(Duration::from_secs(5), || up.requests() == 1).await,
+        "the request reached the upstream"
+    );
+
+    let signalled = Instant::now();
+    gateway.signal_term();
+    assert!(
+        eventually(Duration::from_millis(900), || refused(&gateway)).await,
+        "new connections are refused soon after SIGTERM; logs:\n{}",
+        gateway.logs()
+    );
+    let refused_after = signalled.elapsed();
+    assert!(
+        !in_flight.is_finished(),
+        "refusing new connections while the slow request is still in flight"
+    );
+
+    let reply = in_flight.await.expect("the client task");
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the in-flight request completes: {}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["path"], "/slow");
+
+    let status = gateway.wait_exit(Duration::from_secs(5));
+    let exited_after = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "logs:\n{}", gateway.logs());
+    // Measured: refused within ~10ms of the signal; exit about 1s after it (the upstream's delay).
+    assert!(
+        exited_after < Duration::from_secs(3),
+        "exits once drained, well within the grace: {exited_after:?}"
+    );
+    eprintln!("refused after {refused_after:?}, exited after {exited_after:?}");
+    let logs = gateway.logs();
+    assert!(logs.contains("shutdown signal received"), "logs:\n{logs}");
+    assert!(logs.contains("shut down cleanly"), "logs:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_stuck_requests_after_the_grace_period() {
+    let up = TestUpstream::start(handler::slow(Duration::from_secs(30)));
+    let mut gateway = gateway("shutdown-grace = \"500ms\"", &up);
+    let stuck = tokio::spawn(
+        common::client().request(
+            http::Request::get(gateway.url("/stuck"))
+                .body(common::empty())
+                .expect("a request"),
+        ),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || up.requests() == 1).await,
+        "the request reached the upstream"
+    );
+
+    let signalled = Instant::now();
+    gateway.signal_term();
+    let status = gateway.wait_exit(Duration::from_secs(5));
+    let exited_after = signalled.elapsed();
+    assert!(
+        exited_after >= Duration::from_millis(450),
+        "waits for the grace period: {exited_after:?}"
+    );
+    assert!(
+        exited_after < Duration::from_secs(2),
+        "then stops waiting: {exited_after:?}"
+    );
+    assert_eq!(status.code(), Some(0), "logs:\n{}", gateway.logs());
+    assert!(
+        gateway.logs().contains("grace period over"),
+        "logs:\n{}",
+        gateway.logs()
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(5), stuck)
+        .await
+        .expect("the client hears of it");
+    assert!(
+        outcome.expect("the client task").is_err(),
+        "the stuck request is cut off, not answered"
+    );
+}
+
+#[test]
+fn slowloris_half_a_request_line_is_closed_at_the_header_read_timeout() {
+    let up = TestUpstream::start(handler::echo);
+    let gateway = gateway("header-read-timeout = \"300ms\"", &up);
+    let mut stream = raw_connect(gateway.addr());
+    stream
+        .write_all(b"GET /slow HTT")
+        .expect("writing half a request line");
+    let closed = time_until_closed(&mut stream, Duration::from_secs(3))
+        .expect("the gateway closes the connection");
+    eprintln!("half a request line: closed after {closed:?}");
+    // Measured: closed about 300ms after the first byte.
+    assert!(
+        closed >= Duration::from_millis(250),
+        "not before the timeout: {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_millis(1500),
+        "promptly after the timeout: {closed:?}"
+    );
+    assert_eq!(up.requests(), 0);
+}
+
+/// A connection that sends nothing is closed at `header-read-timeout`, counted from accept
+/// (like nginx's `client_header_timeout`): hyper's own header timer starts only once the
+/// protocol is detected, so the gateway enforces the first byte itself.
+#[test]
+fn a_connection_that_never_sends_is_closed_at_the_header_read_timeout() {
+    let up = TestUpstream::start(handler::echo);
+    let gateway = gateway("header-read-timeout = \"300ms\"", &up);
+    let mut stream = raw_connect(gateway.addr());
+    let closed = time_until_closed(&mut stream, Duration::from_secs(3))
+        .expect("the gateway closes the connection");
+    eprintln!("silent connection: closed after {closed:?}");
+    assert!(
+        closed < Duration::from_millis(1500),
+        "promptly after the timeout: {closed:?}"
+    );
+}
+
+#[test]
+fn headers_trickled_byte_by_byte_are_cut_off_at_the_header_read_timeout() {
+    let up = TestUpstream::start(handler::echo);
+    let gateway = gateway("header-read-timeout = \"300ms\"", &up);
+    let mut stream = raw_connect(gateway.addr());
+    let started = Instant::now();
+    // One byte every 50ms: each byte is progress, but the whole head is not there in time.
+    let head = b"GET /trickle HTTP/1.1\r\nHost: gw.test\r\nX-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut_off = None;
+    for &byte in head {
+        if stream.write_all(&[byte]).is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cut_off = cut_off
+        .or_else(|| {
+            time_until_closed(&mut stream, Duration::from_secs(3)).map(|_| started.elapsed())
+        })
+        .expect("the gateway closes the connection");
+    eprintln!("trickled head: cut off after {cut_off:?}");
+    assert!(
+        cut_off < Duration::from_millis(1500),
+        "closed long before the head was complete: {cut_off:?}"
+    );
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let up = TestUpstream::start(handler::fixed(200, "ok"));
+    let gateway = gateway("idle-timeout = \"300ms\"", &up);
+    let mut stream = raw_connect(gateway.addr());
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .expect("writing a request");
+    let reply = RawResponse::read_from(&mut stream).expect("an answer");
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, b"ok".as_slice())
+    );
+    // The connection is kept alive: a second request on it works.
+    stream
+        .write_all(b"GET /b HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .expect("writing a second request");
+    assert_eq!(
+        RawResponse::read_from(&mut stream)
+            .expect("a second answer")
+            .status,
+        200
+    );
+
+    let closed = time_until_closed(&mut stream, Duration::from_secs(3))
+        .expect("the idle connection is closed");
+    eprintln!("idle keep-alive connection: closed after {closed:?}");
+    // Measured: closed about 300ms after the last response.
+    assert!(
+        closed >= Duration::from_millis(250),
+        "not before the idle timeout: {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_millis(1500),
+        "promptly after the idle timeout: {closed:?}"
+    );
+}
+
+/// `server.idle-timeout` applies only while no request is in flight (like Envoy's
+/// `idle_timeout` and nginx's `keepalive_timeout`): a response slower than the idle timeout
+/// still arrives.
+#[test]
+fn a_slow_upstream_response_is_not_cut_by_the_idle_timeout() {
+    let up = TestUpstream::start(handler::slow(Duration::from_millis(800)));
+    let gateway = gateway("idle-timeout = \"300ms\"", &up);
+    let mut stream = raw_connect(gateway.addr());
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .expect("writing a request");
+    let reply = RawResponse::read_from(&mut stream).expect("an answer, not a closed connection");
+    assert_eq!(reply.status, 200);
+}

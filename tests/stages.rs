@@ -1,0 +1,809 @@
+//! The stage pipeline, black-box: the real `wasmgate` binary, real loopback upstreams and
+//! the real compiled fixture plugins (`tests/fixtures/guests`).
+//!
+//! Covered: auth (deny short-circuits, identity headers, spoofed headers stripped),
+//! identity in later stages, rate limiting, request and response transforms with request
+//! variables and body buffering, aggregate fan-out with timeouts, unreachable and refused
+//! calls, and the sandbox and failure policy against hostile plugins (endless loop, memory
+//! bomb, trap, invalid header, wrong world, config that never validates, fail-open and
+//! fail-closed).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{
+    Reply, TempDir, TestGateway, TestUpstream, WASMGATE, check_as, client, empty, full, get,
+    handler, request, send,
+};
+use serde_json::json;
+use wasmgate_fixtures as fx;
+
+/// Compiled plugins are cached here across every gateway these tests start, so each
+/// fixture is compiled once per test run instead of once per gateway.
+const PLUGIN_CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/stages-plugin-cache");
+
+/// `[plugins]` with the shared compile cache, then `config`.
+fn with_cache(config: &str) -> String {
+    format!("[plugins]\ncache-dir = {PLUGIN_CACHE:?}\nwatch = false\n\n{config}")
+}
+
+/// Starts a gateway on `config` (plus the shared cache) with `plugins` as `(name, wasm path)`.
+fn start(config: &str, plugins: &[(&str, &str)]) -> TestGateway {
+    let plugins: Vec<(&str, &Path)> = plugins
+        .iter()
+        .map(|(name, path)| (*name, Path::new(*path)))
+        .collect();
+    TestGateway::start_with_plugins(&with_cache(config), &plugins)
+}
+
+/// `[upstreams.NAME]` for a loopback address.
+fn upstream_toml(name: &str, addr: std::net::SocketAddr, extra: &str) -> String {
+    format!("[upstreams.{name}]\ntargets = [\"{addr}\"]\n{extra}\n")
+}
+
+/// Asserts the gateway's error shape `{"error", "message", "request_id"}` and returns the
+/// JSON; `request_id` must match the response's `x-request-id`.
+fn gateway_error(reply: &Reply, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(reply.status.as_u16(), status, "body: {}", reply.text());
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/json"),
+        "{reply:?}"
+    );
+    let body = reply.json();
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    let id = body["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no request_id in {body}"));
+    assert_eq!(reply.header("x-request-id"), Some(id), "{reply:?}");
+    body
+}
+
+/// The headers an echo upstream reports having received.
+fn echoed_headers(reply: &Reply) -> serde_json::Value {
+    assert_eq!(reply.status, 200, "body: {}", reply.text());
+    reply.json()["headers"].clone()
+}
+
+// === Auth ===
+
+#[tokio::test]
+async fn auth_deny_short_circuits_before_the_upstream() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"auth\"\nprefix = \"/\"\nupstream = \"echo\"\nstages = [{{ plugin = \"auth\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(&config, &[("auth", fx::FX_AUTH_HEADER)]);
+
+    let reply = get(&gateway.url("/private")).await;
+    assert_eq!(reply.status, 401, "body: {}", reply.text());
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json(), json!({"error": "unauthorized"}));
+    assert!(
+        reply.header("x-request-id").is_some(),
+        "every answer carries a request id"
+    );
+    // A spoofed identity does not get a request through either.
+    let spoofed = request(
+        "GET",
+        &gateway.url("/private"),
+        &[("x-auth-subject", "admin")],
+        empty(),
+    );
+    assert_eq!(send(&client(), spoofed).await.status, 401);
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "a denied request must never reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn auth_allow_passes_the_identity_on_and_strips_spoofed_identity_headers() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"auth\"\nprefix = \"/\"\nupstream = \"echo\"\nstages = [{{ plugin = \"auth\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(&config, &[("auth", fx::FX_AUTH_HEADER)]);
+    let client = client();
+
+    let allowed = request(
+        "GET",
+        &gateway.url("/me"),
+        &[("x-user", "alice"), ("x-role", "admin")],
+        empty(),
+    );
+    let headers = echoed_headers(&send(&client, allowed).await);
+    assert_eq!(headers["x-auth-subject"], "alice", "{headers}");
+    assert_eq!(headers["x-auth-claim-role"], "admin", "{headers}");
+
+    // Identity headers the client sends are removed before auth runs: only the plugin's
+    // identity reaches the upstream, and a header the plugin does not set is not forwarded.
+    let spoofing = request(
+        "GET",
+        &gateway.url("/me"),
+        &[
+            ("x-user", "bob"),
+            ("x-auth-subject", "root"),
+            ("x-auth-claim-role", "superuser"),
+            ("x-auth-claim-tenant", "evil"),
+        ],
+        empty(),
+    );
+    let headers = echoed_headers(&send(&client, spoofing).await);
+    assert_eq!(headers["x-auth-subject"], "bob", "{headers}");
+    assert_eq!(
+        headers["x-auth-claim-role"], "user",
+        "the default role, not the spoofed one: {headers}"
+    );
+    assert!(
+        headers.get("x-auth-claim-tenant").is_none(),
+        "a spoofed claim reached the upstream: {headers}"
+    );
+    assert_eq!(upstream.requests(), 2);
+}
+
+#[tokio::test]
+async fn the_identity_reaches_later_stages() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"chain\"\nprefix = \"/\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"auth\" }}, {{ plugin = \"transform\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(
+        &config,
+        &[
+            ("auth", fx::FX_AUTH_HEADER),
+            ("transform", fx::FX_TRANSFORM),
+        ],
+    );
+
+    let reply = send(
+        &client(),
+        request("GET", &gateway.url("/x"), &[("x-user", "carol")], empty()),
+    )
+    .await;
+    let headers = echoed_headers(&reply);
+    assert_eq!(
+        headers["x-identity"], "carol",
+        "the transform saw the auth stage's identity: {headers}"
+    );
+    assert_eq!(headers["x-auth-subject"], "carol", "{headers}");
+    assert_eq!(headers["x-transform-tag"], "v1", "{headers}");
+}
+
+// === Rate limit ===
+
+#[tokio::test]
+async fn rate_limit_counts_down_then_answers_429_with_retry_after() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"limited\"\npath = \"/limited\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"ratelimit\", config = {{ limit = 3, window_ms = 60000 }} }}]\n\
+         \n[[routes]]\nname = \"per-user\"\npath = \"/per-user\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"auth\" }}, {{ plugin = \"ratelimit\", config = {{ limit = 1, window_ms = 60000 }} }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(
+        &config,
+        &[
+            ("ratelimit", fx::FX_RATELIMIT),
+            ("auth", fx::FX_AUTH_HEADER),
+        ],
+    );
+    let client = client();
+
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let reply = send(
+            &client,
+            request("GET", &gateway.url("/limited"), &[], empty()),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "body: {}", reply.text());
+        remaining.push(
+            reply
+                .header("x-ratelimit-remaining")
+                .expect("x-ratelimit-remaining")
+                .to_string(),
+        );
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let refused = send(
+        &client,
+        request("GET", &gateway.url("/limited"), &[], empty()),
+    )
+    .await;
+    assert_eq!(refused.status, 429, "body: {}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("60"));
+    assert_eq!(
+        refused.json()["error"],
+        "rate limited",
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        upstream.requests(),
+        3,
+        "the refused request must not reach the upstream"
+    );
+
+    // Behind an auth stage the limit is per subject: the identity reached the rate limiter.
+    let as_user = |user: &'static str| {
+        request(
+            "GET",
+            &gateway.url("/per-user"),
+            &[("x-user", user)],
+            empty(),
+        )
+    };
+    assert_eq!(send(&client, as_user("alice")).await.status, 200);
+    assert_eq!(send(&client, as_user("alice")).await.status, 429);
+    assert_eq!(
+        send(&client, as_user("bob")).await.status,
+        200,
+        "bob has his own budget"
+    );
+}
+
+// === Transforms ===
+
+#[tokio::test]
+async fn transforms_rewrite_request_and_response_and_carry_request_variables() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"streamed\"\npath = \"/streamed\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"transform\", config = {{ tag = \"t1\" }} }}]\n\
+         \n[[routes]]\nname = \"buffered\"\npath = \"/buffered\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"transform\", config = {{ tag = \"t2\" }}, body = {{ buffer = true, max-bytes = \"1MiB\" }} }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(&config, &[("transform", fx::FX_TRANSFORM)]);
+    let client = client();
+
+    let reply = send(
+        &client,
+        request(
+            "POST",
+            &gateway.url("/streamed"),
+            &[],
+            full("streamed body"),
+        ),
+    )
+    .await;
+    let echoed = reply.json();
+    assert_eq!(reply.status, 200, "{echoed}");
+    assert_eq!(echoed["headers"]["x-transform-tag"], "t1", "{echoed}");
+    assert!(
+        echoed["headers"].get("x-body-len").is_none(),
+        "an unbuffered stage must not see the body: {echoed}"
+    );
+    assert_eq!(
+        echoed["body"], "streamed body",
+        "the body streams past untouched"
+    );
+    assert_eq!(reply.header("x-response-tag"), Some("t1"), "{reply:?}");
+    assert_eq!(
+        reply.header("x-seen-var"),
+        Some("t1"),
+        "request variable `tag` did not reach on-response: {reply:?}"
+    );
+
+    let reply = send(
+        &client,
+        request(
+            "POST",
+            &gateway.url("/buffered"),
+            &[],
+            full("hello, buffered"),
+        ),
+    )
+    .await;
+    let echoed = reply.json();
+    assert_eq!(reply.status, 200, "{echoed}");
+    assert_eq!(echoed["headers"]["x-transform-tag"], "t2", "{echoed}");
+    assert_eq!(
+        echoed["headers"]["x-body-len"], "15",
+        "a buffering stage sees the whole body: {echoed}"
+    );
+    assert_eq!(echoed["headers"]["content-length"], "15", "{echoed}");
+    assert_eq!(echoed["body"], "hello, buffered");
+    assert_eq!(reply.header("x-response-tag"), Some("t2"));
+    assert_eq!(reply.header("x-seen-var"), Some("t2"));
+    // The response phase of a buffering stage keeps the upstream's body intact.
+    assert_eq!(reply.json()["path"], "/buffered");
+
+    // A body over a buffering stage's cap is refused with 413 before the upstream.
+    let before = upstream.requests();
+    let big = request(
+        "POST",
+        &gateway.url("/buffered"),
+        &[],
+        full(vec![b'x'; (1 << 20) + 1]),
+    );
+    let reply = send(&client, big).await;
+    gateway_error(&reply, 413, "body_too_large");
+    assert_eq!(upstream.requests(), before);
+}
+
+// === Aggregate ===
+
+#[tokio::test]
+async fn aggregate_fans_out_and_merges_partial_results() {
+    let fast = TestUpstream::start(handler::echo);
+    let slow = TestUpstream::start(handler::slow(Duration::from_secs(5)));
+    let other = TestUpstream::start(handler::echo);
+    let down = common::closed_addr();
+    let config = format!(
+        "{}{}{}{}\n[[routes]]\nname = \"agg\"\npath = \"/agg\"\n\
+         stages = [{{ plugin = \"aggregate\", upstreams = [\"fast\", \"slow\", \"down\"], config = {{ calls = [\
+           {{ name = \"a\", upstream = \"fast\", uri = \"/a?x=1\" }},\
+           {{ name = \"b\", upstream = \"slow\", uri = \"/b\", timeout_ms = 300 }},\
+           {{ name = \"c\", upstream = \"down\", uri = \"/c\" }},\
+           {{ name = \"d\", upstream = \"other\", uri = \"/d\" }}] }} }}]\n",
+        upstream_toml("fast", fast.addr(), ""),
+        upstream_toml("slow", slow.addr(), ""),
+        upstream_toml("down", down, ""),
+        upstream_toml("other", other.addr(), ""),
+    );
+    let gateway = start(&config, &[("aggregate", fx::FX_AGGREGATE)]);
+
+    let started = Instant::now();
+    let reply = send(
+        &client(),
+        request(
+            "GET",
+            &gateway.url("/agg"),
+            &[("authorization", "Bearer t0ken")],
+            empty(),
+        ),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 200, "body: {}", reply.text());
+    assert_eq!(reply.header("x-partial"), Some("true"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let merged = reply.json();
+    assert_eq!(merged["a"]["path"], "/a", "{merged}");
+    assert_eq!(merged["a"]["query"], "x=1", "{merged}");
+    assert_eq!(
+        merged["a"]["headers"]["authorization"], "Bearer t0ken",
+        "the plan forwards authorization: {merged}"
+    );
+    assert_eq!(merged["b"], json!({"error": "timeout"}), "{merged}");
+    assert_eq!(merged["c"], json!({"error": "unreachable"}), "{merged}");
+    assert_eq!(
+        merged["d"],
+        json!({"error": "refused"}),
+        "an upstream not in the stage's list: {merged}"
+    );
+    assert_eq!(
+        other.requests(),
+        0,
+        "the host must not call an upstream the stage does not list"
+    );
+    assert_eq!(fast.requests(), 1);
+    // The calls ran concurrently and the slow one was cut off at its own timeout.
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "the aggregate took {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "the slow call cannot have timed out in {elapsed:?}"
+    );
+}
+
+// === Hostile plugins ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_gets_504_at_its_deadline_while_other_routes_keep_serving() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"loop\"\npath = \"/loop\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"loop\", limits = {{ deadline = \"100ms\" }} }}]\n\
+         \n[[routes]]\nname = \"healthy\"\npath = \"/healthy\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"transform\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(
+        &config,
+        &[("loop", fx::FX_LOOP), ("transform", fx::FX_TRANSFORM)],
+    );
+    let loop_url = gateway.url("/loop");
+    let healthy_url = gateway.url("/healthy");
+    // Warm both routes (connection pools, warm slots) so timings measure the steady state.
+    assert_eq!(get(&healthy_url).await.status, 200);
+
+    // Four clients keep looping plugins busy (as many loops as the gateway has cores, and
+    // more) while a fifth sends healthy requests one after another.
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let url = loop_url.clone();
+        loops.push(tokio::spawn(async move {
+            let client = client();
+            let mut answers = Vec::new();
+            for _ in 0..4 {
+                let started = Instant::now();
+                let reply = send(&client, request("GET", &url, &[], empty())).await;
+                answers.push((reply, started.elapsed()));
+            }
+            answers
+        }));
+    }
+    let healthy = tokio::spawn(async move {
+        let client = client();
+        let mut answers = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(600) || answers.len() < 10 {
+            let sent = Instant::now();
+            let reply = send(&client, request("GET", &healthy_url, &[], empty())).await;
+            answers.push((reply.status, sent.elapsed()));
+        }
+        answers
+    });
+
+    for task in loops {
+        for (reply, elapsed) in task.await.expect("a loop client") {
+            let body = gateway_error(&reply, 504, "stage_timeout");
+            assert!(
+                body["message"].as_str().is_some_and(|m| m.contains("loop")),
+                "the message names the plugin: {body}"
+            );
+            assert!(
+                elapsed >= Duration::from_millis(100),
+                "answered before the deadline: {elapsed:?}"
+            );
+            assert!(
+                elapsed < Duration::from_millis(600),
+                "the deadline was not enforced promptly: {elapsed:?}"
+            );
+        }
+    }
+    let healthy = healthy.await.expect("the healthy client");
+    let slowest = healthy
+        .iter()
+        .map(|(_, elapsed)| *elapsed)
+        .max()
+        .expect("healthy answers");
+    assert!(
+        healthy.iter().all(|(status, _)| *status == 200),
+        "{healthy:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(300),
+        "a healthy request took {slowest:?} while loops ran: {healthy:?}"
+    );
+    assert_eq!(
+        upstream.requests(),
+        1 + healthy.len(),
+        "no looping request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_its_cap_and_the_gateway_memory_stays_bounded() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"bomb\"\npath = \"/bomb\"\nupstream = \"echo\"\n\
+         stages = [{{ plugin = \"membomb\", limits = {{ memory = \"16MiB\" }} }}]\n\
+         \n[[routes]]\nname = \"healthy\"\npath = \"/healthy\"\nupstream = \"echo\"\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(&config, &[("membomb", fx::FX_MEMBOMB)]);
+    let client = client();
+
+    let first = send(&client, request("GET", &gateway.url("/bomb"), &[], empty())).await;
+    let body = gateway_error(&first, 500, "stage_failed");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("membomb")),
+        "{body}"
+    );
+    let baseline = gateway.rss_kib();
+    for _ in 0..20 {
+        let reply = send(&client, request("GET", &gateway.url("/bomb"), &[], empty())).await;
+        gateway_error(&reply, 500, "stage_failed");
+    }
+    let after = gateway.rss_kib();
+    // Each bomb fills 16 MiB; keeping any of it per request would add hundreds of MiB.
+    assert!(
+        after < baseline + 32 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB over 20 memory bombs"
+    );
+    assert!(after < 256 * 1024, "RSS is {after} KiB");
+    assert!(
+        gateway.wait_for_log("memory cap", Duration::from_secs(5)),
+        "the log names the cause:\n{}",
+        gateway.logs()
+    );
+    assert_eq!(
+        get(&gateway.url("/healthy")).await.status,
+        200,
+        "the gateway still serves"
+    );
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_trap_answers_500_without_leaking_the_panic_text() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"trap\"\npath = \"/trap\"\nupstream = \"echo\"\nstages = [{{ plugin = \"trap\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(&config, &[("trap", fx::FX_TRAP)]);
+
+    let reply = get(&gateway.url("/trap")).await;
+    let body = gateway_error(&reply, 500, "stage_failed");
+    let text = reply.text();
+    assert!(
+        !text.contains("deliberate panic") && !text.contains("panicked"),
+        "guest detail leaked: {text}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("trap")),
+        "the message names the plugin: {body}"
+    );
+    assert!(
+        gateway.wait_for_log(
+            "deliberate panic in on-request for /trap",
+            Duration::from_secs(5)
+        ),
+        "the panic text belongs in the log:\n{}",
+        gateway.logs()
+    );
+    assert_eq!(upstream.requests(), 0);
+    // One trap ends one request: the next one is served (and traps) the same way.
+    gateway_error(&get(&gateway.url("/trap")).await, 500, "stage_failed");
+}
+
+#[tokio::test]
+async fn an_invalid_header_from_a_plugin_is_refused_with_500() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"badheader\"\npath = \"/bad\"\nupstream = \"echo\"\nstages = [{{ plugin = \"badheader\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let gateway = start(&config, &[("badheader", fx::FX_BADHEADER)]);
+
+    let reply = get(&gateway.url("/bad")).await;
+    let body = gateway_error(&reply, 500, "stage_failed");
+    assert!(
+        !reply.text().contains("x-bad name"),
+        "guest detail leaked: {body}"
+    );
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "the invalid header must never be forwarded"
+    );
+    assert!(
+        gateway.wait_for_log("invalid header name", Duration::from_secs(5)),
+        "{}",
+        gateway.logs()
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_of_no_known_world_is_not_loaded_and_its_route_answers_503() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "{}\n[[routes]]\nname = \"wrong\"\npath = \"/wrong\"\nupstream = \"echo\"\nstages = [{{ plugin = \"wrongworld\" }}]\n",
+        upstream_toml("echo", upstream.addr(), "")
+    );
+    let plugins = [("wrongworld", fx::FX_WRONGWORLD)];
+
+    let checked = check_as(
+        "gateway.toml",
+        &with_cache(&config),
+        &[("wrongworld", Path::new(fx::FX_WRONGWORLD))],
+    );
+    assert_ne!(checked.code, Some(0), "check must fail: {checked:?}");
+    let message = checked
+        .stderr
+        .lines()
+        .find(|line| line.contains("`wrongworld`"))
+        .unwrap_or_else(|| panic!("no line names the plugin: {checked:?}"));
+    for expected in [
+        "auth",
+        "rate-limit",
+        "transform",
+        "aggregate",
+        "authenticate",
+        "on-request",
+        "plan",
+    ] {
+        assert!(
+            message.contains(expected),
+            "the message should name the expected worlds ({expected}): {message}"
+        );
+    }
+    assert!(
+        message.contains("found: hello"),
+        "the message should name the found export `hello`: {message}"
+    );
+
+    let gateway = start(&config, &plugins);
+    let reply = get(&gateway.url("/wrong")).await;
+    let body = gateway_error(&reply, 503, "plugin_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("wrongworld")),
+        "the message names the plugin: {body}"
+    );
+    assert_eq!(upstream.requests(), 0);
+    assert!(
+        gateway.wait_for_log("implements no wasmgate world", Duration::from_secs(5)),
+        "{}",
+        gateway.logs()
+    );
+}
+
+/// Runs `wasmgate run` on `config` with `plugins` and expects it to exit on its own within a
+/// minute; returns the exit code and everything it wrote to stderr.
+fn run_until_exit(config: &str, plugins: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = TempDir::new();
+    let plugin_dir = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugin_dir).expect("creating the plugin dir");
+    for (name, wasm) in plugins {
+        std::fs::copy(wasm, plugin_dir.join(format!("{name}.wasm"))).expect("copying a plugin");
+    }
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n{}",
+            with_cache(config)
+        ),
+    )
+    .expect("writing the config");
+    let mut child = Command::new(WASMGATE)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning wasmgate run");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut text = sink.lock().expect("stderr buffer");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling wasmgate run") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "wasmgate run kept running on a config it should refuse:\n{}",
+                text.lock().expect("stderr buffer")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().expect("the stderr reader");
+    let text = text.lock().expect("stderr buffer").clone();
+    (status.code(), text)
+}
+
+#[test]
+fn a_config_the_plugin_rejects_fails_check_and_run() {
+    let config = "[upstreams.echo]\ntargets = [\"127.0.0.1:9\"]\n\n\
+                  [[routes]]\nname = \"ok\"\npath = \"/ok\"\nupstream = \"echo\"\n\n\
+                  [[routes]]\nname = \"picky\"\npath = \"/picky\"\nupstream = \"echo\"\n\
+                  stages = [{ plugin = \"badconfig\", config = { threshold = 0 } }]\n";
+    let plugins = [("badconfig", fx::FX_BADCONFIG)];
+
+    let checked = check_as(
+        "gateway.toml",
+        &with_cache(config),
+        &[("badconfig", Path::new(fx::FX_BADCONFIG))],
+    );
+    assert_ne!(checked.code, Some(0), "check must fail: {checked:?}");
+    let line = checked
+        .stderr
+        .lines()
+        .find(|line| line.contains("threshold must be positive"))
+        .unwrap_or_else(|| panic!("no line carries the plugin's message: {checked:?}"));
+    for expected in ["route `picky`", "stage 0", "badconfig", "gateway.toml:"] {
+        assert!(
+            line.contains(expected),
+            "the problem should name {expected}: {line}"
+        );
+    }
+
+    let (code, stderr) = run_until_exit(config, &plugins);
+    assert_ne!(code, Some(0), "run must refuse the config:\n{stderr}");
+    assert!(
+        stderr.contains("threshold must be positive"),
+        "run names the problem:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("route `picky`") && stderr.contains("stage 0"),
+        "run names route and stage:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("\"listening\""),
+        "run must not start serving:\n{stderr}"
+    );
+}
+
+// === Failure policy ===
+
+#[tokio::test]
+async fn fail_open_lets_the_request_through_and_fail_closed_refuses_it() {
+    let upstream = TestUpstream::start(handler::echo);
+    let route = |name: &str, plugin: &str, policy: &str| {
+        format!(
+            "\n[[routes]]\nname = \"{name}\"\npath = \"/{name}\"\nupstream = \"echo\"\nstages = [{{ plugin = \"{plugin}\"{policy} }}]\n"
+        )
+    };
+    let open = ", on-error = \"fail-open\"";
+    let config = format!(
+        "{}{}{}{}{}{}",
+        upstream_toml("echo", upstream.addr(), ""),
+        route("trap-open", "trap", open),
+        route("trap-closed", "trap", ""),
+        route(
+            "trap-explicitly-closed",
+            "trap",
+            ", on-error = \"fail-closed\""
+        ),
+        route("missing-open", "absent", open),
+        route("missing-closed", "absent", ""),
+    );
+    let gateway = start(&config, &[("trap", fx::FX_TRAP)]);
+    let client = client();
+    let fetch = |path: &str| send(&client, request("GET", &gateway.url(path), &[], empty()));
+
+    let reply = fetch("/trap-open").await;
+    assert_eq!(reply.status, 200, "body: {}", reply.text());
+    assert_eq!(reply.json()["path"], "/trap-open");
+    gateway_error(&fetch("/trap-closed").await, 500, "stage_failed");
+    gateway_error(&fetch("/trap-explicitly-closed").await, 500, "stage_failed");
+    let reply = fetch("/missing-open").await;
+    assert_eq!(reply.status, 200, "body: {}", reply.text());
+    let body = gateway_error(&fetch("/missing-closed").await, 503, "plugin_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("absent")),
+        "{body}"
+    );
+    assert_eq!(
+        upstream.requests(),
+        2,
+        "only the fail-open requests reach the upstream"
+    );
+    assert!(
+        gateway.wait_for_log("fail-open", Duration::from_secs(5)),
+        "a skipped stage is logged:\n{}",
+        gateway.logs()
+    );
+}
