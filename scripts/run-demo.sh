@@ -3,7 +3,7 @@
 # upstreams (users :9101, orders :9102, inventory :9103). Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/build-plugins.sh
+plugins/build.sh
 cargo build --release -p wasmgate -p wasmgate-demo
 target/release/wasmgate-demo &
 demo=$!
