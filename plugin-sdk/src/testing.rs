@@ -1,0 +1,125 @@
+//! An in-process stand-in for the host, for unit tests of plugin logic on the
+//! build machine (`cargo test --target x86_64-unknown-linux-gnu`).
+//!
+//! Only compiled for targets other than `wasm32` (on `wasm32` the host
+//! functions call the real host). Every thread has its own
+//! state, so tests running in parallel do not see each other's counters.
+//! The clock is the system clock until [`set_now_millis`] fixes it.
+//!
+//! ```
+//! use wasmgate_plugin_sdk::{counters, now_millis, testing};
+//!
+//! testing::reset();
+//! testing::set_now_millis(1_000);
+//! assert_eq!(counters::increment("k", 1, 500), Ok(1));
+//! assert_eq!(counters::increment("k", 1, 500), Ok(2));
+//! testing::advance_millis(500);
+//! assert_eq!(now_millis(), 1_500);
+//! assert_eq!(counters::increment("k", 1, 500), Ok(1)); // expired, started again
+//! ```
+
+use std::{cell::RefCell, collections::HashMap};
+
+use crate::Level;
+
+#[derive(Default)]
+struct TestHost {
+    now_millis: Option<u64>,
+    config: Option<String>,
+    vars: Vec<(String, String)>,
+    logs: Vec<(Level, String)>,
+    counters: HashMap<String, (u64, u64)>,
+    counters_error: Option<String>,
+}
+
+thread_local! {
+    static HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
+}
+
+fn with<T>(f: impl FnOnce(&mut TestHost) -> T) -> T {
+    HOST.with(|host| f(&mut host.borrow_mut()))
+}
+
+/// Forgets everything: clock, config, variables, logs and counters.
+pub fn reset() {
+    with(|host| *host = TestHost::default());
+}
+
+/// Fixes the clock at `millis` since the Unix epoch.
+pub fn set_now_millis(millis: u64) {
+    with(|host| host.now_millis = Some(millis));
+}
+
+/// Moves the fixed clock forward (fixing it at the system time first if needed).
+pub fn advance_millis(millis: u64) {
+    let now = host::now_millis();
+    with(|host| host.now_millis = Some(now + millis));
+}
+
+/// Sets what [`config_json`](crate::config_json) returns.
+pub fn set_config(json: &str) {
+    with(|host| host.config = Some(json.to_string()));
+}
+
+/// Makes every counter increment fail with `error`, or work again with `None`.
+pub fn set_counters_error(error: Option<&str>) {
+    with(|host| host.counters_error = error.map(str::to_string));
+}
+
+/// The request variables set so far with [`set_var`](crate::set_var).
+pub fn vars() -> Vec<(String, String)> {
+    with(|host| host.vars.clone())
+}
+
+/// The lines logged so far.
+pub fn logs() -> Vec<(Level, String)> {
+    with(|host| host.logs.clone())
+}
+
+pub(crate) mod host {
+    use super::with;
+    use crate::Level;
+
+    pub fn log(level: Level, message: &str) {
+        with(|host| host.logs.push((level, message.to_string())));
+    }
+
+    pub fn now_millis() -> u64 {
+        with(|host| host.now_millis).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| {
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                })
+        })
+    }
+
+    pub fn set_var(name: &str, value: &str) {
+        with(|host| {
+            host.vars.retain(|(existing, _)| existing != name);
+            host.vars.push((name.to_string(), value.to_string()));
+        });
+    }
+
+    pub fn config_json() -> String {
+        with(|host| host.config.clone()).unwrap_or_else(|| "{}".to_string())
+    }
+
+    pub fn increment(key: &str, delta: u64, window_ms: u64) -> Result<u64, String> {
+        let now = now_millis();
+        with(|host| {
+            if let Some(error) = &host.counters_error {
+                return Err(error.clone());
+            }
+            let counter = host
+                .counters
+                .entry(key.to_string())
+                .or_insert((0, now.saturating_add(window_ms)));
+            if now >= counter.1 {
+                *counter = (0, now.saturating_add(window_ms));
+            }
+            counter.0 = counter.0.saturating_add(delta);
+            Ok(counter.0)
+        })
+    }
+}
