@@ -16,10 +16,10 @@
 #   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/venv   python venv with componentize-py
 #   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/js     npm packages componentize-js, componentize-qjs
 #
-# Needs python3 (3.9+) with venv, and node (18+) with npm. A build is skipped when its
-# inputs (sources, wit/, toolchain versions, build command) and its output are the ones
-# the last build recorded; every output is written under a temporary name and renamed
-# into place, so a gateway watching plugins/ never sees a half-written file.
+# Needs python3 with venv, and node with npm (used here: Python 3.11, Node 20). A build is
+# skipped when its inputs (sources, wit/, toolchain versions, build command) and its output
+# are the ones the last build recorded; every output is written under a temporary name and
+# renamed into place, so a gateway watching plugins/ never sees a half-written file.
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
@@ -51,7 +51,7 @@ die() { printf 'build-polyglot: %s\n' "$*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null || die "$1 is not installed ($2)"; }
 
 install_python_tools() {
-    need python3 "install Python 3.9+ with the venv module"
+    need python3 "install Python 3 with the venv module"
     local venv="$tools/venv" have=""
     if [ -x "$venv/bin/componentize-py" ]; then
         have="$("$venv/bin/componentize-py" --version 2>/dev/null | awk '{print $2}')"
@@ -71,11 +71,13 @@ install_python_tools() {
 
 js_version() { # package dir → version, or nothing
     local manifest="$tools/js/node_modules/$1/package.json"
-    [ -f "$manifest" ] && node -p "require('$manifest').version" 2>/dev/null || true
+    if [ -f "$manifest" ]; then
+        node -p "require('$manifest').version" 2>/dev/null || true
+    fi
 }
 
 install_js_tools() {
-    need node "install Node.js 18+ with npm"
+    need node "install Node.js with npm"
     need npm "install npm"
     local js="$tools/js"
     if [ "$(js_version @bytecodealliance/componentize-js)" = "$COMPONENTIZE_JS_VERSION" ] \
@@ -126,13 +128,14 @@ wanted() {
 
 summary=()
 
-# build NAME SOURCE_DIR TOOL_VERSION -- COMMAND... (the command writes to $tmp_out)
+# build NAME SOURCE_DIR TOOL_VERSION -- COMMAND...: runs COMMAND in SOURCE_DIR, which must
+# write the component to plugins/.NAME.wasm.tmp; that file is then renamed to NAME.wasm.
 build() {
     local name="$1" src="$2" tool="$3"; shift 4
     wanted "$name" || return 0
-    local dest="$out_dir/$name.wasm"
-    local stamp="$tools/stamps/$(printf '%s' "$dest" | sha256sum | cut -c1-16)-$name"
-    local inputs; inputs=$(inputs_hash "$src" "$tool" "$@")
+    local dest="$out_dir/$name.wasm" tmp_out="$out_dir/.$name.wasm.tmp" stamp inputs
+    stamp="$tools/stamps/$(printf '%s' "$dest" | sha256sum | cut -c1-16)-$name"
+    inputs=$(inputs_hash "$src" "$tool" "$@")
     if [ "$force" = 0 ] && [ -f "$dest" ] && [ -f "$stamp" ] \
         && [ "$(cat "$stamp")" = "$inputs $(file_hash "$dest")" ]; then
         say "up to date  $name.wasm ($(stat -c %s "$dest") bytes)"
@@ -141,7 +144,6 @@ build() {
     fi
     say "building    $name.wasm with $tool"
     local started; started=$(now_ms)
-    tmp_out="$out_dir/.$name.wasm.tmp"
     rm -f "$tmp_out"
     if ! (cd "$src" && "$@") >"$tools/last-build-$name.log" 2>&1; then
         cat "$tools/last-build-$name.log" >&2
@@ -172,7 +174,8 @@ qjs="$tools/js/node_modules/componentize-qjs/cli.mjs"
 # every module on its path. It runs on a staged copy of the plugin's modules (tests
 # left out), because it writes __pycache__ into the directories it reads.
 componentize_python() { # APP_MODULE OUTPUT, in the plugin's folder
-    local stage="$tools/stage/$(basename "$PWD")"
+    local stage
+    stage="$tools/stage/$(basename "$PWD")"
     rm -rf "$stage" && mkdir -p "$stage"
     find . -maxdepth 1 -name '*.py' ! -name 'test_*' -exec cp {} "$stage/" \;
     "$py" -d "$wit" -w transform componentize -p "$stage" "$1" -o "$2"
