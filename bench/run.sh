@@ -255,9 +255,29 @@ upstream = "fast"
 EOF
 }
 
-# Extra gateway routes for scenarios beyond passthrough (none yet).
+# Extra gateway routes for the stage scenarios: /s1/ runs one WASM stage (a transform: two
+# fresh instances, on-request and on-response), /s3/ runs three (rate-limit, transform,
+# transform: five instances). Both proxy to the same upstream as passthrough.
 gateway_routes() {
-    :
+    cat <<'EOF2'
+[[routes]]
+name = "one-stage"
+prefix = "/s1"
+strip-prefix = "/s1"
+upstream = "fast"
+stages = [{ plugin = "transform", config = { request = { headers = { set = { "x-stage" = "1" } } } } }]
+
+[[routes]]
+name = "three-stages"
+prefix = "/s3"
+strip-prefix = "/s3"
+upstream = "fast"
+stages = [
+  { plugin = "rate-limit", config = { key = "route", limits = [{ requests = 1000000000, window = "1s" }] } },
+  { plugin = "transform", config = { request = { headers = { set = { "x-stage" = "2" } } } } },
+  { plugin = "transform", config = { response = { headers = { set = { "x-stage" = "3" } } } } },
+]
+EOF2
 }
 
 # A reverse proxy doing what the gateway does on passthrough: keep-alive to the upstream,
@@ -332,6 +352,10 @@ start_gateway() {
     GATEWAY_PORT=$(free_port)
     local dir=$WORK/gateway
     mkdir -p "$dir/plugins"
+    if [[ ! -f $ROOT/plugins/transform.wasm || ! -f $ROOT/plugins/rate-limit.wasm ]]; then
+        "$ROOT/plugins/build.sh" >/dev/null
+    fi
+    cp "$ROOT/plugins/transform.wasm" "$ROOT/plugins/rate-limit.wasm" "$dir/plugins/"
     gateway_config "$(gateway_routes)" >"$dir/gateway.toml"
     RUST_LOG=$BENCH_GATEWAY_LOG WASMGATE_WORKER_THREADS=1 \
         start_pinned "$WORK/gateway.log" "$GATEWAY_BIN" run --config "$dir/gateway.toml"
@@ -348,6 +372,8 @@ target_url() {
         direct) echo "http://127.0.0.1:$UPSTREAM_PORT/" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/" ;;
         gateway) echo "http://127.0.0.1:$GATEWAY_PORT/" ;;
+        gateway-1stage) echo "http://127.0.0.1:$GATEWAY_PORT/s1/" ;;
+        gateway-3stage) echo "http://127.0.0.1:$GATEWAY_PORT/s3/" ;;
         *) die "unknown target $1" ;;
     esac
 }
@@ -357,7 +383,7 @@ target_pids() {
     case $1 in
         direct) ;;
         nginx) echo "$NGINX_PID" "$(pgrep -d ' ' -P "$NGINX_PID")" ;;
-        gateway) echo "$GATEWAY_PID" ;;
+        gateway | gateway-1stage | gateway-3stage) echo "$GATEWAY_PID" ;;
         *) die "unknown target $1" ;;
     esac
 }
@@ -592,8 +618,8 @@ main() {
         case $target in
             direct) ;;
             nginx) start_nginx ;;
-            gateway) start_gateway ;;
-            *) die "unknown target $target (known: direct nginx gateway)" ;;
+            gateway | gateway-1stage | gateway-3stage) [[ -n ${GATEWAY_PID:-} ]] || start_gateway ;;
+            *) die "unknown target $target (known: direct nginx gateway gateway-1stage gateway-3stage)" ;;
         esac
     done
     mkdir -p "$BENCH_RESULTS/config"
