@@ -176,6 +176,10 @@ impl Auth for ApiKeyAuth {
 wasmgate_plugin_sdk::export_auth!(ApiKeyAuth);
 
 #[cfg(test)]
+#[path = "../../readme_examples.rs"]
+mod readme_examples;
+
+#[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
     use wasmgate_plugin_sdk::parse_config;
@@ -286,35 +290,9 @@ mod tests {
 
     // === the README's examples ===
 
-    /// The `config` of every stage of `plugin` in the README's TOML examples, as
-    /// JSON. Every TOML block must parse.
+    /// The `config` of every stage of `plugin` in this plugin's README examples.
     fn readme_configs(plugin: &str) -> Vec<String> {
-        let readme = include_str!("../README.md");
-        let mut configs = Vec::new();
-        for block in readme.split("```toml").skip(1) {
-            let block = block.split("```").next().unwrap_or_default();
-            let document: toml::Table = toml::from_str(block)
-                .unwrap_or_else(|err| panic!("a README example does not parse: {err}\n{block}"));
-            let routes = document
-                .get("routes")
-                .and_then(toml::Value::as_array)
-                .into_iter()
-                .flatten();
-            let lists = document
-                .get("stages")
-                .into_iter()
-                .chain(routes.filter_map(|route| route.get("stages")));
-            for stage in lists.filter_map(toml::Value::as_array).flatten() {
-                if stage.get("plugin").and_then(toml::Value::as_str) == Some(plugin) {
-                    let config = stage
-                        .get("config")
-                        .cloned()
-                        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
-                    configs.push(serde_json::to_string(&config).unwrap());
-                }
-            }
-        }
-        configs
+        crate::readme_examples::stage_configs(include_str!("../README.md"), plugin)
     }
 
     #[test]
