@@ -342,9 +342,15 @@ async fn send_upstream(
     log: &mut AccessLog,
 ) -> Result<Response<Body>, GatewayError> {
     let Some(upstream_name) = &route.upstream else {
-        return Err(GatewayError::NoRoute {
-            method: parts.method,
-            path: parts.uri.path().to_string(),
+        // A route without an upstream is answered by its last (aggregate) stage; when that
+        // plugin is not loaded there is nothing to answer with, fail-open or not.
+        let last = route.stages.len().saturating_sub(1);
+        return Err(GatewayError::PluginUnavailable {
+            plugin: route
+                .stages
+                .last()
+                .map_or_else(String::new, |s| s.plugin.clone()),
+            stage: last,
         });
     };
     let upstream = &state.upstreams[upstream_name];

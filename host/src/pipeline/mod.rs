@@ -62,14 +62,13 @@ impl Pipeline {
         })
     }
 
-    /// Whether any stage is configured with a plugin of kind auth (identity headers are
-    /// then the gateway's to set, never the client's).
+    /// Whether any stage is, or may be, an auth stage: a plugin of kind auth, or a plugin
+    /// that is not loaded (its kind is unknown). Identity headers are then the gateway's to
+    /// set, never the client's.
     pub fn has_auth(&self) -> bool {
-        self.stages.iter().any(|s| {
-            s.plugin
-                .as_ref()
-                .is_some_and(|p| p.kind == PluginKind::Auth)
-        })
+        self.stages
+            .iter()
+            .any(|s| s.plugin.as_ref().is_none_or(|p| p.kind == PluginKind::Auth))
     }
 }
 

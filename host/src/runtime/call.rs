@@ -81,6 +81,9 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let _ = store.set_fuel(call.limits.fuel.unwrap_or(u64::MAX));
+        // Yield to tokio every ~100k instructions, not only at 2ms epoch ticks: tokio polls
+        // I/O and timers once per 61 task polls, so 2ms polls starve every other request.
+        let _ = store.fuel_async_yield_interval(Some(100_000));
         let deadline = Instant::now() + call.limits.deadline;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
