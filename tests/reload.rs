@@ -41,29 +41,8 @@ upstream = "echo"
     )
 }
 
-/// The admin API's address, from the gateway's `admin API listening` log line.
 fn admin_addr(gateway: &TestGateway) -> SocketAddr {
-    let found = common::wait_until(Duration::from_secs(10), || {
-        gateway.log_records().iter().any(|r| {
-            r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening"
-        })
-    });
-    assert!(found, "no admin listening line; logs:\n{}", gateway.logs());
-    gateway
-        .log_records()
-        .iter()
-        .find(|r| {
-            r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening"
-        })
-        .and_then(|r| {
-            r["addr"]
-                .as_str()
-                .or(r["fields"]["addr"].as_str())
-                .map(str::to_string)
-        })
-        .expect("addr field")
-        .parse()
-        .expect("a socket address")
+    gateway.admin_addr()
 }
 
 async fn status(admin: SocketAddr) -> serde_json::Value {

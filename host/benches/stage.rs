@@ -7,15 +7,16 @@
 //! ```
 //!
 //! The target is at most 10 µs per Rust stage at the median. `store_only` is the floor the
-//! host pays before any guest code runs.
+//! host pays before any guest code runs; `transform_on_request_reused` is the same call on a
+//! kept instance (opt-in reuse), i.e. the cost of the call alone.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmgate::config::StageLimits;
+use wasmgate::config::{ReusePolicy, StageLimits};
 use wasmgate::runtime::bindings::types::{Context, Request, Response};
-use wasmgate::runtime::{Call, MemoryCounters, Plugin, Runtime, RuntimeSettings};
+use wasmgate::runtime::{Call, InstancePool, MemoryCounters, Plugin, Runtime, RuntimeSettings};
 
 /// A runtime sized like a small gateway, without the on-disk cache.
 fn runtime() -> Runtime {
@@ -63,6 +64,8 @@ struct Stage {
     plugin: Arc<Plugin>,
     route: Arc<str>,
     config: Arc<str>,
+    limits: StageLimits,
+    pool: Option<InstancePool>,
 }
 
 impl Stage {
@@ -71,6 +74,27 @@ impl Stage {
             plugin,
             route: "bench".into(),
             config: config.into(),
+            limits: StageLimits::default(),
+            pool: None,
+        }
+    }
+
+    /// The same stage with instance reuse (`limits.reuse`) at its defaults.
+    fn reusing(plugin: Arc<Plugin>, config: &str) -> Self {
+        let policy = ReusePolicy {
+            max_calls: 1000,
+            max_memory: None,
+            max_idle: 8,
+            idle_timeout: std::time::Duration::from_secs(60),
+        };
+        let limits = StageLimits {
+            reuse: Some(policy),
+            ..StageLimits::default()
+        };
+        Self {
+            limits,
+            pool: Some(InstancePool::new(policy)),
+            ..Self::new(plugin, config)
         }
     }
 
@@ -79,8 +103,9 @@ impl Stage {
             plugin: &self.plugin,
             route: &self.route,
             config_json: &self.config,
-            limits: StageLimits::default(),
+            limits: self.limits,
             vars: Vec::new(),
+            pool: self.pool.as_ref(),
         }
     }
 }
@@ -108,6 +133,7 @@ fn stages(c: &mut Criterion) {
         load(&runtime, "fx-ratelimit", wasmgate_fixtures::FX_RATELIMIT),
         r#"{"limit":18446744073709551615,"window_ms":3600000}"#,
     );
+    let transform_reused = Stage::reusing(transform.plugin.clone(), r#"{"tag":"bench"}"#);
     let (req, ctx) = (request(), context());
     let resp = Response {
         status: 200,
@@ -133,6 +159,18 @@ fn stages(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let (answer, vars) = runtime
                 .on_request(transform.call(), &req, &ctx)
+                .await
+                .expect("on-request runs");
+            assert!(answer.is_ok());
+            black_box(vars)
+        });
+    });
+
+    // The same call on a kept instance (opt-in `limits.reuse`): no instantiation.
+    group.bench_function("transform_on_request_reused", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (answer, vars) = runtime
+                .on_request(transform_reused.call(), &req, &ctx)
                 .await
                 .expect("on-request runs");
             assert!(answer.is_ok());

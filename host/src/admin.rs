@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -98,6 +99,26 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         .keys()
         .filter(|name| !state.plugins.loaded.contains_key(*name))
         .collect();
+    let reuse: Vec<serde_json::Value> = state
+        .pipelines
+        .iter()
+        .flat_map(|pipeline| {
+            pipeline.stages.iter().filter_map(|stage| {
+                let pool = stage.pool.as_ref()?;
+                let (policy, stats) = (pool.policy(), pool.stats());
+                Some(json!({
+                    "route": &*pipeline.route,
+                    "stage": stage.index,
+                    "plugin": stage.config.plugin,
+                    "idle": pool.idle_count(),
+                    "reused_calls": stats.reused.load(Ordering::Relaxed),
+                    "recycled": stats.recycled.load(Ordering::Relaxed),
+                    "max_calls": policy.max_calls,
+                    "max_idle": policy.max_idle,
+                }))
+            })
+        })
+        .collect();
     json!({
         "generation": reload.generation,
         "last_swap_unix": reload.last_swap_unix,
@@ -106,6 +127,7 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         "routes": state.config.routes.len(),
         "plugins": plugins,
         "missing_plugins": missing,
+        "reuse_pools": reuse,
         "events": reload.events,
     })
 }

@@ -19,7 +19,7 @@ use crate::plugins::PluginSet;
 use crate::proxy::{self, Forwarded, Outbound, Upstream};
 use crate::rescue::GatewayError;
 use crate::router::{RouteMatch, Router};
-use crate::runtime::{Call, PluginKind, Runtime};
+use crate::runtime::{Call, InstancePool, PluginKind, Runtime};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -101,6 +101,7 @@ impl LiveState {
                         config_json: &stage.config_json,
                         limits: stage.limits,
                         vars: Vec::new(),
+                        pool: None,
                     };
                     match runtime.validate_config(call).await {
                         Ok((Ok(()), _)) => {}
@@ -112,10 +113,15 @@ impl LiveState {
                         }
                     }
                 }
+                let pool = plugin
+                    .as_ref()
+                    .and(stage.limits.reuse)
+                    .map(InstancePool::new);
                 stages.push(ResolvedStage {
                     index,
                     config: stage.clone(),
                     plugin,
+                    pool,
                 });
             }
             pipelines.push(Pipeline {

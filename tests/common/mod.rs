@@ -638,6 +638,30 @@ impl TestGateway {
             .collect()
     }
 
+    /// The admin API's address, from the gateway's `admin API listening` log line (the
+    /// config must have `[admin] listen = "127.0.0.1:0"`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let is_listening = |r: &serde_json::Value| {
+            r["fields"]["message"] == "admin API listening" || r["message"] == "admin API listening"
+        };
+        let found = wait_until(Duration::from_secs(10), || {
+            self.log_records().iter().any(is_listening)
+        });
+        assert!(found, "no admin listening line; logs:\n{}", self.logs());
+        self.log_records()
+            .iter()
+            .find(|r| is_listening(r))
+            .and_then(|r| {
+                r["addr"]
+                    .as_str()
+                    .or(r["fields"]["addr"].as_str())
+                    .map(str::to_string)
+            })
+            .expect("addr field")
+            .parse()
+            .expect("a socket address")
+    }
+
     /// Waits until a log line contains `needle`; `false` after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.logs().contains(needle))

@@ -22,7 +22,7 @@ pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use units::{ByteSize, ConfigDuration};
 
 use error::Reporter;
-use raw::{RawConfig, RawLimits, RawRoute, RawStage, RawUpstream};
+use raw::{RawConfig, RawLimits, RawReuse, RawRoute, RawStage, RawUpstream};
 
 /// A checked, resolved gateway config.
 #[derive(Debug, Clone)]
@@ -82,6 +82,8 @@ pub struct StageLimits {
     pub deadline: Duration,
     /// Fuel per call; unlimited when `None`.
     pub fuel: Option<u64>,
+    /// Instance reuse; `None` (the default) runs every call on a fresh instance.
+    pub reuse: Option<ReusePolicy>,
 }
 
 impl Default for StageLimits {
@@ -90,16 +92,45 @@ impl Default for StageLimits {
             memory_bytes: 32 << 20,
             deadline: Duration::from_millis(200),
             fuel: None,
+            reuse: None,
         }
     }
 }
 
 impl StageLimits {
+    /// A `reuse` table replaces the inherited policy as a whole.
     fn overridden_by(self, raw: &RawLimits) -> Self {
         Self {
             memory_bytes: raw.memory.map_or(self.memory_bytes, |m| m.0),
             deadline: raw.deadline.map_or(self.deadline, |d| d.0),
             fuel: raw.fuel.or(self.fuel),
+            reuse: raw.reuse.as_ref().map(ReusePolicy::from_raw).or(self.reuse),
+        }
+    }
+}
+
+/// When a reused instance is dropped. Any failed call drops its instance too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReusePolicy {
+    /// Calls an instance serves before it is dropped (every export call counts: a
+    /// transform stage makes two per request).
+    pub max_calls: u32,
+    /// Linear memory high-water mark: an instance that grew past it is dropped after its
+    /// call. `None`: only the stage's memory cap applies.
+    pub max_memory: Option<u64>,
+    /// Idle instances kept per stage; instances beyond this are dropped when they finish.
+    pub max_idle: u32,
+    /// An instance idle for this long is dropped instead of reused.
+    pub idle_timeout: Duration,
+}
+
+impl ReusePolicy {
+    fn from_raw(raw: &RawReuse) -> Self {
+        Self {
+            max_calls: raw.max_calls.unwrap_or(1000),
+            max_memory: raw.max_memory.map(|m| m.0),
+            max_idle: raw.max_idle.unwrap_or(8),
+            idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
         }
     }
 }
@@ -408,8 +439,33 @@ impl Checker<'_, '_> {
             );
         }
         if raw.deadline.is_some_and(|d| d.0.is_zero()) {
-            self.report
-                .error(span, format!("{key}.deadline"), "must be more than zero");
+            self.report.error(
+                span.clone(),
+                format!("{key}.deadline"),
+                "must be more than zero",
+            );
+        }
+        let reuse = raw.reuse.unwrap_or_default();
+        if reuse.max_calls == Some(0) {
+            self.report.error(
+                span.clone(),
+                format!("{key}.reuse.max-calls"),
+                "must be at least 1 (1 is a fresh instance per call)",
+            );
+        }
+        if reuse.max_idle == Some(0) {
+            self.report.error(
+                span.clone(),
+                format!("{key}.reuse.max-idle"),
+                "must be at least 1; leave `reuse` out for a fresh instance per call",
+            );
+        }
+        if reuse.max_memory.is_some_and(|m| m.0 < 64 << 10) {
+            self.report.error(
+                span,
+                format!("{key}.reuse.max-memory"),
+                "must be at least 64KiB (one wasm page)",
+            );
         }
     }
 

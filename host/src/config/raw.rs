@@ -80,6 +80,22 @@ pub struct RawLimits {
     pub deadline: Option<ConfigDuration>,
     /// Fuel (roughly, wasm instructions) per call; unlimited when absent.
     pub fuel: Option<u64>,
+    /// Keep instances between calls instead of a fresh one per call (opt-in).
+    pub reuse: Option<RawReuse>,
+}
+
+/// A `limits.reuse` table: the recycle policy of reused instances.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawReuse {
+    /// Calls an instance serves before it is dropped.
+    pub max_calls: Option<u32>,
+    /// An instance whose linear memory grew past this is dropped after its call.
+    pub max_memory: Option<ByteSize>,
+    /// Idle instances kept per stage.
+    pub max_idle: Option<u32>,
+    /// An instance idle for this long is dropped.
+    pub idle_timeout: Option<ConfigDuration>,
 }
 
 /// `[admin]`

@@ -19,7 +19,7 @@ use crate::config::{OnError, StageConfig};
 use crate::gateway::LiveState;
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types;
-use crate::runtime::{Call, Plugin, PluginKind, Runtime, StageError};
+use crate::runtime::{Call, InstancePool, Plugin, PluginKind, Runtime, StageError};
 use convert::InvalidOutput;
 
 /// Header carrying the authenticated subject to the upstream.
@@ -36,6 +36,8 @@ pub struct ResolvedStage {
     pub config: StageConfig,
     /// The loaded plugin, `None` when its file is missing or was rejected.
     pub plugin: Option<Arc<Plugin>>,
+    /// Idle instances kept for reuse, when the stage's limits enable it.
+    pub pool: Option<InstancePool>,
 }
 
 /// A route's pipeline.
@@ -150,6 +152,7 @@ impl<'a> Flow<'a> {
             config_json: &stage.config.config_json,
             limits: stage.config.limits,
             vars: self.ctx.vars.clone(),
+            pool: stage.pool.as_ref(),
         }
     }
 

@@ -1,5 +1,5 @@
-//! One plugin call: a fresh `Store` and instance with the stage's limits, the call itself,
-//! and the classification of what went wrong.
+//! One plugin call: a `Store` and instance with the stage's limits (fresh, or from the
+//! stage's reuse pool), the call itself, and the classification of what went wrong.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,8 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::Runtime;
 use super::bindings::types::{BackendCall, BackendResult, Context, Identity, Request, Response};
 use super::host::{CallerInfo, StageState};
-use super::plugin::{Plugin, PluginPre};
+use super::plugin::{Plugin, PluginKind, PluginPre};
+use super::reuse::{Instance, InstancePool, Warm};
 use crate::config::StageLimits;
 
 /// Extra time past the deadline before the host gives up on a call that is blocked in a
@@ -59,12 +60,15 @@ pub struct Call<'a> {
     pub limits: StageLimits,
     /// The request's variables before the call.
     pub vars: Vec<(String, String)>,
+    /// The stage's instance pool when it reuses instances; `None` for a fresh instance.
+    pub pool: Option<&'a InstancePool>,
 }
 
 /// A call's answer and the request variables after it.
 pub type Answer<T> = Result<(T, Vec<(String, String)>), StageError>;
 
 impl Runtime {
+    /// A new store for a call: the stage's memory cap, fuel and deadline.
     fn store(&self, call: &Call<'_>) -> Store<StageState> {
         let caller = Arc::new(CallerInfo {
             plugin: call.plugin.name.as_str().into(),
@@ -80,57 +84,81 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let _ = store.set_fuel(call.limits.fuel.unwrap_or(u64::MAX));
         // Yield to tokio every ~100k instructions, not only at 2ms epoch ticks: tokio polls
         // I/O and timers once per 61 task polls, so 2ms polls starve every other request.
         let _ = store.fuel_async_yield_interval(Some(100_000));
-        let deadline = Instant::now() + call.limits.deadline;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        arm(&mut store, call.limits);
         store
     }
 
-    /// Runs `validate-config` for a stage config.
-    pub async fn validate_config(&self, call: Call<'_>) -> Answer<Result<(), String>> {
-        let mut store = self.store(&call);
-        let config = call.config_json.clone();
+    /// Runs one call: on an instance from the stage's pool, or on a fresh one. The instance
+    /// goes back to the pool only after a call that succeeded within every limit.
+    async fn run<T>(
+        &self,
+        call: Call<'_>,
+        expected: Option<PluginKind>,
+        invoke: impl AsyncFnOnce(&mut Store<StageState>, &Instance) -> wasmtime::Result<T>,
+    ) -> Answer<T> {
+        if let Some(expected) = expected.filter(|kind| *kind != call.plugin.kind) {
+            return Err(StageError::WrongKind {
+                expected: expected.world(),
+                found: call.plugin.kind.world(),
+            });
+        }
         let limits = call.limits;
-        let outcome = guarded(limits.deadline, async {
-            match &call.plugin.pre {
-                PluginPre::Auth(pre) => {
-                    let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check()
-                        .call_validate_config(&mut store, &config)
-                        .await
-                }
-                PluginPre::RateLimit(pre) => {
-                    let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check()
-                        .call_validate_config(&mut store, &config)
-                        .await
-                }
-                PluginPre::Transform(pre) => {
-                    let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check()
-                        .call_validate_config(&mut store, &config)
-                        .await
-                }
-                PluginPre::Aggregate(pre) => {
-                    let i = pre.instantiate_async(&mut store).await?;
-                    i.wasmgate_plugin_config_check()
-                        .call_validate_config(&mut store, &config)
-                        .await
-                }
+        let (mut store, reused, calls) = match call.pool.and_then(InstancePool::take) {
+            Some(mut warm) => {
+                warm.store.data_mut().begin_call(call.vars.clone());
+                arm(&mut warm.store, limits);
+                (warm.store, Some(warm.instance), warm.calls)
             }
+            None => (self.store(&call), None, 0),
+        };
+        let outcome = guarded(limits.deadline, async {
+            let instance = match reused {
+                Some(instance) => instance,
+                None => instantiate(&call.plugin.pre, &mut store).await?,
+            };
+            let value = invoke(&mut store, &instance).await?;
+            Ok((instance, value))
         })
         .await;
-        finish(store, limits, outcome)
+        match outcome {
+            Some(Ok((instance, value))) => {
+                let vars = std::mem::take(&mut store.data_mut().vars);
+                if let Some(pool) = call.pool {
+                    pool.put_back(Warm::new(store, instance, calls + 1));
+                }
+                Ok((value, vars))
+            }
+            None => Err(StageError::Deadline(limits.deadline)),
+            Some(Err(error)) => Err(classify(&error, store.data(), limits)),
+        }
+    }
+
+    /// Runs `validate-config` for a stage config, always on a fresh instance.
+    pub async fn validate_config(&self, mut call: Call<'_>) -> Answer<Result<(), String>> {
+        call.pool = None;
+        let config = call.config_json.clone();
+        self.run(call, None, async |store, instance| match instance {
+            Instance::Auth(i) => {
+                let check = i.wasmgate_plugin_config_check();
+                check.call_validate_config(store, &config).await
+            }
+            Instance::RateLimit(i) => {
+                let check = i.wasmgate_plugin_config_check();
+                check.call_validate_config(store, &config).await
+            }
+            Instance::Transform(i) => {
+                let check = i.wasmgate_plugin_config_check();
+                check.call_validate_config(store, &config).await
+            }
+            Instance::Aggregate(i) => {
+                let check = i.wasmgate_plugin_config_check();
+                check.call_validate_config(store, &config).await
+            }
+        })
+        .await
     }
 
     /// Runs an auth stage.
@@ -140,16 +168,13 @@ impl Runtime {
         req: &Request,
         ctx: &Context,
     ) -> Answer<Result<Identity, Response>> {
-        let PluginPre::Auth(pre) = &call.plugin.pre else {
-            return Err(wrong_kind(&call, "auth"));
-        };
-        let mut store = self.store(&call);
-        let outcome = guarded(call.limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_authenticate(&mut store, req, ctx).await
+        self.run(call, Some(PluginKind::Auth), async |store, instance| {
+            let Instance::Auth(i) = instance else {
+                return Err(mismatch());
+            };
+            i.call_authenticate(store, req, ctx).await
         })
-        .await;
-        finish(store, call.limits, outcome)
+        .await
     }
 
     /// Runs a rate-limit stage.
@@ -159,16 +184,17 @@ impl Runtime {
         req: &Request,
         ctx: &Context,
     ) -> Answer<Result<Vec<(String, Vec<u8>)>, Response>> {
-        let PluginPre::RateLimit(pre) = &call.plugin.pre else {
-            return Err(wrong_kind(&call, "rate-limit"));
-        };
-        let mut store = self.store(&call);
-        let outcome = guarded(call.limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_check(&mut store, req, ctx).await
-        })
-        .await;
-        finish(store, call.limits, outcome)
+        self.run(
+            call,
+            Some(PluginKind::RateLimit),
+            async |store, instance| {
+                let Instance::RateLimit(i) = instance else {
+                    return Err(mismatch());
+                };
+                i.call_check(store, req, ctx).await
+            },
+        )
+        .await
     }
 
     /// Runs a transform stage's `on-request`.
@@ -178,16 +204,17 @@ impl Runtime {
         req: &Request,
         ctx: &Context,
     ) -> Answer<Result<Request, Response>> {
-        let PluginPre::Transform(pre) = &call.plugin.pre else {
-            return Err(wrong_kind(&call, "transform"));
-        };
-        let mut store = self.store(&call);
-        let outcome = guarded(call.limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_on_request(&mut store, req, ctx).await
-        })
-        .await;
-        finish(store, call.limits, outcome)
+        self.run(
+            call,
+            Some(PluginKind::Transform),
+            async |store, instance| {
+                let Instance::Transform(i) = instance else {
+                    return Err(mismatch());
+                };
+                i.call_on_request(store, req, ctx).await
+            },
+        )
+        .await
     }
 
     /// Runs a transform stage's `on-response`.
@@ -197,16 +224,17 @@ impl Runtime {
         resp: &Response,
         ctx: &Context,
     ) -> Answer<Response> {
-        let PluginPre::Transform(pre) = &call.plugin.pre else {
-            return Err(wrong_kind(&call, "transform"));
-        };
-        let mut store = self.store(&call);
-        let outcome = guarded(call.limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_on_response(&mut store, resp, ctx).await
-        })
-        .await;
-        finish(store, call.limits, outcome)
+        self.run(
+            call,
+            Some(PluginKind::Transform),
+            async |store, instance| {
+                let Instance::Transform(i) = instance else {
+                    return Err(mismatch());
+                };
+                i.call_on_response(store, resp, ctx).await
+            },
+        )
+        .await
     }
 
     /// Runs an aggregate stage's `plan`.
@@ -216,16 +244,17 @@ impl Runtime {
         req: &Request,
         ctx: &Context,
     ) -> Answer<Vec<BackendCall>> {
-        let PluginPre::Aggregate(pre) = &call.plugin.pre else {
-            return Err(wrong_kind(&call, "aggregate"));
-        };
-        let mut store = self.store(&call);
-        let outcome = guarded(call.limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_plan(&mut store, req, ctx).await
-        })
-        .await;
-        finish(store, call.limits, outcome)
+        self.run(
+            call,
+            Some(PluginKind::Aggregate),
+            async |store, instance| {
+                let Instance::Aggregate(i) = instance else {
+                    return Err(mismatch());
+                };
+                i.call_plan(store, req, ctx).await
+            },
+        )
+        .await
     }
 
     /// Runs an aggregate stage's `merge`.
@@ -236,24 +265,47 @@ impl Runtime {
         ctx: &Context,
         results: &[BackendResult],
     ) -> Answer<Response> {
-        let PluginPre::Aggregate(pre) = &call.plugin.pre else {
-            return Err(wrong_kind(&call, "aggregate"));
-        };
-        let mut store = self.store(&call);
-        let outcome = guarded(call.limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_merge(&mut store, req, ctx, results).await
-        })
-        .await;
-        finish(store, call.limits, outcome)
+        self.run(
+            call,
+            Some(PluginKind::Aggregate),
+            async |store, instance| {
+                let Instance::Aggregate(i) = instance else {
+                    return Err(mismatch());
+                };
+                i.call_merge(store, req, ctx, results).await
+            },
+        )
+        .await
     }
 }
 
-fn wrong_kind(call: &Call<'_>, expected: &'static str) -> StageError {
-    StageError::WrongKind {
-        expected,
-        found: call.plugin.kind.world(),
-    }
+/// Sets a store's per-call budget: fuel, and a wall-clock deadline checked at epoch ticks.
+fn arm(store: &mut Store<StageState>, limits: StageLimits) {
+    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    let deadline = Instant::now() + limits.deadline;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
+/// Instantiates the plugin's world in a store.
+async fn instantiate(pre: &PluginPre, store: &mut Store<StageState>) -> wasmtime::Result<Instance> {
+    Ok(match pre {
+        PluginPre::Auth(pre) => Instance::Auth(pre.instantiate_async(store).await?),
+        PluginPre::RateLimit(pre) => Instance::RateLimit(pre.instantiate_async(store).await?),
+        PluginPre::Transform(pre) => Instance::Transform(pre.instantiate_async(store).await?),
+        PluginPre::Aggregate(pre) => Instance::Aggregate(pre.instantiate_async(store).await?),
+    })
+}
+
+/// The instance is not of the plugin's kind; `run` checks the kind first, so this is a bug.
+fn mismatch() -> wasmtime::Error {
+    wasmtime::Error::msg("instance does not match the plugin's world")
 }
 
 /// Result of a guarded call: `None` when the host-side timeout fired.
@@ -267,15 +319,6 @@ async fn guarded<T>(
     tokio::time::timeout(deadline + DEADLINE_SLACK, call)
         .await
         .ok()
-}
-
-fn finish<T>(store: Store<StageState>, limits: StageLimits, outcome: Guarded<T>) -> Answer<T> {
-    let state = store.into_data();
-    match outcome {
-        Some(Ok(value)) => Ok((value, state.vars)),
-        None => Err(StageError::Deadline(limits.deadline)),
-        Some(Err(error)) => Err(classify(&error, &state, limits)),
-    }
 }
 
 fn classify(error: &wasmtime::Error, state: &StageState, limits: StageLimits) -> StageError {

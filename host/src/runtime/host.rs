@@ -63,10 +63,20 @@ impl StageState {
             limiter: MemoryLimiter {
                 max_bytes: memory_bytes as usize,
                 hit_cap: false,
+                held_bytes: 0,
             },
             counters,
             wasi: None,
         }
+    }
+}
+
+impl StageState {
+    /// Prepares a reused store for its next call: that request's variables, and no
+    /// leftovers from the previous call.
+    pub(crate) fn begin_call(&mut self, vars: Vec<(String, String)>) {
+        self.vars = vars;
+        self.limiter.hit_cap = false;
     }
 }
 
@@ -169,12 +179,14 @@ pub struct MemoryLimiter {
     max_bytes: usize,
     /// Set when a growth past the cap was refused.
     pub hit_cap: bool,
+    /// Linear memory this store holds, all its memories together (memory never shrinks).
+    pub held_bytes: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -182,6 +194,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.hit_cap = true;
             return Ok(false);
         }
+        self.held_bytes += desired.saturating_sub(current);
         Ok(true)
     }
 

@@ -8,6 +8,7 @@ pub mod call;
 pub mod counters;
 pub mod host;
 pub mod plugin;
+pub mod reuse;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationCon
 pub use call::{Call, StageError};
 pub use counters::{Counters, MemoryCounters};
 pub use plugin::{Plugin, PluginError, PluginKind};
+pub use reuse::InstancePool;
 
 use host::{LogBudget, StageState};
 
