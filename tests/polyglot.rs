@@ -1,6 +1,12 @@
-//! Plugins written in Python and JavaScript, built from source by `scripts/build-polyglot.sh`
-//! into `plugins/<name>.wasm`, served by the real gateway in front of a real upstream:
+//! Plugins written in languages other than Rust, built from source by
+//! `scripts/build-polyglot.sh` into `plugins/<name>.wasm`, served by the real gateway in front
+//! of a real upstream:
 //!
+//! - `hmac-auth` (C, zig cc + wit-bindgen c): HMAC-SHA256 request signatures;
+//! - `cors` (C++, zig c++ + wit-bindgen cpp): CORS preflights and response headers;
+//! - `ip-filter` (Zig): client address allow/deny lists;
+//! - `request-rewrite` (Go, wasip1 + wit-bindgen go): path, query and header rewriting;
+//! - `server-timing` (AssemblyScript, hand-written canonical ABI): `server-timing` headers;
 //! - `json-guard` (Python, componentize-py): redacts and requires JSON body fields;
 //! - `response-envelope` (JavaScript, componentize-js / SpiderMonkey) and
 //!   `response-envelope-qjs` (the same source, componentize-qjs / QuickJS): wrap JSON
@@ -24,8 +30,17 @@ use common::{TestGateway, TestUpstream, client, full, get, handler, request, sen
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-/// The non-Rust plugins, by the name the build gives their file.
-const PLUGINS: [&str; 3] = ["json-guard", "response-envelope", "response-envelope-qjs"];
+/// The non-Rust plugins, by the name the build gives their file, and their worlds.
+const PLUGINS: [(&str, &str); 8] = [
+    ("hmac-auth", "auth"),
+    ("cors", "transform"),
+    ("ip-filter", "auth"),
+    ("request-rewrite", "transform"),
+    ("server-timing", "transform"),
+    ("json-guard", "transform"),
+    ("response-envelope", "transform"),
+    ("response-envelope-qjs", "transform"),
+];
 
 /// Stage limits that fit these runtimes with room to spare. Measured needs (small bodies):
 /// linear memory to instantiate is 13 MiB for Python, 10 MiB for SpiderMonkey and 2 MiB for
@@ -40,16 +55,19 @@ fn plugin(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
-        "{} is missing: build the Python and JavaScript plugins first with \
-         `scripts/build-polyglot.sh` (it installs componentize-py, componentize-js and \
-         componentize-qjs from PyPI and npm into ~/.cache/wasmgate-tools)",
+        "{} is missing: build the non-Rust plugins first with `scripts/build-polyglot.sh` \
+         (it installs their toolchains from PyPI, npm and crates.io into \
+         ~/.cache/wasmgate-tools)",
         path.display()
     );
     path
 }
 
 fn all_plugins() -> Vec<(&'static str, PathBuf)> {
-    PLUGINS.iter().map(|name| (*name, plugin(name))).collect()
+    PLUGINS
+        .iter()
+        .map(|(name, _)| (*name, plugin(name)))
+        .collect()
 }
 
 fn as_refs<'a>(plugins: &'a [(&'static str, PathBuf)]) -> Vec<(&'static str, &'a Path)> {
@@ -167,6 +185,50 @@ upstream = "app"
 stages = [
   {{ plugin = "response-envelope-qjs", config = {{ wrap-errors = true, data-key = "error_body" }}, body = {{ buffer = true }}, limits = {LIMITS} }},
 ]
+
+[[routes]]
+name = "signed"
+prefix = "/signed"
+upstream = "app"
+stages = [
+  {{ plugin = "hmac-auth", config = {{ keys = [{{ id = "partner-a", secret = "{HMAC_SECRET_A}" }}, {{ id = "partner-b", secret = "{HMAC_SECRET_B}", subject = "Partner B" }}], max-skew = "2m" }} }},
+]
+
+[[routes]]
+name = "local-only"
+prefix = "/local"
+upstream = "app"
+stages = [{{ plugin = "ip-filter", config = {{ allow = ["127.0.0.1/32", "::1/128"] }} }}]
+
+[[routes]]
+name = "office-only"
+prefix = "/office"
+upstream = "app"
+stages = [{{ plugin = "ip-filter", config = {{ allow = ["10.0.0.0/8"], deny = ["10.66.0.0/16"], trust-forwarded-for = 1 }} }}]
+
+[[routes]]
+name = "rewrite"
+prefix = "/v1"
+upstream = "app"
+stages = [{{ plugin = "request-rewrite", config = {REWRITE}, limits = {LIMITS} }}]
+
+[[routes]]
+name = "rewrite-reused"
+prefix = "/v2"
+upstream = "app"
+stages = [{{ plugin = "request-rewrite", config = {REWRITE}, limits = {{ memory = "64MiB", deadline = "5s", reuse = {{ max-calls = 1000 }} }} }}]
+
+[[routes]]
+name = "cors"
+prefix = "/cors"
+upstream = "app"
+stages = [{{ plugin = "cors", config = {{ allow-origins = ["https://app.example.com", "https://*.example.org"], allow-methods = ["GET", "PUT"], allow-headers = ["content-type"], expose-headers = ["x-request-id"], allow-credentials = true, max-age = 600 }} }}]
+
+[[routes]]
+name = "timing"
+prefix = "/timing"
+upstream = "app"
+stages = [{{ plugin = "server-timing", config = {{ metric = "gw", timing-allow-origin = "*" }} }}]
 
 [[routes]]
 name = "chain"
@@ -407,6 +469,401 @@ async fn javascript_envelope_config_wraps_errors_under_another_key() {
     assert_eq!(envelope["meta"]["route"], "envelope-errors");
 }
 
+// === C: hmac-auth ===
+
+const HMAC_SECRET_A: &str = "6f1c0e9d2b7a48e3a5c4d1f0b9e8a7c6";
+const HMAC_SECRET_B: &str = "0b9e8a7c66f1c0e9d2b7a48e3a5c4d1f";
+
+/// HMAC-SHA256 (RFC 2104) in lower-case hex.
+fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    block[..key.len()].copy_from_slice(key); // test keys are shorter than a block
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+}
+
+/// A GET signed the way hmac-auth's README tells clients to sign.
+async fn signed_get(
+    gateway: &TestGateway,
+    uri: &str,
+    key_id: &str,
+    secret: &str,
+    timestamp: u64,
+) -> common::Reply {
+    let signature = hmac_sha256_hex(
+        secret.as_bytes(),
+        format!("GET\n{uri}\n{timestamp}").as_bytes(),
+    );
+    let timestamp = timestamp.to_string();
+    let headers = [
+        ("x-key-id", key_id),
+        ("x-timestamp", timestamp.as_str()),
+        ("x-signature", signature.as_str()),
+    ];
+    send(
+        &client(),
+        request("GET", &gateway.url(uri), &headers, common::empty()),
+    )
+    .await
+}
+
+fn assert_refused(reply: &common::Reply, status: StatusCode, error: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json()["error"], error, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_hmac_auth_accepts_signed_requests_and_refuses_everything_else() {
+    let (upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    let now = unix_seconds();
+
+    let reply = signed_get(
+        &gateway,
+        "/signed/orders/42?verbose=1",
+        "partner-b",
+        HMAC_SECRET_B,
+        now,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["headers"]["x-auth-subject"], "Partner B", "{seen}");
+    assert_eq!(
+        seen["headers"]["x-auth-claim-key-id"], "partner-b",
+        "{seen}"
+    );
+    let reply = signed_get(&gateway, "/signed/x", "partner-a", HMAC_SECRET_A, now).await;
+    assert_eq!(reply.json()["headers"]["x-auth-subject"], "partner-a");
+
+    let before = upstream.requests();
+    let reply = get(&gateway.url("/signed/x")).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "missing_credentials");
+    assert!(
+        reply
+            .header("www-authenticate")
+            .is_some_and(|h| h.starts_with("HMAC-SHA256")),
+        "{reply:?}"
+    );
+    // Another key's secret, an unknown key, a signature for another URI: one answer.
+    let reply = signed_get(&gateway, "/signed/x", "partner-a", HMAC_SECRET_B, now).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+    let reply = signed_get(&gateway, "/signed/x", "partner-z", HMAC_SECRET_A, now).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+    let forged = hmac_sha256_hex(
+        HMAC_SECRET_A.as_bytes(),
+        format!("GET\n/signed/y\n{now}").as_bytes(),
+    );
+    let now_text = now.to_string();
+    let headers = [
+        ("x-key-id", "partner-a"),
+        ("x-timestamp", now_text.as_str()),
+        ("x-signature", forged.as_str()),
+    ];
+    let reply = send(
+        &client(),
+        request("GET", &gateway.url("/signed/x"), &headers, common::empty()),
+    )
+    .await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_signature");
+    // Outside the 2-minute skew, either way (the clock comes from host.now-millis).
+    let reply = signed_get(&gateway, "/signed/x", "partner-a", HMAC_SECRET_A, now - 600).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "timestamp_out_of_range");
+    let reply = signed_get(&gateway, "/signed/x", "partner-a", HMAC_SECRET_A, now + 600).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "timestamp_out_of_range");
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "no refused request reached the upstream"
+    );
+}
+
+// === C++: cors ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpp_cors_answers_preflights_and_tags_allowed_responses() {
+    let (upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    let before = upstream.requests();
+    let preflight = |origin: &'static str, method: &'static str, headers: &'static str| {
+        let url = gateway.url("/cors/items");
+        async move {
+            let mut fields = vec![
+                ("origin", origin),
+                ("access-control-request-method", method),
+            ];
+            if !headers.is_empty() {
+                fields.push(("access-control-request-headers", headers));
+            }
+            send(
+                &client(),
+                request("OPTIONS", &url, &fields, common::empty()),
+            )
+            .await
+        }
+    };
+    let reply = preflight("https://app.example.com", "PUT", "Content-Type").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        reply.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(reply.header("access-control-max-age"), Some("600"));
+    let methods = reply
+        .header("access-control-allow-methods")
+        .unwrap_or_default()
+        .to_string();
+    assert!(methods.contains("PUT"), "{methods}");
+    let reply = preflight("https://deep.sub.example.org", "GET", "").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::NO_CONTENT,
+        "a wildcard subdomain: {}",
+        reply.text()
+    );
+    for (origin, method, headers, error) in [
+        (
+            "https://evil.example.net",
+            "GET",
+            "",
+            "cors_origin_not_allowed",
+        ),
+        (
+            "https://app.example.com",
+            "DELETE",
+            "",
+            "cors_method_not_allowed",
+        ),
+        (
+            "https://app.example.com",
+            "GET",
+            "x-debug",
+            "cors_headers_not_allowed",
+        ),
+    ] {
+        let reply = preflight(origin, method, headers).await;
+        assert_refused(&reply, StatusCode::FORBIDDEN, error);
+    }
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "preflights are answered by the stage"
+    );
+
+    // An actual request from an allowed origin: on-response finds the origin through the
+    // request variable on-request set, and adds the headers.
+    let headers = [("origin", "https://app.example.com")];
+    let reply = send(
+        &client(),
+        request(
+            "GET",
+            &gateway.url("/cors/items"),
+            &headers,
+            common::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        reply.header("access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    assert!(
+        reply
+            .header("vary")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("origin"))
+    );
+    // From an origin that is not allowed: proxied, without CORS headers.
+    let headers = [("origin", "https://evil.example.net")];
+    let reply = send(
+        &client(),
+        request(
+            "GET",
+            &gateway.url("/cors/items"),
+            &headers,
+            common::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+// === Zig: ip-filter ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zig_ip_filter_allows_and_denies_by_network() {
+    let (upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    let reply = get(&gateway.url("/local/x")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["headers"]["x-auth-subject"], "127.0.0.1");
+    assert_eq!(reply.json()["headers"]["x-auth-claim-ip"], "127.0.0.1");
+
+    // Behind one trusted proxy: the last X-Forwarded-For entry is the client.
+    let from = |xff: &'static str| {
+        let url = gateway.url("/office/x");
+        async move {
+            let headers: Vec<(&str, &str)> = if xff.is_empty() {
+                vec![]
+            } else {
+                vec![("x-forwarded-for", xff)]
+            };
+            send(&client(), request("GET", &url, &headers, common::empty())).await
+        }
+    };
+    let reply = from("203.0.113.9, 10.1.2.3").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["headers"]["x-auth-subject"], "10.1.2.3");
+    let before = upstream.requests();
+    for (xff, why) in [
+        ("10.66.1.1", "deny wins over allow"),
+        ("8.8.8.8", "not in allow"),
+        ("10.1.2.3, 8.8.8.8", "only the trusted hop counts"),
+        ("garbage", "an address that does not parse fails closed"),
+        ("", "no header: the client cannot be determined"),
+    ] {
+        let reply = from(xff).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{why}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.json()["error"], "forbidden", "{why}");
+    }
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "no refused request reached the upstream"
+    );
+}
+
+// === Go: request-rewrite ===
+
+/// The request-rewrite config both Go routes use (`/v1` fresh instances, `/v2` reused).
+const REWRITE: &str = r#"{
+    path = { strip-prefix = "/v1", add-prefix = "/api", replace = [{ regex = "^/old/(.*)$", with = "/new/$1" }] },
+    query = { set = { source = "gateway" }, remove = ["debug"] },
+    request-headers = { set = { x-rid = "{request_id}", x-user = "{identity.subject}" }, remove = ["cookie"], rename = { x-old = "x-new" } },
+    response-headers = { set = { x-original-uri = "{var.rewrite.original-uri}" }, remove = ["server"] },
+}"#;
+
+async fn rewrite_behaviour(gateway: &TestGateway, prefix: &str) {
+    let uri = format!("{prefix}/old/users/42?debug=1&page=2");
+    let headers = [("cookie", "a=b"), ("x-old", "1"), ("x-user", "forged")];
+    let reply = send(
+        &client(),
+        request("GET", &gateway.url(&uri), &headers, common::empty()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    let expected_path = if prefix == "/v1" {
+        "/api/new/users/42"
+    } else {
+        "/api/v2/old/users/42"
+    };
+    assert_eq!(seen["path"], expected_path, "{seen}");
+    assert_eq!(seen["query"], "page=2&source=gateway", "{seen}");
+    let upstream_headers = &seen["headers"];
+    assert!(upstream_headers.get("cookie").is_none(), "{seen}");
+    assert!(upstream_headers.get("x-old").is_none(), "{seen}");
+    assert_eq!(upstream_headers["x-new"], "1", "{seen}");
+    assert!(
+        upstream_headers.get("x-user").is_none(),
+        "no identity: the forged header is removed: {seen}"
+    );
+    assert_eq!(
+        upstream_headers["x-rid"].as_str(),
+        reply.header("x-request-id"),
+        "{seen}"
+    );
+    // on-response reads the request variable on-request set.
+    assert_eq!(reply.header("x-original-uri"), Some(uri.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_request_rewrite_rewrites_path_query_and_headers_both_ways() {
+    let (_upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    rewrite_behaviour(&gateway, "/v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_request_rewrite_behaves_the_same_on_reused_instances() {
+    let (_upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    // The strip-prefix is /v1, so /v2 paths keep theirs; everything else is the same, every
+    // time, on instances that serve many requests each.
+    for _ in 0..5 {
+        rewrite_behaviour(&gateway, "/v2").await;
+    }
+}
+
+// === AssemblyScript: server-timing ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assemblyscript_server_timing_times_the_request_across_both_phases() {
+    let (_upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    let before_ms = u128::from(unix_seconds()) * 1000;
+    let reply = send(
+        &client(),
+        request(
+            "GET",
+            &gateway.url("/timing/x"),
+            &[("x-request-start", "t=1")],
+            common::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let timing = reply
+        .header("server-timing")
+        .expect("server-timing")
+        .to_string();
+    let dur: u64 = timing
+        .strip_prefix("gw;dur=")
+        .and_then(|rest| rest.strip_suffix(";desc=\"timing\""))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected server-timing: {timing}"));
+    assert!(dur < 60_000, "{timing}");
+    assert_eq!(reply.header("timing-allow-origin"), Some("*"));
+    // The upstream saw the gateway's clock (host.now-millis), not the client's claim.
+    let start = reply.json()["headers"]["x-request-start"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let millis: u128 = start
+        .strip_prefix("t=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("x-request-start upstream: {start:?}"));
+    assert!(
+        millis >= before_ms && millis < before_ms + 60_000,
+        "{start}"
+    );
+}
+
 // === Both languages on one route ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,7 +902,7 @@ async fn python_and_javascript_stages_chain_on_one_route() {
 fn every_plugin_loads_from_the_compiled_cache_after_the_first_compile() {
     let (_upstream, gateway) = start();
     let records = gateway.log_records();
-    for name in PLUGINS {
+    for (name, world) in PLUGINS {
         let loaded = records
             .iter()
             .find(|r| r["message"] == "plugin loaded" && r["plugin"] == name)
@@ -455,7 +912,7 @@ fn every_plugin_loads_from_the_compiled_cache_after_the_first_compile() {
                     gateway.logs()
                 )
             });
-        assert_eq!(loaded["world"], "transform");
+        assert_eq!(loaded["world"], world, "{loaded}");
         assert_eq!(
             loaded["from_cache"], true,
             "{name} was compiled again: {loaded}"
@@ -492,6 +949,36 @@ upstream = "app"
 stages = [{{ plugin = "response-envelope", config = {{ meta = {{ request_id = "fixed" }} }}, limits = {LIMITS} }}]
 
 [[routes]]
+name = "c-bad"
+prefix = "/e"
+upstream = "app"
+stages = [{{ plugin = "hmac-auth", config = {{ keys = [{{ id = "a", secret = "short" }}] }} }}]
+
+[[routes]]
+name = "zig-bad"
+prefix = "/f"
+upstream = "app"
+stages = [{{ plugin = "ip-filter", config = {{ allow = ["10.0.0.1/8"] }} }}]
+
+[[routes]]
+name = "as-bad"
+prefix = "/g"
+upstream = "app"
+stages = [{{ plugin = "server-timing", config = {{ metric = "my metric" }} }}]
+
+[[routes]]
+name = "cpp-bad"
+prefix = "/i"
+upstream = "app"
+stages = [{{ plugin = "cors", config = {{ allow-origins = ["*"], allow-credentials = true }} }}]
+
+[[routes]]
+name = "go-bad"
+prefix = "/h"
+upstream = "app"
+stages = [{{ plugin = "request-rewrite", config = {{ path = {{ replace = [{{ regex = "(", with = "x" }}] }} }}, limits = {LIMITS} }}]
+
+[[routes]]
 name = "qjs-bad"
 prefix = "/d"
 upstream = "app"
@@ -514,6 +1001,11 @@ stages = [
         "route `py-unknown` stage 0 (`json-guard`): invalid config: unknown field `reqiure`",
         "route `sm-bad` stage 0 (`response-envelope`): invalid config: `meta.request_id` is reserved",
         "route `qjs-bad` stage 1 (`response-envelope-qjs`): invalid config: `wrap-errors` must be a boolean, got a string",
+        "route `c-bad` stage 0 (`hmac-auth`): invalid config: keys[0].secret: must be at least 16 bytes, got 5",
+        "route `zig-bad` stage 0 (`ip-filter`): invalid config: allow[0]: \"10.0.0.1/8\" has host bits set (bits past the prefix length); did you mean \"10.0.0.0/8\"?",
+        "route `as-bad` stage 0 (`server-timing`): invalid config: `metric` must be an HTTP token",
+        "route `cpp-bad` stage 0 (`cors`): invalid config: `allow-origins = [\"*\"]` cannot be combined with `allow-credentials = true`",
+        "route `go-bad` stage 0 (`request-rewrite`): invalid config: path.replace[0].regex: invalid regex \"(\"",
     ];
     for message in expected {
         let line = output

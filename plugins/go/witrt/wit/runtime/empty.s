@@ -1,0 +1,1 @@
+// Lets //go:wasmimport declarations without bodies compile for the host target.
