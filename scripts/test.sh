@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, host unit + black-box integration tests (real
 # gateway process, real loopback upstreams, WASM plugins compiled from source), and the
-# plugins' own unit tests. Toolchains for non-Rust plugins are installed from PyPI and npm
-# into ~/.cache/wasmgate-tools (override with WASMGATE_TOOLS).
+# plugins' own unit tests. Toolchains for non-Rust plugins are installed from PyPI, npm and
+# crates.io into ~/.cache/wasmgate-tools (override with WASMGATE_TOOLS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
@@ -21,8 +21,17 @@ echo "== plugin SDK and bundled Rust plugins: unit tests (native)"
 cargo test --manifest-path plugin-sdk/Cargo.toml --target "$host_target"
 cargo test --manifest-path plugins/Cargo.toml --target "$host_target"
 
-echo "== Python and JavaScript plugins: toolchains, builds, unit tests"
+echo "== non-Rust plugins: toolchains, builds"
 scripts/build-polyglot.sh
+
+echo "== non-Rust plugins: unit tests (native)"
+tools="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}"
+plugins/c/hmac-auth/test.sh
+plugins/cpp/cors/test.sh
+ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" "$tools/venv/bin/python" -m ziglang test plugins/zig/ip-filter/src/filter.zig
+(cd plugins/go/request-rewrite && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod GOEXPERIMENT=nojsonv2 \
+    GOCACHE="$tools/go/cache" GOPATH="$tools/go/path" "$tools/venv/bin/go" test ./...)
+plugins/assemblyscript/server-timing/test/run.sh
 python3 -m unittest discover -s plugins/python/json-guard
 node --test plugins/js/response-envelope/
 
