@@ -898,9 +898,22 @@ async fn python_and_javascript_stages_chain_on_one_route() {
 
 // === Load-time checks ===
 
-#[test]
-fn every_plugin_loads_from_the_compiled_cache_after_the_first_compile() {
-    let (_upstream, gateway) = start();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plugin_loads_from_the_compiled_cache_and_answers_its_first_request_quickly() {
+    let (_upstream, gateway) = tokio::task::spawn_blocking(start).await.expect("start");
+    // The first request through each runtime-language plugin after a (cached) load: no
+    // compile on the request path, so well under a second even in a debug build, where a
+    // compile would take 5–20 s. Python, SpiderMonkey and Go are the heaviest.
+    for path in ["/guard/first", "/sm/first", "/v1/first"] {
+        let started = Instant::now();
+        let reply = get(&gateway.url(path)).await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+        assert!(
+            took < Duration::from_secs(2),
+            "{path}: first request took {took:?}"
+        );
+    }
     let records = gateway.log_records();
     for (name, world) in PLUGINS {
         let loaded = records
