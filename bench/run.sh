@@ -26,6 +26,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
 # nginx lives in /usr/sbin, which is not on every user's PATH.
 PATH=$PATH:/usr/sbin:/sbin
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 BENCH_QUICK=${BENCH_QUICK:-0}
 if [[ $BENCH_QUICK == 1 ]]; then
@@ -56,17 +58,10 @@ GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/wasmgate}
 DEMO_BIN=$ROOT/target/release/wasmgate-demo
 OHA=$BENCH_CACHE/bin/oha
 
-WORK=""                 # temp dir for configs, pids, logs; removed on exit
-STARTED_PIDS=()         # every process we started, stopped by cleanup
-UPSTREAM_PORT="" NGINX_PORT="" GATEWAY_PORT=""
-UPSTREAM_PID="" NGINX_PID="" GATEWAY_PID=""
-CLK_TCK=$(getconf CLK_TCK)
+NGINX_PORT="" NGINX_PID=""   # (upstream and gateway: see lib.sh)
 RATE=""                 # the open-loop rate in use (fixed, or picked after round 1's closed loops)
 
 # ----------------------------------------------------------------------------- helpers
-
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
@@ -85,115 +80,7 @@ Environment (defaults in brackets):
 EOF
 }
 
-# Converts a duration like 10s, 500ms or 2m to whole seconds (at least 1), for timeouts.
-seconds_of() {
-    local d=$1
-    case $d in
-        *ms) echo $(((${d%ms} + 999) / 1000)) ;;
-        *s) echo "${d%s}" ;;
-        *m) echo $((${d%m} * 60)) ;;
-        *) echo "$d" ;;
-    esac
-}
-
-# Prints the median of the numbers on stdin ("-" when there are none).
-median() {
-    sort -g | awk '{ v[NR] = $1 }
-        END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2];
-              else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# Prints a / b with 2 decimals, or "-" if either is missing or b is zero.
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-";
-        else printf "%.2f\n", a / b }'
-}
-
-# Prints a TCP port on 127.0.0.1 that nothing listens on and we have not handed out yet.
-declare -A PORTS_TAKEN=()
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ -n ${PORTS_TAKEN[$port]:-} ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            PORTS_TAKEN[$port]=1
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found on 127.0.0.1"
-}
-
-# Waits until URL answers 2xx, failing early if PID has exited.
-wait_http() {
-    local url=$1 pid=$2 what=$3
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || die "$what exited during start-up (logs in $WORK)"
-        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return
-        sleep 0.1
-    done
-    die "$what did not answer $url within 10s (logs in $WORK)"
-}
-
-# Starts a command in the background on the server CPU; records its PID in STARTED_PIDS and LAST_PID.
-LAST_PID=""
-start_pinned() {
-    local logfile=$1
-    shift
-    taskset -c "$BENCH_SERVER_CPU" "$@" >"$logfile" 2>&1 &
-    LAST_PID=$!
-    STARTED_PIDS+=("$LAST_PID")
-}
-
-# Stops every process we started: SIGTERM, up to 5s grace, then SIGKILL. Keeps logs in results.
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${STARTED_PIDS[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive=1
-        done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [[ -n $WORK && -d $WORK ]]; then
-        mkdir -p "$BENCH_RESULTS/logs"
-        cp "$WORK"/*.log "$BENCH_RESULTS/logs/" 2>/dev/null || true
-        cp "$WORK/nginx/error.log" "$BENCH_RESULTS/logs/nginx-error.log" 2>/dev/null || true
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-
-# Sum of utime+stime, in clock ticks, over the given PIDs (fields 14 and 15 of /proc/PID/stat).
-cpu_ticks() {
-    local total=0 pid stat fields
-    for pid in "$@"; do
-        stat=$(<"/proc/$pid/stat") || die "process $pid is gone"
-        # Field 2 (comm) may contain spaces; the fields after its closing ')' start at field 3.
-        read -r -a fields <<<"${stat##*) }"
-        total=$((total + fields[11] + fields[12]))
-    done
-    echo "$total"
-}
-
 # ----------------------------------------------------------------------------- setup
-
-# apt_install [sudo] PACKAGE...: quiet, non-interactive apt-get install.
-apt_install() {
-    local sudo=()
-    [[ $1 == sudo ]] && { sudo=(sudo); shift; }
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
 
 install_tools() {
     local missing=()
@@ -202,19 +89,7 @@ install_tools() {
     for tool in curl jq taskset; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
-    if ((${#missing[@]})); then
-        [[ $BENCH_SKIP_INSTALL == 1 ]] && die "missing tools: ${missing[*]}"
-        local sudo=()
-        ((EUID == 0)) || sudo=(sudo)
-        # taskset lives in util-linux.
-        missing=("${missing[@]/taskset/util-linux}")
-        log "installing ${missing[*]} with apt-get"
-        "${sudo[@]}" apt-get update -qq
-        # nginx-light is enough (and what Debian/Ubuntu call the small build); else plain nginx.
-        apt_install "${sudo[@]}" "${missing[@]}" \
-            || apt_install "${sudo[@]}" "${missing[@]/nginx-light/nginx}" \
-            || die "apt-get install ${missing[*]} failed"
-    fi
+    install_packages "${missing[@]}"
     if [[ ! -x $OHA ]] && command -v oha >/dev/null; then
         OHA=$(command -v oha)
     fi
@@ -228,8 +103,7 @@ install_tools() {
 build() {
     local packages=(-p wasmgate-demo)
     [[ " $BENCH_TARGETS " == *" gateway"* ]] && packages+=(-p wasmgate)
-    log "cargo build --release ${packages[*]}"
-    (cd "$ROOT" && cargo build --release --quiet "${packages[@]}")
+    cargo_build "${packages[@]}"
 }
 
 # The gateway config: one upstream, one catch-all passthrough route, and $1 (extra TOML: more
@@ -326,14 +200,6 @@ http {
 EOF
 }
 
-start_upstream() {
-    UPSTREAM_PORT=$(free_port)
-    start_pinned "$WORK/upstream.log" "$DEMO_BIN" --fast "127.0.0.1:$UPSTREAM_PORT"
-    UPSTREAM_PID=$LAST_PID
-    wait_http "http://127.0.0.1:$UPSTREAM_PORT/" "$UPSTREAM_PID" "upstream (wasmgate-demo --fast)"
-    log "upstream  pid $UPSTREAM_PID  http://127.0.0.1:$UPSTREAM_PORT/"
-}
-
 start_nginx() {
     NGINX_PORT=$(free_port)
     local dir=$WORK/nginx
@@ -357,11 +223,7 @@ start_gateway() {
     fi
     cp "$ROOT/plugins/transform.wasm" "$ROOT/plugins/rate-limit.wasm" "$dir/plugins/"
     gateway_config "$(gateway_routes)" >"$dir/gateway.toml"
-    RUST_LOG=$BENCH_GATEWAY_LOG WASMGATE_WORKER_THREADS=1 \
-        start_pinned "$WORK/gateway.log" "$GATEWAY_BIN" run --config "$dir/gateway.toml"
-    GATEWAY_PID=$LAST_PID
-    wait_http "http://127.0.0.1:$GATEWAY_PORT/" "$GATEWAY_PID" gateway
-    log "gateway   pid $GATEWAY_PID  http://127.0.0.1:$GATEWAY_PORT/  ($("$GATEWAY_BIN" --version))"
+    launch_gateway "$dir/gateway.toml" "http://127.0.0.1:$GATEWAY_PORT/"
 }
 
 # ----------------------------------------------------------------------------- targets
@@ -392,23 +254,7 @@ target_pids() {
 
 # Writes the wrk script that prints one machine-readable line when the run is done.
 write_wrk_script() {
-    cat >"$WORK/report.lua" <<'EOF'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d seconds=%.6f p50_us=%d p99_us=%d errors=%d\n",
-    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-EOF
-}
-
-# Closed loop: wrk with $2 connections against $1. Raw output to $3; prints the RESULT line.
-load_closed() {
-    local url=$1 conns=$2 raw=$3
-    taskset -c "$BENCH_LOAD_CPU" timeout $(($(seconds_of "$BENCH_DURATION") + 30)) \
-        wrk -t1 -c"$conns" -d"$BENCH_DURATION" --latency -s "$WORK/report.lua" "$url" >"$raw" 2>&1 \
-        || die "wrk failed against $url (see $raw)"
-    grep '^RESULT ' "$raw" | tail -n1
+    wrk_report_lua >"$WORK/report.lua"
 }
 
 # Open loop: oha at a fixed $2 req/s against $1, latency measured from the intended send time.
@@ -429,64 +275,29 @@ load_open() {
     ' "$raw"
 }
 
-# Value of key $2 in a RESULT line $1.
-field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" $1"; }
-
-# Prints "busy steal total" clock ticks of CPU $1 from /proc/stat: busy is user+nice+system.
-cpu_stat() {
-    awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
-}
-
 # Runs one measurement and appends a row to results.tsv. Besides the load generator's numbers it
 # records CPU ticks of the upstream and the proxy, and how much of the server CPU went to other
 # processes ("foreign") or to the hypervisor ("steal") meanwhile: both should stay near 0.
 run_one() {
     local round=$1 scenario=$2 target=$3
-    local url raw label=$scenario pids=() result
+    local url raw label=$scenario pids=() load=()
     url=$(target_url "$target")
     read -r -a pids <<<"$(target_pids "$target")"
     [[ $scenario == open ]] && label=open@$RATE
     raw=$BENCH_RESULTS/raw/r$round-$label-$target.txt
 
-    local upstream_before proxy_before=0 cpu_before
-    upstream_before=$(cpu_ticks "$UPSTREAM_PID")
-    ((${#pids[@]})) && proxy_before=$(cpu_ticks "${pids[@]}")
-    cpu_before=$(cpu_stat "$BENCH_SERVER_CPU")
-
     case $scenario in
-        c*) result=$(load_closed "$url" "${scenario#c}" "$raw") ;;
-        open) result=$(load_open "$url" "$RATE" "$raw") ;;
+        c*) load=(load_closed "$url" "${scenario#c}" "$raw") ;;
+        open) load=(load_open "$url" "$RATE" "$raw") ;;
         *) die "unknown scenario $scenario" ;;
     esac
-
-    local upstream_ticks proxy_ticks=- cpu_after
-    cpu_after=$(cpu_stat "$BENCH_SERVER_CPU")
-    upstream_ticks=$(($(cpu_ticks "$UPSTREAM_PID") - upstream_before))
-    ((${#pids[@]})) && proxy_ticks=$(($(cpu_ticks "${pids[@]}") - proxy_before))
-
-    [[ -n $(field "$result" requests) ]] || die "no result from $raw"
-    awk -v OFS='\t' -v round="$round" -v sc="$label" -v t="$target" -v tck="$CLK_TCK" \
-        -v n="$(field "$result" requests)" -v s="$(field "$result" seconds)" \
-        -v p50="$(field "$result" p50_us)" -v p99="$(field "$result" p99_us)" \
-        -v err="$(field "$result" errors)" -v pt="$proxy_ticks" -v ut="$upstream_ticks" \
-        -v before="$cpu_before" -v after="$cpu_after" 'BEGIN {
-            split(before, b, " "); split(after, a, " ")
-            elapsed = a[3] - b[3]
-            ours = ut + (pt == "-" ? 0 : pt)
-            foreign = elapsed > 0 ? (a[1] - b[1] - ours) * 100 / elapsed : 0
-            steal = elapsed > 0 ? (a[2] - b[2]) * 100 / elapsed : 0
-            proxy = (pt == "-" || n == 0) ? "-" : sprintf("%.2f", pt / tck * 1e6 / n)
-            up = n == 0 ? "-" : sprintf("%.2f", ut / tck * 1e6 / n)
-            print round, sc, t, n, sprintf("%.0f", n / s), sprintf("%.3f", p50 / 1000),
-                sprintf("%.3f", p99 / 1000), err, proxy, up,
-                sprintf("%.1f", foreign < 0 ? 0 : foreign), sprintf("%.1f", steal)
-        }' >>"$BENCH_RESULTS/results.tsv"
+    measure "${pids[@]}" -- "${load[@]}"
+    printf '%s\t%s\t%s\t%s\n' "$round" "$label" "$target" "$MEASURED" >>"$BENCH_RESULTS/results.tsv"
 
     local row
     row=$(tail -n1 "$BENCH_RESULTS/results.tsv")
     log "$(awk -F'\t' '{ printf "round %s %-10s %-8s %8s req/s  p50 %8s ms  p99 %8s ms  errors %s  cpu %s µs/req  foreign %s%%  steal %s%%", $1, $2, $3, $5, $6, $7, $8, $9, $11, $12 }' <<<"$row")"
-    awk -F'\t' -v limit="$BENCH_NOISE_LIMIT" '$11 > limit || $12 > limit { exit 1 }' <<<"$row" \
-        || log "warning: other work used the server CPU during this run; its numbers are suspect"
+    warn_if_noisy "$(cut -f11 <<<"$row")" "$(cut -f12 <<<"$row")"
     if [[ $scenario == open ]]; then
         awk -F'\t' -v rate="$RATE" '$5 < 0.95 * rate { exit 1 }' <<<"$row" \
             || log "warning: $target did not sustain $RATE req/s"
@@ -549,11 +360,7 @@ report() {
                     "${values[0]}" "${values[1]}" "${values[2]}" "$errors" "${values[3]}" "${values[4]}"
             done
         done
-        awk -F'\t' -v limit="$BENCH_NOISE_LIMIT" 'NR > 1 {
-                runs++; if ($11 > f) f = $11; if ($12 > st) st = $12
-                if ($11 > limit || $12 > limit) noisy++ }
-            END { printf "\nserver CPU taken by other work: up to %.1f%% (other processes), %.1f%% (steal); %d of %d runs above %s%%%s\n",
-                f, st, noisy, runs, limit, noisy ? " — rerun on a quiet machine" : "" }' "$tsv"
+        noise_summary "$tsv" 11 12
         if [[ " $BENCH_TARGETS " == *" gateway "* && " $BENCH_TARGETS " == *" nginx "* ]]; then
             printf '\nratios gateway/nginx (req/s: higher is better; p99 and CPU/req: lower is better)\n\n'
             printf '%-10s  %8s  %8s  %10s  %16s\n' scenario req/s p99 "CPU/req" "req/s vs direct"
@@ -572,12 +379,7 @@ report() {
 # Records the machine and tool versions next to the results.
 write_environment() {
     {
-        echo "date: $(date -Is)"
-        echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
-        echo "kernel: $(uname -sr)"
-        echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "cpu: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1) × $(nproc)"
-        echo "wrk: $(wrk -v 2>&1 | head -n1)"
+        environment_common
         echo "oha: $("$OHA" --version)"
         echo "nginx: $(nginx -v 2>&1)"
         [[ -x $GATEWAY_BIN ]] && echo "wasmgate: $("$GATEWAY_BIN" --version 2>&1)"
@@ -595,18 +397,14 @@ main() {
         "") ;;
         *) usage >&2; exit 2 ;;
     esac
-    (($(nproc) > BENCH_LOAD_CPU && $(nproc) > BENCH_SERVER_CPU)) \
-        || die "needs CPUs $BENCH_LOAD_CPU and $BENCH_SERVER_CPU (set BENCH_LOAD_CPU/BENCH_SERVER_CPU)"
+    check_cpus
 
     install_tools
     [[ $BENCH_SKIP_BUILD == 1 ]] || build
     [[ -x $DEMO_BIN ]] || die "$DEMO_BIN is missing"
 
     mkdir -p "$BENCH_RESULTS/raw"
-    WORK=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-bench.XXXXXX")
-    trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    make_work_dir wasmgate-bench
     write_environment
     write_wrk_script
     printf 'round\tscenario\ttarget\trequests\treq_per_s\tp50_ms\tp99_ms\terrors\tproxy_cpu_us_per_req\tupstream_cpu_us_per_req\tforeign_pct\tsteal_pct\n' \

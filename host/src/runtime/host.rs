@@ -106,10 +106,23 @@ impl WasiView for StageState {
 
 impl types::Host for StageState {}
 
+/// Whether the log filter lets plugin lines of this level through.
+fn level_enabled(level: types::Level) -> bool {
+    use tracing::{Level, enabled};
+    match level {
+        types::Level::Trace => enabled!(target: "wasmgate::plugin", Level::TRACE),
+        types::Level::Debug => enabled!(target: "wasmgate::plugin", Level::DEBUG),
+        types::Level::Info => enabled!(target: "wasmgate::plugin", Level::INFO),
+        types::Level::Warn => enabled!(target: "wasmgate::plugin", Level::WARN),
+        types::Level::Error => enabled!(target: "wasmgate::plugin", Level::ERROR),
+    }
+}
+
 impl host::Host for StageState {
     fn log(&mut self, level: types::Level, message: String) -> wasmtime::Result<()> {
         let caller = &self.identity;
-        if !caller.log_budget.take() {
+        // Lines the log filter drops anyway cost nothing and use none of the budget.
+        if !level_enabled(level) || !caller.log_budget.take(&caller.plugin) {
             return Ok(());
         }
         let message = truncate(&message, MAX_LOG_LINE);
@@ -217,8 +230,9 @@ pub struct LogBudget {
 }
 
 impl LogBudget {
-    /// Takes one line from this second's budget; `false` when it is spent.
-    pub fn take(&self) -> bool {
+    /// Takes one line from this second's budget; `false` when it is spent. The first line
+    /// of a new second reports how many lines of `plugin` were dropped before it.
+    pub fn take(&self, plugin: &str) -> bool {
         let second = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -248,7 +262,7 @@ impl LogBudget {
                         0
                     };
                     if dropped > 0 {
-                        tracing::warn!(target: "wasmgate::plugin", dropped, "plugin log lines dropped (over {LOG_LINES_PER_SECOND}/s)");
+                        tracing::warn!(target: "wasmgate::plugin", plugin, dropped, "plugin log lines dropped (over {LOG_LINES_PER_SECOND}/s)");
                     }
                     return true;
                 }
@@ -299,7 +313,10 @@ struct LineLogger {
 
 impl LineLogger {
     fn emit(&mut self) {
-        if !self.line.is_empty() && self.caller.log_budget.take() {
+        if !self.line.is_empty()
+            && level_enabled(types::Level::Info)
+            && self.caller.log_budget.take(&self.caller.plugin)
+        {
             let text = String::from_utf8_lossy(&self.line);
             tracing::info!(target: "wasmgate::plugin", plugin = &*self.caller.plugin, route = &*self.caller.route, stream = self.stream, "{}", truncate(&text, MAX_LOG_LINE));
         }
@@ -336,5 +353,34 @@ impl AsyncWrite for LineLogger {
 impl Drop for LineLogger {
     fn drop(&mut self) {
         self.emit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_budget_allows_its_lines_per_second_then_counts_the_dropped_ones() {
+        let budget = LogBudget::default();
+        // Retry if the second turns over mid-test: the budget is per wall-clock second.
+        for _ in 0..3 {
+            let second = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let taken = (0..LOG_LINES_PER_SECOND + 5)
+                .filter(|_| budget.take("p"))
+                .count();
+            let same_second = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                == second;
+            if same_second {
+                assert_eq!(taken as u64, LOG_LINES_PER_SECOND);
+                assert_eq!(budget.dropped.load(Ordering::Relaxed), 5);
+                return;
+            }
+        }
+        panic!("the clock kept turning over seconds");
     }
 }
