@@ -143,6 +143,17 @@ stages = [{{ plugin = "jwt-auth", config = {{ keys = [{{ secret = "{SECRET}" }}]
 
 #[tokio::test]
 async fn api_keys_from_header_or_query_and_a_rate_limit_per_key() {
+    api_keys_and_rate_limit("").await;
+}
+
+/// The same on reused instances (the SDK keeps the parsed config per instance): the
+/// answers must not change, and the count stays in the host's counters, not the guest.
+#[tokio::test]
+async fn api_keys_and_the_rate_limit_behave_the_same_on_reused_instances() {
+    api_keys_and_rate_limit("[limits]\nreuse = { max-calls = 2 }\n").await;
+}
+
+async fn api_keys_and_rate_limit(limits: &str) {
     let upstream = TestUpstream::start(handler::echo);
     let digest: String = Sha256::digest(b"k-123")
         .iter()
@@ -151,7 +162,8 @@ async fn api_keys_from_header_or_query_and_a_rate_limit_per_key() {
     let gw = gateway(
         &upstream,
         &format!(
-            r#"[[routes]]
+            r#"{limits}
+[[routes]]
 name = "keyed"
 prefix = "/"
 upstream = "echo"

@@ -6,8 +6,9 @@ use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Vi
 
 /// Parses a stage's config JSON into `C`, with errors that name the field.
 ///
-/// This is what the export macros use for `validate-config` and before every
-/// call; it is public so that tests can build configs the same way.
+/// This is what the export macros use for `validate-config` and before a call
+/// (once per instance: a reused instance keeps the parsed config while the
+/// JSON stays the same); it is public so that tests can build configs the same way.
 ///
 /// ```
 /// use serde::Deserialize;

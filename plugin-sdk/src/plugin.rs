@@ -21,7 +21,7 @@ use crate::{BackendCall, BackendResult, Context, Headers, Identity, Request, Res
 pub trait Auth {
     /// The stage's config, deserialized from the route's `config` table.
     /// Use [`NoConfig`](crate::NoConfig) when the plugin takes none.
-    type Config: DeserializeOwned;
+    type Config: DeserializeOwned + 'static;
 
     /// Checks serde cannot express, run after deserializing at load time
     /// (`validate-config`). The message is shown with the route and stage.
@@ -45,7 +45,7 @@ pub trait Auth {
 /// Only this kind of plugin may use [`counters`](crate::counters).
 pub trait RateLimit {
     /// The stage's config, deserialized from the route's `config` table.
-    type Config: DeserializeOwned;
+    type Config: DeserializeOwned + 'static;
 
     /// Checks serde cannot express, run after deserializing at load time.
     fn validate(config: &Self::Config) -> Result<(), String> {
@@ -67,7 +67,7 @@ pub trait RateLimit {
 /// other, use [`set_var`](crate::set_var) and read [`Context::vars`].
 pub trait Transform {
     /// The stage's config, deserialized from the route's `config` table.
-    type Config: DeserializeOwned;
+    type Config: DeserializeOwned + 'static;
 
     /// Checks serde cannot express, run after deserializing at load time.
     fn validate(config: &Self::Config) -> Result<(), String> {
@@ -97,7 +97,7 @@ pub trait Transform {
 /// calls in between.
 pub trait Aggregate {
     /// The stage's config, deserialized from the route's `config` table.
-    type Config: DeserializeOwned;
+    type Config: DeserializeOwned + 'static;
 
     /// Checks serde cannot express, run after deserializing at load time.
     fn validate(config: &Self::Config) -> Result<(), String> {

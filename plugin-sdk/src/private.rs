@@ -3,6 +3,10 @@
 
 pub use wit_bindgen;
 
+use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use serde::de::DeserializeOwned;
 
 use crate::{
@@ -114,18 +118,35 @@ fn validate<C: DeserializeOwned>(
     hook(&parse_config::<C>(json)?)
 }
 
+thread_local! {
+    /// The last config parsed by this instance, with the JSON it came from. A fresh
+    /// instance per call never hits it; an instance the host reuses (`limits.reuse`)
+    /// parses its stage's config once instead of on every call.
+    static PARSED: RefCell<Option<(String, Rc<dyn Any>)>> = const { RefCell::new(None) };
+}
+
 /// The stage's config for a call. It passed `validate-config` when it was
 /// loaded, so an error here means the host skipped that step: refuse the
 /// request (fail closed) and keep the details in the log, not the response.
-fn load<C: DeserializeOwned>() -> Result<C, Response> {
-    parse_config::<C>(&crate::config_json()).map_err(|err| {
+fn load<C: DeserializeOwned + 'static>() -> Result<Rc<C>, Response> {
+    let json = crate::config_json();
+    let cached = PARSED.with_borrow(|parsed| match parsed {
+        Some((seen, config)) if *seen == json => config.clone().downcast::<C>().ok(),
+        _ => None,
+    });
+    if let Some(config) = cached {
+        return Ok(config);
+    }
+    let config = Rc::new(parse_config::<C>(&json).map_err(|err| {
         crate::log(Level::Error, &format!("invalid stage config: {err}"));
         Response::deny(
             500,
             "stage_config_invalid",
             "the gateway's config for this stage is invalid",
         )
-    })
+    })?);
+    PARSED.set(Some((json, config.clone())));
+    Ok(config)
 }
 
 // === one entry point per export ===
@@ -318,5 +339,54 @@ mod tests {
         let logs = testing::logs();
         assert!(logs[0].1.contains("unknown field `subjekt`"), "{logs:?}");
         assert_eq!(logs[0].0, Level::Error);
+    }
+
+    thread_local! {
+        static PARSES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A config that counts how often it is deserialized (on this thread).
+    struct Counted(String);
+
+    impl<'de> Deserialize<'de> for Counted {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            PARSES.set(PARSES.get() + 1);
+            String::deserialize(deserializer).map(Counted)
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct CountedConfig {
+        subject: Counted,
+    }
+
+    struct CountedAuth;
+
+    impl Auth for CountedAuth {
+        type Config = CountedConfig;
+
+        fn authenticate(
+            config: &CountedConfig,
+            _: &Request,
+            _: &Context,
+        ) -> Result<Identity, Response> {
+            Ok(Identity::new(&config.subject.0))
+        }
+    }
+
+    #[test]
+    fn a_reused_instance_parses_its_config_once_and_again_when_it_changes() {
+        testing::reset();
+        PARSES.set(0);
+        testing::set_config(r#"{"subject": "a"}"#);
+        for _ in 0..3 {
+            let identity = authenticate::<CountedAuth>(wit_request(vec![]), wit_context()).unwrap();
+            assert_eq!(identity.subject, "a");
+        }
+        assert_eq!(PARSES.get(), 1, "parsed once for three calls");
+        testing::set_config(r#"{"subject": "b"}"#);
+        let identity = authenticate::<CountedAuth>(wit_request(vec![]), wit_context()).unwrap();
+        assert_eq!(identity.subject, "b", "a changed config is parsed again");
+        assert_eq!(PARSES.get(), 2);
     }
 }
