@@ -109,7 +109,8 @@ impl StageLimits {
     }
 }
 
-/// When a reused instance is dropped. Any failed call drops its instance too.
+/// When a reused instance is dropped. A call that fails in the sandbox (trap, deadline,
+/// fuel, memory cap) drops its instance too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReusePolicy {
     /// Calls an instance serves before it is dropped (every export call counts: a
