@@ -68,8 +68,9 @@ pub struct Call<'a> {
 pub type Answer<T> = Result<(T, Vec<(String, String)>), StageError>;
 
 impl Runtime {
-    /// A new store for a call: the stage's memory cap, fuel and deadline.
-    fn store(&self, call: &Call<'_>) -> Store<StageState> {
+    /// A new store for a call, holding the request's variables: the stage's memory cap,
+    /// fuel and deadline.
+    fn store(&self, call: &Call<'_>, vars: Vec<(String, String)>) -> Store<StageState> {
         let caller = Arc::new(CallerInfo {
             plugin: call.plugin.name.as_str().into(),
             route: call.route.clone(),
@@ -78,7 +79,7 @@ impl Runtime {
         let state = StageState::new(
             caller,
             call.config_json.clone(),
-            call.vars.clone(),
+            vars,
             call.limits.memory_bytes,
             self.counters.clone(),
         );
@@ -95,7 +96,7 @@ impl Runtime {
     /// goes back to the pool only after a call that succeeded within every limit.
     async fn run<T>(
         &self,
-        call: Call<'_>,
+        mut call: Call<'_>,
         expected: Option<PluginKind>,
         invoke: impl AsyncFnOnce(&mut Store<StageState>, &Instance) -> wasmtime::Result<T>,
     ) -> Answer<T> {
@@ -106,13 +107,14 @@ impl Runtime {
             });
         }
         let limits = call.limits;
+        let vars = std::mem::take(&mut call.vars);
         let (mut store, reused, calls) = match call.pool.and_then(InstancePool::take) {
             Some(mut warm) => {
-                warm.store.data_mut().begin_call(call.vars.clone());
+                warm.store.data_mut().begin_call(vars);
                 arm(&mut warm.store, limits);
                 (warm.store, Some(warm.instance), warm.calls)
             }
-            None => (self.store(&call), None, 0),
+            None => (self.store(&call, vars), None, 0),
         };
         let outcome = guarded(limits.deadline, async {
             let instance = match reused {
