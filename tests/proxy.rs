@@ -818,3 +818,114 @@ upstream = "up"
         "public.example.test"
     );
 }
+
+/// A bare-socket HTTP/1.1 upstream: answers every request head with `200 ok` and either
+/// keeps the connection or closes it right after the answer (without `Connection: close`,
+/// as an upstream whose keep-alive timeout fired would). Returns its address, the number
+/// of connections accepted and the moments it saw a connection closed by the gateway.
+fn bare_upstream(
+    close_after_each_answer: bool,
+) -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+    let addr = listener.local_addr().expect("address");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let closed_by_peer = Arc::new(Mutex::new(Vec::new()));
+    let (accepted_seen, closed_seen) = (accepted.clone(), closed_by_peer.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            accepted_seen.fetch_add(1, Ordering::SeqCst);
+            let closed_seen = closed_seen.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                loop {
+                    match stream.read(&mut byte) {
+                        Ok(0) | Err(_) => {
+                            closed_seen.lock().unwrap().push(Instant::now());
+                            return;
+                        }
+                        Ok(_) => head.push(byte[0]),
+                    }
+                    if head.ends_with(b"\r\n\r\n") {
+                        head.clear();
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).is_err() || close_after_each_answer {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, closed_by_peer)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_kept_connections_costs_no_request() {
+    let (addr, accepted, _) = bare_upstream(true);
+    let gateway = TestGateway::start(&format!(
+        "{}[[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n",
+        upstream("up", &[addr])
+    ));
+    let http = client();
+    for i in 0..30 {
+        // Some requests come right after the previous answer, some after the close.
+        if i % 3 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let method = if i % 2 == 0 { "GET" } else { "POST" };
+        let reply = send(
+            &http,
+            request(method, &gateway.url(&format!("/c/{i}")), &[], full("x")),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "request {i}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.text(), "ok");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        30,
+        "one connection per answer"
+    );
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() {
+    let (addr, accepted, closed_by_gateway) = bare_upstream(false);
+    let gateway = TestGateway::start(&format!(
+        "[upstreams.up]\ntargets = [\"{addr}\"]\nidle-timeout = \"300ms\"\n\n\
+         [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n"
+    ));
+    let http = client();
+    for _ in 0..3 {
+        let reply = send(&http, request("GET", &gateway.url("/idle"), &[], empty())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let answered = Instant::now();
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        common::wait_until(Duration::from_secs(5), || !closed_by_gateway
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "the gateway kept an idle upstream connection open past its idle timeout"
+    );
+    let closed_after = closed_by_gateway.lock().unwrap()[0] - answered;
+    assert!(
+        closed_after >= Duration::from_millis(250),
+        "closed after {closed_after:?}, before the idle timeout"
+    );
+}

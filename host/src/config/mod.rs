@@ -158,7 +158,7 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed for response headers.
     pub timeout: Duration,
-    /// Idle keep-alive connections kept per target.
+    /// Idle keep-alive connections each worker thread keeps per target.
     pub max_idle_per_target: usize,
     /// How long idle connections are kept.
     pub idle_timeout: Duration,

@@ -2,6 +2,7 @@
 //! idempotent requests on connect failure, timeouts, and intermediary header rules.
 
 mod headers;
+mod pool;
 mod upstream;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 
 pub use headers::{Forwarded, add_forwarding, append_via, strip_hop_by_hop};
+pub use pool::{PoolSettings, SendError, TargetPool};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BoxError, boxed, empty};
@@ -73,21 +75,15 @@ pub async fn forward(
         let mut request = Request::new(body.take().unwrap_or_else(empty));
         *request.method_mut() = method.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.uri_mut() = Uri::from_parts({
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(http::uri::Scheme::HTTP);
-            parts.authority = Some(authority.clone());
-            parts.path_and_query = Some(path_and_query.clone());
-            parts
-        })
-        .map_err(|e| GatewayError::BadRequest(format!("cannot build upstream URI: {e}")))?;
+        *request.uri_mut() = Uri::from(path_and_query.clone());
         *request.headers_mut() = request_headers;
         if (!preserve_host || !request.headers().contains_key(header::HOST))
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             request.headers_mut().insert(header::HOST, host);
         }
-        match tokio::time::timeout_at(deadline, upstream.client.request(request)).await {
+        let sent = upstream.pool(target).send(request);
+        match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
                     upstream: name(),
@@ -98,17 +94,17 @@ pub async fn forward(
                 upstream.restore(target);
                 strip_hop_by_hop(response.headers_mut());
                 append_via(response.headers_mut(), VIA);
-                return Ok(response.map(boxed));
+                return Ok(response);
             }
-            Ok(Err(error)) if error.is_connect() => {
-                tracing::warn!(upstream = %upstream.config.name, target = %authority, error = %error_chain(&error), "upstream connect failed");
+            Ok(Err(SendError::Connect(error))) => {
+                tracing::warn!(upstream = %upstream.config.name, target = %authority, %error, "upstream connect failed");
                 upstream.eject(target);
                 if last {
                     return Err(GatewayError::UpstreamUnreachable { upstream: name() });
                 }
                 target = upstream.next_after(target);
             }
-            Ok(Err(error)) => {
+            Ok(Err(SendError::Http(error))) => {
                 if let Some(limit) = body_limit_exceeded(&error) {
                     return Err(GatewayError::BodyTooLarge { limit });
                 }

@@ -1,16 +1,13 @@
-//! Upstreams: a pooled keep-alive client per upstream and target selection.
+//! Upstreams: keep-alive connection pools and target selection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
-use crate::body::Body;
+use super::pool::{PoolSettings, TargetPool};
 use crate::config::{Balance, UpstreamConfig};
+use crate::workers;
+use http::uri::Authority;
 
 /// How long a target that refused a connection is skipped by target selection.
 const EJECTION: Duration = Duration::from_secs(5);
@@ -19,8 +16,9 @@ const EJECTION: Duration = Duration::from_secs(5);
 pub struct Upstream {
     /// The settings it was built from.
     pub config: Arc<UpstreamConfig>,
-    /// The pooled HTTP/1.1 client.
-    pub client: Client<HttpConnector, Body>,
+    /// Keep-alive connections per worker and target (`worker * targets + target`): a
+    /// connection is only ever used by the worker thread that opened it.
+    pools: Box<[Arc<TargetPool>]>,
     next: AtomicUsize,
     /// Per target: milliseconds since `epoch` until which it is ejected (0: healthy).
     ejected_until: Vec<AtomicU64>,
@@ -36,25 +34,32 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the client and pool for `config`.
+    /// Builds the clients and pools for `config`, one per worker.
     pub fn new(config: Arc<UpstreamConfig>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_target)
-            .build(connector);
+        let settings = PoolSettings {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            max_idle: config.max_idle_per_target,
+        };
+        let pools = (0..workers::count())
+            .flat_map(|_| config.targets.iter())
+            .map(|target| Arc::new(TargetPool::new(target.clone(), settings)))
+            .collect();
         let ejected_until = config.targets.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             config,
-            client,
+            pools,
             next: AtomicUsize::new(0),
             ejected_until,
             epoch: Instant::now(),
         }
+    }
+
+    /// The calling worker's connections to a target.
+    pub fn pool(&self, target: usize) -> &Arc<TargetPool> {
+        let targets = self.config.targets.len();
+        let worker = workers::current() % (self.pools.len() / targets);
+        &self.pools[worker * targets + target]
     }
 
     /// Picks the target for a new request: the balanced choice, skipping ejected targets

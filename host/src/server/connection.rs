@@ -1,4 +1,5 @@
-//! The listening side: accept loop, connection limits and timeouts, graceful shutdown.
+//! One client connection: the hyper connection builder, the idle and first-byte timeouts,
+//! and the in-flight accounting that keeps a connection open while a response streams.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,133 +14,58 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BoxError, boxed};
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 
-/// Bound listeners, ready to serve.
-pub struct Server {
-    listeners: Vec<TcpListener>,
-    settings: ServerConfig,
-    gateway: Arc<Gateway>,
+/// Serves one accepted connection on the current runtime until the client or the idle
+/// timeout ends it; `permit` (the connection limit) is held until then.
+pub(super) fn spawn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    gateway: &Arc<Gateway>,
+    settings: &ServerConfig,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(IdleTimeout::new(
+        stream,
+        settings.idle_timeout,
+        settings.header_read_timeout,
+        activity.clone(),
+    ));
+    let gateway = gateway.clone();
+    let service = service_fn(move |request| {
+        let gateway = gateway.clone();
+        let guard = InFlight::enter(&activity);
+        async move {
+            let response = gateway.handle(request, peer).await;
+            Ok::<_, std::convert::Infallible>(response.map(|inner| {
+                boxed(GuardedBody {
+                    inner,
+                    _guard: guard,
+                })
+            }))
+        }
+    });
+    let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, error = %error, "connection ended with an error");
+        }
+        drop(permit);
+    });
 }
 
-impl Server {
-    /// Binds every configured listen address.
-    pub async fn bind(settings: ServerConfig, gateway: Arc<Gateway>) -> std::io::Result<Self> {
-        let mut listeners = Vec::new();
-        for addr in &settings.listen {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })?;
-            listeners.push(listener);
-        }
-        Ok(Self {
-            listeners,
-            settings,
-            gateway,
-        })
-    }
-
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
-    }
-
-    /// Serves until `shutdown` completes, then stops accepting and waits up to the grace
-    /// period for in-flight requests. Returns `true` when every connection drained in time.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
-        let graceful = GracefulShutdown::new();
-        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
-        let builder = Arc::new(connection_builder(&self.settings));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut accept_tasks = Vec::new();
-        let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
-        for listener in self.listeners {
-            let permits = permits.clone();
-            let mut stop = stop_rx.clone();
-            let conn_tx = conn_tx.clone();
-            accept_tasks.push(tokio::spawn(async move {
-                loop {
-                    let permit = tokio::select! {
-                        _ = stop.changed() => return,
-                        permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                    };
-                    let accepted = tokio::select! {
-                        _ = stop.changed() => return,
-                        accepted = listener.accept() => accepted,
-                    };
-                    match accepted {
-                        Ok((stream, peer)) => {
-                            if conn_tx.send((stream, peer, permit)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        drop(conn_tx);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                next = conn_rx.recv() => {
-                    let Some((stream, peer, permit)) = next else { break };
-                    let _ = stream.set_nodelay(true);
-                    let activity = Arc::new(Activity::new());
-                    let io = TokioIo::new(IdleTimeout::new(
-                        stream,
-                        self.settings.idle_timeout,
-                        self.settings.header_read_timeout,
-                        activity.clone(),
-                    ));
-                    let gateway = self.gateway.clone();
-                    let service = service_fn(move |request| {
-                        let gateway = gateway.clone();
-                        let guard = InFlight::enter(&activity);
-                        async move {
-                            let response = gateway.handle(request, peer).await;
-                            Ok::<_, std::convert::Infallible>(response.map(|inner| boxed(GuardedBody { inner, _guard: guard })))
-                        }
-                    });
-                    let connection = builder.serve_connection(io, service).into_owned();
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, error = %error, "connection ended with an error");
-                        }
-                        drop(permit);
-                    });
-                }
-            }
-        }
-        let _ = stop_tx.send(true);
-        for task in accept_tasks {
-            let _ = task.await;
-        }
-        tracing::info!(
-            grace_ms = self.settings.shutdown_grace.as_millis() as u64,
-            "shutting down: draining connections"
-        );
-        tokio::time::timeout(self.settings.shutdown_grace, graceful.shutdown())
-            .await
-            .is_ok()
-    }
-}
-
-fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+/// The HTTP/1.1 + HTTP/2 (prior knowledge) connection settings.
+pub(super) fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The gateway answers over-limit heads itself with a JSON 431; hyper's own limit, at
     // twice that, is only a backstop against unbounded buffering.

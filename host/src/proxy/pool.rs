@@ -1,0 +1,250 @@
+//! Keep-alive HTTP/1.1 connections to one upstream target, for one worker thread.
+//!
+//! A request takes the most recently used idle connection (or opens one), sends, and gets
+//! the connection back into the idle list the moment the response body has been read to
+//! its end: no task per request and no connection shared between threads. A request that
+//! a reused connection closed before writing it (the upstream timed the connection out as
+//! it was taken) is sent again on another connection. Idle connections are closed after
+//! the idle timeout by a sweeper task that runs only while the list is not empty.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::{Body, BoxError, boxed};
+
+/// Why a request could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection to the target could be opened; nothing was sent.
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    /// The exchange failed after the connection was opened.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// How a pool keeps connections.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+    /// How many idle connections are kept.
+    pub max_idle: usize,
+}
+
+/// The idle connections to one target, for one worker.
+pub struct TargetPool {
+    authority: Authority,
+    settings: PoolSettings,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Oldest first; each with the time it became idle.
+    connections: VecDeque<(SendRequest<Body>, Instant)>,
+    sweeping: bool,
+}
+
+impl Idle {
+    fn evict_expired(&mut self, idle_timeout: Duration) {
+        let now = Instant::now();
+        while self
+            .connections
+            .front()
+            .is_some_and(|(sender, since)| now - *since >= idle_timeout || sender.is_closed())
+        {
+            self.connections.pop_front();
+        }
+    }
+}
+
+impl TargetPool {
+    /// An empty pool for `authority`.
+    pub fn new(authority: Authority, settings: PoolSettings) -> Self {
+        Self {
+            authority,
+            settings,
+            idle: Mutex::new(Idle::default()),
+        }
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) and returns the response head; the
+    /// connection goes back to the pool when the response body ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, SendError> {
+        loop {
+            let (mut sender, reused) = match self.take_idle() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            // A kept connection may still be finishing its previous exchange, or may have
+            // been closed by the upstream meanwhile.
+            if reused && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.track(sender, response)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Http(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Opens a connection and starts driving it on the current runtime.
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        let stream = tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(self.authority.as_str()),
+        )
+        .await
+        .map_err(|_| {
+            SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {} ms",
+                    self.settings.connect_timeout.as_millis()
+                ),
+            ))
+        })?
+        .map_err(SendError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(target = %authority, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn take_idle(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.lock();
+        idle.evict_expired(self.settings.idle_timeout);
+        while let Some((sender, _)) = idle.connections.pop_back() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` for the next request, dropping (closing) the oldest idle connection
+    /// when the pool is full.
+    fn put(self: &Arc<Self>, sender: SendRequest<Body>) {
+        if sender.is_closed() || self.settings.max_idle == 0 {
+            return;
+        }
+        let mut idle = self.lock();
+        idle.evict_expired(self.settings.idle_timeout);
+        if idle.connections.len() >= self.settings.max_idle {
+            idle.connections.pop_front();
+        }
+        idle.connections.push_back((sender, Instant::now()));
+        if !idle.sweeping && tokio::runtime::Handle::try_current().is_ok() {
+            idle.sweeping = true;
+            tokio::spawn(sweep(self.clone()));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The response with a body that returns `sender` to the pool once it has ended.
+    fn track(
+        self: &Arc<Self>,
+        sender: SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<Body> {
+        if http_body::Body::is_end_stream(response.body()) {
+            self.put(sender);
+            return response.map(boxed);
+        }
+        let pool = self.clone();
+        response.map(|inner| {
+            boxed(PooledBody {
+                inner,
+                release: Some((pool, sender)),
+            })
+        })
+    }
+}
+
+/// Closes idle connections past the idle timeout until the list is empty.
+async fn sweep(pool: Arc<TargetPool>) {
+    loop {
+        tokio::time::sleep(pool.settings.idle_timeout).await;
+        let mut idle = pool.lock();
+        idle.evict_expired(pool.settings.idle_timeout);
+        if idle.connections.is_empty() {
+            idle.sweeping = false;
+            return;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body that gives its connection back when it ends; dropped
+    /// before its end, it takes the connection with it (it cannot carry another request).
+    struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        release: Option<(Arc<TargetPool>, SendRequest<Body>)>,
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let ended = match &frame {
+            None => true,
+            Some(Ok(_)) => this.inner.is_end_stream(),
+            Some(Err(_)) => {
+                this.release.take();
+                false
+            }
+        };
+        if ended && let Some((pool, sender)) = this.release.take() {
+            pool.put(sender);
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
