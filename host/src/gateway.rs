@@ -1,7 +1,6 @@
 //! The request handler: route match, limits, the route's pipeline, the upstream, access log.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -190,8 +189,8 @@ impl Gateway {
         self.state.store(Arc::new(state));
     }
 
-    /// Serves one request. Never fails: every error becomes a JSON response.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Serves one request from `client_ip`. Never fails: every error becomes a JSON response.
+    pub async fn handle(&self, request: Request<Incoming>, client_ip: &str) -> Response<Body> {
         let state = self.state.load_full();
         let started = Instant::now();
         let request_id = request
@@ -205,7 +204,7 @@ impl Gateway {
             &self.runtime,
             &state,
             request.map(boxed),
-            peer,
+            client_ip,
             &request_id,
             &mut log,
         )
@@ -220,14 +219,19 @@ impl Gateway {
 
 /// A fresh request id: 128 random bits in hex.
 fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    (0..32)
+        .rev()
+        .map(|nibble| char::from(HEX[(bits >> (nibble * 4)) as usize & 0xf]))
+        .collect()
 }
 
 async fn serve(
     runtime: &Runtime,
     state: &LiveState,
     request: Request<Body>,
-    peer: SocketAddr,
+    client_ip: &str,
     request_id: &str,
     log: &mut AccessLog,
 ) -> Result<Response<Body>, GatewayError> {
@@ -273,7 +277,6 @@ async fn serve(
         }
         body = proxy::limit_body(body, limit);
     }
-    let client_ip = peer.ip().to_string();
     if pipeline.is_empty() {
         let path_and_query = upstream_path(route, &parts.uri, &params)?;
         return send_upstream(
@@ -283,7 +286,7 @@ async fn serve(
             body,
             path_and_query,
             host.as_deref(),
-            &client_ip,
+            client_ip,
             request_id,
             log,
         )
@@ -294,7 +297,7 @@ async fn serve(
         state,
         pipeline,
         request_id,
-        client_ip.clone(),
+        client_ip.to_string(),
         params.clone(),
     );
     let mut body = RequestBody::Streaming(body);
@@ -315,7 +318,7 @@ async fn serve(
                 body.into_body(),
                 path_and_query,
                 host.as_deref(),
-                &client_ip,
+                client_ip,
                 request_id,
                 log,
             )

@@ -42,11 +42,13 @@ pub(super) fn spawn(
         activity.clone(),
     ));
     let gateway = gateway.clone();
+    let client_ip: Arc<str> = peer.ip().to_string().into();
     let service = service_fn(move |request| {
         let gateway = gateway.clone();
+        let client_ip = client_ip.clone();
         let guard = InFlight::enter(&activity);
         async move {
-            let response = gateway.handle(request, peer).await;
+            let response = gateway.handle(request, &client_ip).await;
             Ok::<_, std::convert::Infallible>(response.map(|inner| {
                 boxed(GuardedBody {
                     inner,
