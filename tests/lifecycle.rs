@@ -237,3 +237,48 @@ fn a_slow_upstream_response_is_not_cut_by_the_idle_timeout() {
     let reply = RawResponse::read_from(&mut stream).expect("an answer, not a closed connection");
     assert_eq!(reply.status, 200);
 }
+
+/// `(thread name, voluntary + involuntary context switches)` of each thread of `pid`.
+fn threads(pid: u32) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the gateway's threads") {
+        let dir = task.expect("a thread").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .filter(|line| line.contains("ctxt_switches"))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        threads.push((name.trim().to_string(), switches));
+    }
+    threads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_per_core_and_no_wake_ups_while_idle() {
+    let up = TestUpstream::start(handler::fixed(200, "ok"));
+    let gateway = gateway("", &up);
+    for _ in 0..4 {
+        assert_eq!(get(&gateway.url("/warm")).await.status, StatusCode::OK);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = threads(gateway.pid())
+        .iter()
+        .filter(|(name, _)| name.starts_with("wasmgate-worke"))
+        .count();
+    assert_eq!(workers, cores, "{:?}", threads(gateway.pid()));
+
+    // Idle: no thread of the gateway (workers, the epoch ticker, the control thread) should
+    // wake up; a ticking timer would show hundreds of switches per second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: u64 = threads(gateway.pid()).iter().map(|(_, n)| n).sum();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: u64 = threads(gateway.pid()).iter().map(|(_, n)| n).sum();
+    assert!(
+        after - before < 20,
+        "{} context switches in 1 s of idleness: {:?}",
+        after - before,
+        threads(gateway.pid())
+    );
+}

@@ -116,6 +116,7 @@ impl Runtime {
             }
             None => (self.store(&call, vars), None, 0),
         };
+        let _ticking = self.ticker.enter();
         let outcome = guarded(limits.deadline, async {
             let instance = match reused {
                 Some(instance) => instance,

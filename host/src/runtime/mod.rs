@@ -9,10 +9,10 @@ pub mod counters;
 pub mod host;
 pub mod plugin;
 pub mod reuse;
+mod ticker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -53,7 +53,7 @@ pub struct Runtime {
     linker: Linker<StageState>,
     counters: Arc<dyn Counters>,
     cache: Option<cache::ArtifactCache>,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: ticker::EpochTicker,
 }
 
 /// Why the runtime could not start.
@@ -109,17 +109,7 @@ impl Runtime {
             .map_err(fail)?;
         bindings::counters::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(fail)?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let stop = stop_ticker.clone();
-        std::thread::Builder::new()
-            .name("wasmgate-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
+        let ticker = ticker::EpochTicker::start(engine.clone())
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
         let cache = settings
             .cache_dir
@@ -130,7 +120,7 @@ impl Runtime {
             linker,
             counters,
             cache,
-            stop_ticker,
+            ticker,
         })
     }
 
@@ -183,12 +173,6 @@ impl Runtime {
             pre,
             log_budget: Arc::new(LogBudget::default()),
         })
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
     }
 }
 
