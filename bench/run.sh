@@ -131,7 +131,8 @@ EOF
 
 # Extra gateway routes for the stage scenarios: /s1/ runs one WASM stage (a transform: two
 # fresh instances, on-request and on-response), /s3/ runs three (rate-limit, transform,
-# transform: five instances). Both proxy to the same upstream as passthrough.
+# transform: five instances); /r1/ and /r3/ are the same with instance reuse. All proxy to
+# the same upstream as passthrough.
 gateway_routes() {
     cat <<'EOF2'
 [[routes]]
@@ -150,6 +151,24 @@ stages = [
   { plugin = "rate-limit", config = { key = "route", limits = [{ requests = 1000000000, window = "1s" }] } },
   { plugin = "transform", config = { request = { headers = { set = { "x-stage" = "2" } } } } },
   { plugin = "transform", config = { response = { headers = { set = { "x-stage" = "3" } } } } },
+]
+
+[[routes]]
+name = "one-stage-reuse"
+prefix = "/r1"
+strip-prefix = "/r1"
+upstream = "fast"
+stages = [{ plugin = "transform", config = { request = { headers = { set = { "x-stage" = "1" } } } }, limits = { reuse = { max-calls = 1000 } } }]
+
+[[routes]]
+name = "three-stages-reuse"
+prefix = "/r3"
+strip-prefix = "/r3"
+upstream = "fast"
+stages = [
+  { plugin = "rate-limit", config = { key = "route", limits = [{ requests = 1000000000, window = "1s" }] }, limits = { reuse = { max-calls = 1000 } } },
+  { plugin = "transform", config = { request = { headers = { set = { "x-stage" = "2" } } } }, limits = { reuse = { max-calls = 1000 } } },
+  { plugin = "transform", config = { response = { headers = { set = { "x-stage" = "3" } } } }, limits = { reuse = { max-calls = 1000 } } },
 ]
 EOF2
 }
@@ -236,6 +255,8 @@ target_url() {
         gateway) echo "http://127.0.0.1:$GATEWAY_PORT/" ;;
         gateway-1stage) echo "http://127.0.0.1:$GATEWAY_PORT/s1/" ;;
         gateway-3stage) echo "http://127.0.0.1:$GATEWAY_PORT/s3/" ;;
+        gateway-1stage-reuse) echo "http://127.0.0.1:$GATEWAY_PORT/r1/" ;;
+        gateway-3stage-reuse) echo "http://127.0.0.1:$GATEWAY_PORT/r3/" ;;
         *) die "unknown target $1" ;;
     esac
 }
@@ -245,7 +266,7 @@ target_pids() {
     case $1 in
         direct) ;;
         nginx) echo "$NGINX_PID" "$(pgrep -d ' ' -P "$NGINX_PID")" ;;
-        gateway | gateway-1stage | gateway-3stage) echo "$GATEWAY_PID" ;;
+        gateway | gateway-*stage*) echo "$GATEWAY_PID" ;;
         *) die "unknown target $1" ;;
     esac
 }
@@ -416,8 +437,8 @@ main() {
         case $target in
             direct) ;;
             nginx) start_nginx ;;
-            gateway | gateway-1stage | gateway-3stage) [[ -n ${GATEWAY_PID:-} ]] || start_gateway ;;
-            *) die "unknown target $target (known: direct nginx gateway gateway-1stage gateway-3stage)" ;;
+            gateway | gateway-[13]stage | gateway-[13]stage-reuse) [[ -n ${GATEWAY_PID:-} ]] || start_gateway ;;
+            *) die "unknown target $target (known: direct nginx gateway gateway-1stage gateway-3stage gateway-1stage-reuse gateway-3stage-reuse)" ;;
         esac
     done
     mkdir -p "$BENCH_RESULTS/config"

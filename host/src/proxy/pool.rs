@@ -24,6 +24,9 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, boxed};
 
+/// Idle time after which the kernel starts probing an upstream connection.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// Why a request could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -127,6 +130,9 @@ impl TargetPool {
         })?
         .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
+        // Probe a silent upstream so a dead peer under a long stream is noticed.
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         let authority = self.authority.clone();
         tokio::spawn(async move {

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use http::uri::Authority;
+
 use super::pool::{PoolSettings, TargetPool};
 use crate::config::{Balance, UpstreamConfig};
 use crate::workers;
-use http::uri::Authority;
 
 /// How long a target that refused a connection is skipped by target selection.
 const EJECTION: Duration = Duration::from_secs(5);
@@ -34,7 +35,7 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the clients and pools for `config`, one per worker.
+    /// Builds an empty connection pool per worker and target of `config`.
     pub fn new(config: Arc<UpstreamConfig>) -> Self {
         let settings = PoolSettings {
             connect_timeout: config.connect_timeout,
