@@ -7,7 +7,7 @@ mod upstream;
 
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
@@ -65,7 +65,7 @@ pub async fn forward(
     let mut target = upstream.pick();
     let name = || upstream.config.name.clone();
     for attempt in 1..=attempts {
-        let authority = upstream.target(target).clone();
+        let authority = upstream.target(target);
         let last = attempt == attempts;
         let request_headers = if last {
             std::mem::take(&mut headers)
@@ -77,12 +77,13 @@ pub async fn forward(
         *request.version_mut() = Version::HTTP_11;
         *request.uri_mut() = Uri::from(path_and_query.clone());
         *request.headers_mut() = request_headers;
+        let pool = upstream.pool(target);
         if (!preserve_host || !request.headers().contains_key(header::HOST))
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+            && let Some(host) = pool.host()
         {
-            request.headers_mut().insert(header::HOST, host);
+            request.headers_mut().insert(header::HOST, host.clone());
         }
-        let sent = upstream.pool(target).send(request);
+        let sent = pool.send(request);
         match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -52,6 +52,8 @@ pub struct PoolSettings {
 /// The idle connections to one target, for one worker.
 pub struct TargetPool {
     authority: Authority,
+    /// `authority` as a `Host` header value, built once.
+    host: Option<HeaderValue>,
     settings: PoolSettings,
     idle: Mutex<Idle>,
 }
@@ -80,10 +82,16 @@ impl TargetPool {
     /// An empty pool for `authority`.
     pub fn new(authority: Authority, settings: PoolSettings) -> Self {
         Self {
+            host: HeaderValue::from_str(authority.as_str()).ok(),
             authority,
             settings,
             idle: Mutex::new(Idle::default()),
         }
+    }
+
+    /// The target as a `Host` header value.
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
     /// Sends `request` (origin-form URI, `Host` set) and returns the response head; the
