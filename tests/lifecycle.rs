@@ -8,10 +8,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{
-    RawResponse, TestGateway, TestUpstream, eventually, get, handler, raw_connect,
+    RawResponse, TestGateway, TestUpstream, drain, empty, eventually, get, handler, raw_connect,
     time_until_closed,
 };
-use http::StatusCode;
+use http::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// A gateway with one catch-all route to `upstream`, plus `server` settings.
 fn gateway(server: &str, upstream: &TestUpstream) -> TestGateway {
@@ -221,6 +222,99 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         closed < Duration::from_millis(1500),
         "promptly after the idle timeout: {closed:?}"
     );
+}
+
+/// Between requests the idle timeout applies, not the header-read timeout: a keep-alive
+/// connection quiet for longer than `header-read-timeout` still serves its next request.
+#[test]
+fn a_keep_alive_connection_may_idle_longer_than_the_header_read_timeout() {
+    let up = TestUpstream::start(handler::fixed(200, "ok"));
+    let gateway = gateway(
+        "header-read-timeout = \"300ms\"\nidle-timeout = \"5s\"",
+        &up,
+    );
+    let mut stream = raw_connect(gateway.addr());
+    for pause in [Duration::ZERO, Duration::from_millis(900)] {
+        std::thread::sleep(pause);
+        stream
+            .write_all(b"GET /a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .expect("writing a request");
+        let reply = RawResponse::read_from(&mut stream)
+            .unwrap_or_else(|e| panic!("an answer after a {pause:?} pause: {e:?}"));
+        assert_eq!(reply.status, 200, "after a {pause:?} pause");
+    }
+    assert_eq!(up.requests(), 2);
+}
+
+/// The header-read timeout starts at a head's first byte, also for the second head on a
+/// keep-alive connection (slowloris after one honest request).
+#[test]
+fn a_slow_second_head_is_cut_off_at_the_header_read_timeout_from_its_first_byte() {
+    let up = TestUpstream::start(handler::fixed(200, "ok"));
+    let gateway = gateway(
+        "header-read-timeout = \"300ms\"\nidle-timeout = \"10s\"",
+        &up,
+    );
+    let mut stream = raw_connect(gateway.addr());
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .expect("writing a request");
+    assert_eq!(
+        RawResponse::read_from(&mut stream)
+            .expect("an answer")
+            .status,
+        200
+    );
+    // Quiet for longer than the header-read timeout: the timer has not started yet.
+    std::thread::sleep(Duration::from_millis(600));
+    stream
+        .write_all(b"GET /slow HTT")
+        .expect("writing half a second request line");
+    let closed = time_until_closed(&mut stream, Duration::from_secs(5))
+        .expect("the gateway closes the connection");
+    eprintln!("half a second request line: closed after {closed:?}");
+    // Measured: closed about 300ms after the first byte of the second head.
+    assert!(
+        closed >= Duration::from_millis(250),
+        "not before the timeout: {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_millis(1500),
+        "at the header-read timeout, long before the idle timeout: {closed:?}"
+    );
+    assert_eq!(up.requests(), 1);
+}
+
+/// An HTTP/2 connection's frames between requests (window updates, pings) are not request
+/// heads: past the first request only the idle timeout applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_may_idle_longer_than_the_header_read_timeout() {
+    let up = TestUpstream::start(handler::fixed(200, "ok"));
+    let gateway = gateway(
+        "header-read-timeout = \"300ms\"\nidle-timeout = \"5s\"",
+        &up,
+    );
+    let stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("connecting");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an HTTP/2 handshake");
+    tokio::spawn(connection);
+    for pause in [Duration::ZERO, Duration::from_millis(900)] {
+        tokio::time::sleep(pause).await;
+        let request = Request::get(gateway.url("/a"))
+            .body(empty())
+            .expect("a request");
+        let response = sender
+            .send_request(request)
+            .await
+            .unwrap_or_else(|e| panic!("an answer on the same connection after {pause:?}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK);
+        drain(response.into_body()).await.expect("the body");
+    }
+    assert_eq!(up.requests(), 2);
 }
 
 /// `server.idle-timeout` applies only while no request is in flight (like Envoy's

@@ -1,14 +1,15 @@
-//! One client connection: the hyper connection builder, the idle and first-byte timeouts,
+//! One client connection: the hyper connection builder, the header-read and idle timeouts,
 //! and the in-flight accounting that keeps a connection open while a response streams.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use http::Version;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -35,7 +36,7 @@ pub(super) fn spawn(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(IdleTimeout::new(
+    let io = TokioIo::new(TimedStream::new(
         stream,
         settings.idle_timeout,
         settings.header_read_timeout,
@@ -46,7 +47,7 @@ pub(super) fn spawn(
     let service = service_fn(move |request| {
         let gateway = gateway.clone();
         let client_ip = client_ip.clone();
-        let guard = InFlight::enter(&activity);
+        let guard = InFlight::enter(&activity, request.version());
         async move {
             let response = gateway.handle(request, &client_ip).await;
             Ok::<_, std::convert::Infallible>(response.map(|inner| {
@@ -76,8 +77,8 @@ pub(super) fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let read_buffer = backstop.max(16 << 10);
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // `TimedStream` times request heads.
+        .header_read_timeout(None)
         .max_buf_size(read_buffer)
         .keep_alive(true);
     builder
@@ -89,72 +90,111 @@ pub(super) fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// A connection that fails its pending read (which makes hyper close it) once no request
-/// has been in flight for `timeout`, or when nothing arrived within the first-byte timeout
-/// (hyper's own header-read timeout starts only after the protocol is detected).
-struct IdleTimeout {
+/// A client connection that enforces the server's two connection timeouts by failing its
+/// pending read (which makes hyper close the connection):
+///
+/// - header read: a request head must arrive in full within `header_read_timeout` of its
+///   first byte (of the accept, for the first request), so a slow client cannot hold a
+///   connection open by trickling a head (slowloris);
+/// - idle: with no request in flight and no head being read, the connection is closed
+///   `idle_timeout` after its last response ended.
+///
+/// hyper's own header-read timer is off: it starts as soon as the previous response ends,
+/// so it would also cut idle keep-alive connections at the header-read timeout. HTTP/2
+/// heads are frames among others (pings, window updates); after the first request of an
+/// HTTP/2 connection only the idle timeout applies.
+///
+/// The timer is re-armed only when it fires, never per request: it always fires within
+/// `recheck` of its last arming, and any deadline that appears later is at least that far
+/// away, so no deadline is missed.
+struct TimedStream {
     stream: TcpStream,
     sleep: Pin<Box<Sleep>>,
-    timeout: Duration,
-    /// Until the first byte arrives, the connection must speak within this.
-    first_byte_timeout: Duration,
-    received_any: bool,
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+    /// The longest the timer sleeps: the shorter of the two timeouts.
+    recheck: Duration,
+    /// When the head being read began (the accept, for the first request), and the
+    /// request count then: the head is complete once the count moves.
+    head: Option<(Instant, u64)>,
     activity: Arc<Activity>,
 }
 
 /// What a connection's requests are doing, shared between the service and the connection.
 struct Activity {
     started: Instant,
+    /// Requests started so far.
+    requests: AtomicU64,
     in_flight: AtomicUsize,
     /// Milliseconds after `started` when the last request finished.
     quiet_since_ms: AtomicU64,
+    /// Whether the connection speaks HTTP/2 (known from its first request).
+    http2: AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             started: Instant::now(),
+            requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             quiet_since_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         }
     }
 }
 
-impl IdleTimeout {
+impl TimedStream {
     fn new(
         stream: TcpStream,
-        timeout: Duration,
-        first_byte_timeout: Duration,
+        idle_timeout: Duration,
+        header_read_timeout: Duration,
         activity: Arc<Activity>,
     ) -> Self {
-        let first_byte_timeout = first_byte_timeout.min(timeout);
+        let recheck = idle_timeout.min(header_read_timeout);
         Self {
             stream,
-            sleep: Box::pin(tokio::time::sleep_until(
-                activity.started + first_byte_timeout,
-            )),
-            timeout,
-            first_byte_timeout,
-            received_any: false,
+            sleep: Box::pin(tokio::time::sleep_until(activity.started + recheck)),
+            idle_timeout,
+            header_read_timeout,
+            recheck,
+            head: Some((activity.started, 0)),
             activity,
         }
     }
 
-    /// When the connection is closed unless a request starts first; `None` while one runs.
-    fn deadline(&self) -> Option<Instant> {
-        if !self.received_any {
-            return Some(self.activity.started + self.first_byte_timeout);
+    /// Notes the start of a request head when bytes arrive between requests.
+    fn received(&mut self) {
+        let activity = &self.activity;
+        let requests = activity.requests.load(Ordering::Acquire);
+        let reading_head = self.head.is_some_and(|(_, seen)| seen == requests);
+        if !reading_head
+            && activity.in_flight.load(Ordering::Acquire) == 0
+            && !activity.http2.load(Ordering::Relaxed)
+        {
+            self.head = Some((Instant::now(), requests));
+        }
+    }
+
+    /// When the connection is closed unless something happens first; `None` while a
+    /// request is in flight.
+    fn deadline(&mut self) -> Option<Instant> {
+        if let Some((began, requests)) = self.head {
+            if self.activity.requests.load(Ordering::Acquire) == requests {
+                return Some(began + self.header_read_timeout);
+            }
+            self.head = None;
         }
         if self.activity.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let quiet_since =
             Duration::from_millis(self.activity.quiet_since_ms.load(Ordering::Acquire));
-        Some(self.activity.started + quiet_since + self.timeout)
+        Some(self.activity.started + quiet_since + self.idle_timeout)
     }
 }
 
-impl AsyncRead for IdleTimeout {
+impl AsyncRead for TimedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -163,20 +203,25 @@ impl AsyncRead for IdleTimeout {
         let this = &mut *self;
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.received_any |= !buf.filled().is_empty();
+                if !buf.filled().is_empty() {
+                    this.received();
+                }
                 Poll::Ready(result)
             }
             Poll::Pending => loop {
                 ready!(this.sleep.as_mut().poll(cx));
                 let now = Instant::now();
-                let deadline = this.deadline().unwrap_or(now + this.timeout);
-                if now >= deadline {
+                let deadline = this.deadline();
+                if deadline.is_some_and(|deadline| now >= deadline) {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        "connection idle",
+                        "connection timed out",
                     )));
                 }
-                this.sleep.as_mut().reset(deadline);
+                let next = now + this.recheck;
+                this.sleep
+                    .as_mut()
+                    .reset(deadline.map_or(next, |deadline| deadline.min(next)));
             },
         }
     }
@@ -186,8 +231,12 @@ impl AsyncRead for IdleTimeout {
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn enter(activity: &Arc<Activity>) -> Self {
+    fn enter(activity: &Arc<Activity>, version: Version) -> Self {
+        if version == Version::HTTP_2 {
+            activity.http2.store(true, Ordering::Relaxed);
+        }
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.requests.fetch_add(1, Ordering::AcqRel);
         Self(activity.clone())
     }
 }
@@ -229,7 +278,7 @@ impl http_body::Body for GuardedBody {
     }
 }
 
-impl AsyncWrite for IdleTimeout {
+impl AsyncWrite for TimedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
