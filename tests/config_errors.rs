@@ -87,6 +87,9 @@ snapshot_tests! {
     no_path,
     bad_method,
     several_errors,
+    unknown_keys_everywhere,
+    wrong_types,
+    decode_and_check_errors,
 }
 
 /// Every `.toml` in the cases directory has a test (and a snapshot), and nothing is stale.

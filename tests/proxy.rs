@@ -8,12 +8,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{
-    GeneratedBody, RawResponse, Reply, TestGateway, TestUpstream, client, closed_addr, empty, full,
-    get, h2_client, handler, raw_connect, request, send,
+    GeneratedBody, RawResponse, Reply, TestGateway, TestUpstream, client, closed_addr, empty,
+    eventually, full, get, h2_client, handler, raw_connect, request, send,
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::Write;
 
 /// `[upstreams.NAME]` with these targets.
@@ -692,8 +692,8 @@ async fn oversized_request_headers_are_431_json() {
     );
     assert_eq!(small.status, 200);
 
-    // A head past hyper's own buffer limit (64 KiB here) is refused by hyper itself: still
-    // 431 and closed, but with an empty body (see the report: no JSON, no request id).
+    // A head past hyper's own buffer limit is refused by hyper before the gateway sees a
+    // request; the answer is still the gateway's JSON error.
     let huge = "a".repeat(200 << 10);
     let mut stream = raw_connect(gateway.addr());
     let _ = write!(
@@ -702,7 +702,95 @@ async fn oversized_request_headers_are_431_json() {
     );
     let reply = RawResponse::read_from(&mut stream).expect("an answer");
     assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["error"], "headers_too_large");
+    assert_eq!(
+        reply.json()["request_id"].as_str(),
+        reply.header("x-request-id")
+    );
     assert_eq!(up.requests(), 1, "only the small request got through");
+}
+
+/// Heads hyper refuses by itself (not HTTP, more than 100 header fields) get the gateway's
+/// JSON errors and access-log lines too, like every request it answers.
+#[tokio::test]
+async fn refused_heads_get_json_errors_and_access_log_lines() {
+    let up = TestUpstream::start(handler::echo);
+    let gateway = TestGateway::start(&format!(
+        "{}[[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n",
+        upstream("up", &[up.addr()])
+    ));
+    let garbage = common::raw_exchange(gateway.addr(), b"GARBAGE\r\n\r\n");
+    assert_eq!(garbage.status, 400);
+    assert_eq!(garbage.header("content-type"), Some("application/json"));
+    assert_eq!(
+        garbage.json()["error"],
+        "bad_request",
+        "{:?}",
+        garbage.json()
+    );
+
+    let fields: String = (0..101).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let many = common::raw_exchange(
+        gateway.addr(),
+        format!("GET /many HTTP/1.1\r\nHost: gw.test\r\n{fields}\r\n").as_bytes(),
+    );
+    assert_eq!(many.status, 431);
+    let body = many.json();
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("100 fields"),
+        "{body}"
+    );
+    let many_id = many
+        .header("x-request-id")
+        .expect("a request id")
+        .to_string();
+    assert_eq!(body["request_id"], many_id.as_str());
+
+    // Within the limits, a head goes through, and its log line names route and upstream.
+    let fields: String = (0..90).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let ok = common::raw_exchange(
+        gateway.addr(),
+        format!("GET /ok HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n{fields}\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(ok.status, 200);
+    let ok_id = ok.header("x-request-id").expect("a request id").to_string();
+    assert_eq!(up.requests(), 1);
+
+    let access = |id: &str| {
+        gateway
+            .log_records()
+            .into_iter()
+            .find(|r| r["target"] == "wasmgate::access" && r["request_id"] == id)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || access(&ok_id).is_some()
+            && access(&many_id).is_some())
+        .await,
+        "access-log lines for both; logs:\n{}",
+        gateway.logs()
+    );
+    let line = access(&ok_id).unwrap();
+    assert_eq!(
+        (
+            &line["method"],
+            &line["path"],
+            &line["route"],
+            &line["upstream"],
+            &line["status"]
+        ),
+        (
+            &json!("GET"),
+            &json!("/ok"),
+            &json!("all"),
+            &json!("up"),
+            &json!(200)
+        ),
+        "{line}"
+    );
+    assert!(line["duration_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(access(&many_id).unwrap()["status"], 431);
 }
 
 #[tokio::test]

@@ -94,6 +94,22 @@ impl Drop for AccessLog {
     }
 }
 
+/// Logs a request refused before its head could be read (so without method or path).
+pub fn refused(status: u16, request_id: &str, started: Instant, bytes: usize) {
+    tracing::info!(
+        target: "wasmgate::access",
+        method = "",
+        path = "",
+        route = "",
+        upstream = "",
+        status,
+        bytes,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        request_id,
+        "request refused"
+    );
+}
+
 pin_project_lite::pin_project! {
     struct LoggedBody {
         #[pin]

@@ -218,7 +218,7 @@ impl Gateway {
 }
 
 /// A fresh request id: 128 random bits in hex.
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = rand::random::<u128>();
     (0..32)

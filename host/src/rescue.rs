@@ -33,7 +33,10 @@ pub enum GatewayError {
     #[error("{0}")]
     BadRequest(String),
     /// The request head is larger than `server.max-header-bytes`.
-    #[error("request headers are larger than the limit of {limit} bytes")]
+    #[error(
+        "request headers are over the limit of {limit} bytes or {} fields",
+        crate::config::MAX_HEADER_FIELDS
+    )]
     HeadersTooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -119,15 +122,20 @@ impl GatewayError {
         }
     }
 
-    /// The JSON response for this error.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let (status, code) = self.status_and_code();
-        let body = serde_json::json!({
-            "error": code,
+    /// The JSON body: `{"error": code, "message": …, "request_id": …}`.
+    pub fn json(&self, request_id: &str) -> String {
+        serde_json::json!({
+            "error": self.status_and_code().1,
             "message": self.to_string(),
             "request_id": request_id,
-        });
-        let mut response = Response::new(full(body.to_string()));
+        })
+        .to_string()
+    }
+
+    /// The JSON response for this error.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let (status, _) = self.status_and_code();
+        let mut response = Response::new(full(self.json(request_id)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(

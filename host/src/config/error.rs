@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file was read but is not a valid config; every problem found is listed.
     #[error("{0}")]
@@ -121,6 +121,11 @@ impl<'a> Reporter<'a> {
             message: message.into(),
             snippet,
         });
+    }
+
+    /// Keeps only the problems found so far for which `keep` holds.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
+        self.found.retain(keep);
     }
 
     pub(crate) fn is_clean(&self) -> bool {

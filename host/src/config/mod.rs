@@ -3,6 +3,7 @@
 //! Loading never stops at the first problem: every error found is reported, each naming the
 //! file, line, column and key (see [`ConfigError`]).
 
+mod decode;
 mod error;
 pub mod raw;
 mod units;
@@ -40,6 +41,9 @@ pub struct Config {
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
 }
+
+/// The most header fields a request head may have (431 above), as in Envoy.
+pub const MAX_HEADER_FIELDS: usize = 100;
 
 /// `[server]`, with defaults applied.
 #[derive(Debug, Clone)]
@@ -290,35 +294,63 @@ pub struct RouteConfig {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let source = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::parse(path, &source)
     }
 
     /// Checks config text; `path` names it in errors and anchors relative paths.
+    ///
+    /// Every problem is reported: decode errors (unknown keys, wrong types) and, for what
+    /// decodes, the checks after it. Checks inside a section with a decode error are left
+    /// out, as the entry taken out of it could make them report what is not wrong.
     pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
         let mut report = Reporter::new(path, source);
-        let raw: RawConfig = match toml::from_str(source) {
-            Ok(raw) => raw,
-            Err(error) => {
-                let span = error.span().unwrap_or(0..0);
-                let key = key_path_at(source, span.start);
-                report.error(span, key, error.message().trim().to_string());
-                report.finish()?;
-                unreachable!("a reporter with an error always fails");
+        let decoded = decode::decode(source);
+        let config = decoded.raw.and_then(|raw| {
+            Checker {
+                report: &mut report,
+                path,
+                source,
             }
-        };
-        let config = Checker {
-            report: &mut report,
-            path,
-            source,
+            .check(raw)
+        });
+        if !decoded.errors.is_empty() {
+            let sections: Vec<String> = decoded
+                .errors
+                .iter()
+                .map(|error| section_of(&key_path_at(source, error.span.start)))
+                .collect();
+            report.retain(|found| !sections.iter().any(|section| within(&found.key, section)));
+            for error in decoded.errors {
+                let key = key_path_at(source, error.span.start);
+                report.error(error.span, key, error.message);
+            }
         }
-        .check(raw);
         report.finish()?;
         Ok(config.expect("a clean report yields a config"))
     }
+}
+
+/// The section a key path belongs to: `routes[2]`, `upstreams.users`, `server`, …
+fn section_of(key_path: &str) -> String {
+    let mut parts = key_path.splitn(3, '.');
+    let first = parts.next().unwrap_or_default();
+    match (first, parts.next()) {
+        ("upstreams", Some(name)) => {
+            format!("upstreams.{}", name.split('[').next().unwrap_or(name))
+        }
+        _ => first.to_string(),
+    }
+}
+
+/// Whether `key_path` is `section` or inside it.
+fn within(key_path: &str, section: &str) -> bool {
+    key_path
+        .strip_prefix(section)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Turns a [`RawConfig`] into a [`Config`], recording every problem.

@@ -98,7 +98,7 @@ pub async fn forward(
                 return Ok(response);
             }
             Ok(Err(SendError::Connect(error))) => {
-                tracing::warn!(upstream = %upstream.config.name, target = %authority, %error, "upstream connect failed");
+                tracing::warn!(upstream = %upstream.config.name, address = %authority, %error, "upstream connect failed");
                 upstream.eject(target);
                 if last {
                     return Err(GatewayError::UpstreamUnreachable { upstream: name() });
@@ -109,7 +109,7 @@ pub async fn forward(
                 if let Some(limit) = body_limit_exceeded(&error) {
                     return Err(GatewayError::BodyTooLarge { limit });
                 }
-                tracing::warn!(upstream = %upstream.config.name, target = %authority, error = %error_chain(&error), "upstream request failed");
+                tracing::warn!(upstream = %upstream.config.name, address = %authority, error = %error_chain(&error), "upstream request failed");
                 return Err(GatewayError::UpstreamUnreachable { upstream: name() });
             }
         }

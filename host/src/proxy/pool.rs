@@ -145,7 +145,7 @@ impl TargetPool {
         let authority = self.authority.clone();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(target = %authority, %error, "upstream connection ended with an error");
+                tracing::debug!(address = %authority, %error, "upstream connection ended with an error");
             }
         });
         Ok(sender)

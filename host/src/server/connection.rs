@@ -20,8 +20,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BoxError, boxed};
-use crate::config::ServerConfig;
+use crate::config::{MAX_HEADER_FIELDS, ServerConfig};
 use crate::gateway::Gateway;
+
+use super::refusal;
 
 /// Serves one accepted connection on the current runtime until the client or the idle
 /// timeout ends it; `permit` (the connection limit) is held until then.
@@ -36,12 +38,7 @@ pub(super) fn spawn(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(TimedStream::new(
-        stream,
-        settings.idle_timeout,
-        settings.header_read_timeout,
-        activity.clone(),
-    ));
+    let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone()));
     let gateway = gateway.clone();
     let client_ip: Arc<str> = peer.ip().to_string().into();
     let service = service_fn(move |request| {
@@ -79,6 +76,7 @@ pub(super) fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         // `TimedStream` times request heads.
         .header_read_timeout(None)
+        .max_headers(MAX_HEADER_FIELDS)
         .max_buf_size(read_buffer)
         .keep_alive(true);
     builder
@@ -118,6 +116,10 @@ struct TimedStream {
     /// request count then: the head is complete once the count moves.
     head: Option<(Instant, u64)>,
     activity: Arc<Activity>,
+    /// For the JSON answer that replaces hyper's own answer to a refused head.
+    max_header_bytes: usize,
+    /// That answer, and how much of it is written.
+    refusal: Option<(Vec<u8>, usize)>,
 }
 
 /// What a connection's requests are doing, shared between the service and the connection.
@@ -145,12 +147,9 @@ impl Activity {
 }
 
 impl TimedStream {
-    fn new(
-        stream: TcpStream,
-        idle_timeout: Duration,
-        header_read_timeout: Duration,
-        activity: Arc<Activity>,
-    ) -> Self {
+    fn new(stream: TcpStream, settings: &ServerConfig, activity: Arc<Activity>) -> Self {
+        let (idle_timeout, header_read_timeout) =
+            (settings.idle_timeout, settings.header_read_timeout);
         let recheck = idle_timeout.min(header_read_timeout);
         Self {
             stream,
@@ -160,7 +159,46 @@ impl TimedStream {
             recheck,
             head: Some((activity.started, 0)),
             activity,
+            max_header_bytes: settings.max_header_bytes,
+            refusal: None,
         }
+    }
+
+    /// When the head being read began, while no request is in flight.
+    fn reading_head(&self) -> Option<Instant> {
+        let (began, requests) = self.head?;
+        let activity = &self.activity;
+        (activity.requests.load(Ordering::Acquire) == requests
+            && activity.in_flight.load(Ordering::Acquire) == 0)
+            .then_some(began)
+    }
+
+    /// Starts answering with JSON when hyper writes its own answer to a refused head:
+    /// nothing else is written while a head is being read.
+    fn check_for_refusal(&mut self, bufs: &[std::io::IoSlice<'_>]) {
+        if self.refusal.is_some() {
+            return;
+        }
+        if let Some(began) = self.reading_head() {
+            let written: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
+            self.refusal = refusal::replacement(&written, self.max_header_bytes, began.into_std())
+                .map(|answer| (answer, 0));
+        }
+    }
+
+    /// Writes the JSON answer, if there is one, to its end.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some((answer, written)) = &mut self.refusal else {
+            return Poll::Ready(Ok(()));
+        };
+        while *written < answer.len() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &answer[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Notes the start of a request head when bytes arrive between requests.
@@ -284,7 +322,13 @@ impl AsyncWrite for TimedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        this.check_for_refusal(&[std::io::IoSlice::new(buf)]);
+        if this.refusal.is_some() {
+            ready!(this.poll_refusal(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -292,7 +336,13 @@ impl AsyncWrite for TimedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        this.check_for_refusal(bufs);
+        if this.refusal.is_some() {
+            ready!(this.poll_refusal(cx))?;
+            return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -300,10 +350,12 @@ impl AsyncWrite for TimedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_refusal(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_refusal(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -1,6 +1,7 @@
 //! The listening side: worker threads, accept loops, connection limits and graceful shutdown.
 
 mod connection;
+mod refusal;
 
 use std::future::Future;
 use std::net::SocketAddr;
