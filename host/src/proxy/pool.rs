@@ -207,15 +207,20 @@ impl TargetPool {
     }
 }
 
-/// Closes idle connections past the idle timeout until the list is empty.
+/// Closes each idle connection when it reaches the idle timeout, until the list is empty.
 async fn sweep(pool: Arc<TargetPool>) {
+    let idle_timeout = pool.settings.idle_timeout;
+    let mut wake = Instant::now() + idle_timeout;
     loop {
-        tokio::time::sleep(pool.settings.idle_timeout).await;
+        tokio::time::sleep_until(wake).await;
         let mut idle = pool.lock();
-        idle.evict_expired(pool.settings.idle_timeout);
-        if idle.connections.is_empty() {
-            idle.sweeping = false;
-            return;
+        idle.evict_expired(idle_timeout);
+        match idle.connections.front() {
+            Some((_, since)) => wake = *since + idle_timeout,
+            None => {
+                idle.sweeping = false;
+                return;
+            }
         }
     }
 }
