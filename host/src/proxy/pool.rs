@@ -66,8 +66,7 @@ struct Idle {
 }
 
 impl Idle {
-    fn evict_expired(&mut self, idle_timeout: Duration) {
-        let now = Instant::now();
+    fn evict_expired(&mut self, idle_timeout: Duration, now: Instant) {
         while self
             .connections
             .front()
@@ -151,10 +150,10 @@ impl TargetPool {
         Ok(sender)
     }
 
-    /// The most recently used idle connection that is still open.
+    /// The most recently used idle connection that is still open (the sweeper closes
+    /// expired ones).
     fn take_idle(&self) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
-        idle.evict_expired(self.settings.idle_timeout);
         while let Some((sender, _)) = idle.connections.pop_back() {
             if !sender.is_closed() {
                 return Some(sender);
@@ -169,12 +168,13 @@ impl TargetPool {
         if sender.is_closed() || self.settings.max_idle == 0 {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.lock();
-        idle.evict_expired(self.settings.idle_timeout);
+        idle.evict_expired(self.settings.idle_timeout, now);
         if idle.connections.len() >= self.settings.max_idle {
             idle.connections.pop_front();
         }
-        idle.connections.push_back((sender, Instant::now()));
+        idle.connections.push_back((sender, now));
         if !idle.sweeping && tokio::runtime::Handle::try_current().is_ok() {
             idle.sweeping = true;
             tokio::spawn(sweep(self.clone()));
@@ -214,7 +214,7 @@ async fn sweep(pool: Arc<TargetPool>) {
     loop {
         tokio::time::sleep_until(wake).await;
         let mut idle = pool.lock();
-        idle.evict_expired(idle_timeout);
+        idle.evict_expired(idle_timeout, Instant::now());
         match idle.connections.front() {
             Some((_, since)) => wake = *since + idle_timeout,
             None => {
