@@ -13,6 +13,7 @@
 # served from the compiled-artifact cache (the common "roll back / roll forward" case).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 DURATION=${RELOAD_DURATION:-30}
 VARIANTS=${RELOAD_VARIANTS:-0}
 CONNECTIONS=${RELOAD_CONNECTIONS:-32}
@@ -52,10 +53,10 @@ upstream = "fast"
 stages = [{ plugin = "transform", config = { request = { headers = { set = { "x-stage" = "on" } } } } }]
 TOML
 
-taskset -c 1 "$ROOT/target/release/wasmgate-demo" --fast "127.0.0.1:$UP" >"$WORK/upstream.log" 2>&1 &
+taskset -c 1 "$RELEASE_DIR/wasmgate-demo" --fast "127.0.0.1:$UP" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 RUST_LOG=warn,wasmgate::reload=info WASMGATE_WORKER_THREADS=1 taskset -c 1 \
-    "$ROOT/target/release/wasmgate" run --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 &
+    "$RELEASE_DIR/wasmgate" run --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$GW/" >/dev/null 2>&1 && break; sleep 0.1; done
 

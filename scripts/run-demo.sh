@@ -16,8 +16,9 @@ case "${1:-}" in
 esac
 plugins/build.sh
 cargo build --release -p wasmgate -p wasmgate-demo
-target/release/wasmgate-demo &
+bin="${CARGO_TARGET_DIR:-target}/release"
+"$bin/wasmgate-demo" &
 demo=$!
 trap 'kill $demo 2>/dev/null || true' EXIT INT TERM
-target/release/wasmgate check --config "$config"
-target/release/wasmgate run --config "$config"
+"$bin/wasmgate" check --config "$config"
+"$bin/wasmgate" run --config "$config"
