@@ -164,13 +164,16 @@ impl TimedStream {
         }
     }
 
+    /// When the head being read began, if no request has started since.
+    fn head_began(&self) -> Option<Instant> {
+        let (began, requests) = self.head?;
+        (self.activity.requests.load(Ordering::Acquire) == requests).then_some(began)
+    }
+
     /// When the head being read began, while no request is in flight.
     fn reading_head(&self) -> Option<Instant> {
-        let (began, requests) = self.head?;
-        let activity = &self.activity;
-        (activity.requests.load(Ordering::Acquire) == requests
-            && activity.in_flight.load(Ordering::Acquire) == 0)
-            .then_some(began)
+        self.head_began()
+            .filter(|_| self.activity.in_flight.load(Ordering::Acquire) == 0)
     }
 
     /// Starts answering with JSON when hyper writes its own answer to a refused head:
@@ -204,12 +207,11 @@ impl TimedStream {
     /// Notes the start of a request head when bytes arrive between requests.
     fn received(&mut self) {
         let activity = &self.activity;
-        let requests = activity.requests.load(Ordering::Acquire);
-        let reading_head = self.head.is_some_and(|(_, seen)| seen == requests);
-        if !reading_head
+        if self.head_began().is_none()
             && activity.in_flight.load(Ordering::Acquire) == 0
             && !activity.http2.load(Ordering::Relaxed)
         {
+            let requests = activity.requests.load(Ordering::Acquire);
             self.head = Some((Instant::now(), requests));
         }
     }
@@ -217,12 +219,10 @@ impl TimedStream {
     /// When the connection is closed unless something happens first; `None` while a
     /// request is in flight.
     fn deadline(&mut self) -> Option<Instant> {
-        if let Some((began, requests)) = self.head {
-            if self.activity.requests.load(Ordering::Acquire) == requests {
-                return Some(began + self.header_read_timeout);
-            }
-            self.head = None;
+        if let Some(began) = self.head_began() {
+            return Some(began + self.header_read_timeout);
         }
+        self.head = None;
         if self.activity.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
