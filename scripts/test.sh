@@ -5,6 +5,11 @@
 # crates.io into ~/.cache/wasmgate-tools (override with WASMGATE_TOOLS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One target directory for the three workspaces (host, plugin SDK, plugins), so shared
+# dependencies are built and stored once, and no incremental caches: a from-empty run
+# (CI) gains nothing from them and they were the largest part of the disk it used.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 rustup target add wasm32-wasip2 >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 host_target=$(rustc -vV | sed -n 's/^host: //p')
