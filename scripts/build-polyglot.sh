@@ -164,8 +164,10 @@ install_cargo_tool() { # CRATE VERSION BINARY FEATURES
     need cargo "install Rust with rustup"
     local started; started=$(now_ms)
     say "installing $crate@$version into $tools/cargo (cargo install, a few minutes)"
-    cargo install --quiet --locked --force --root "$tools/cargo" "$crate@$version" \
-        --no-default-features --features "$features"
+    # Without CARGO_TARGET_DIR, cargo install builds in a temporary directory and deletes it
+    # afterwards; with it (test.sh sets one) its release build would stay on disk.
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked --force --root "$tools/cargo" \
+        "$crate@$version" --no-default-features --features "$features"
     say "  installed in $(( $(now_ms) - started )) ms"
 }
 
