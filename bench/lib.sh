@@ -9,8 +9,13 @@
 #   BENCH_RESULTS        output directory (cleanup copies the logs there)
 #   BENCH_SKIP_INSTALL   1: never apt-get (install_packages)
 #   BENCH_NOISE_LIMIT    % of the server CPU other work may take (warn_if_noisy)
-#   BENCH_GATEWAY_LOG, GATEWAY_BIN, DEMO_BIN   (launch_gateway, start_upstream)
-# and this file owns the process bookkeeping below (WORK, STARTED_PIDS, the ports handed out).
+#   BENCH_GATEWAY_LOG    the gateway's log filter (launch_gateway)
+# and this file owns the binaries' paths and the process bookkeeping below (WORK,
+# STARTED_PIDS, the ports handed out).
+
+RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$RELEASE_DIR/wasmgate}   # launch_gateway
+DEMO_BIN=$RELEASE_DIR/wasmgate-demo                      # start_upstream
 
 WORK=""                 # temp dir for configs, pids, logs; removed on exit
 STARTED_PIDS=()         # every process we started, stopped by cleanup
@@ -152,7 +157,6 @@ start_upstream() {
 # the config.
 launch_gateway() {
     local config=$1 ready_url=$2 seconds=${3:-10}
-    # shellcheck disable=SC2153  # GATEWAY_BIN is the including script's setting
     RUST_LOG=$BENCH_GATEWAY_LOG WASMGATE_WORKER_THREADS=1 \
         start_pinned "$WORK/gateway.log" "$GATEWAY_BIN" run --config "$config"
     GATEWAY_PID=$LAST_PID

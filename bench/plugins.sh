@@ -58,9 +58,6 @@ BENCH_RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/plugins-$(date +%Y%m%d-%H%M%S
 BENCH_GATEWAY_LOG=${BENCH_GATEWAY_LOG:-warn}    # no access log, like run.sh
 BENCH_NOISE_LIMIT=${BENCH_NOISE_LIMIT:-5}
 
-RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
-GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$RELEASE_DIR/wasmgate}
-DEMO_BIN=$RELEASE_DIR/wasmgate-demo
 ADMIN_PORT=""
 
 # Credentials the auth stages are configured with and the load generator presents. Test values:

@@ -54,9 +54,6 @@ BENCH_GATEWAY_LOG=${BENCH_GATEWAY_LOG:-warn}
 # Warn when other processes or the hypervisor took more than this % of the server CPU in a run.
 BENCH_NOISE_LIMIT=${BENCH_NOISE_LIMIT:-5}
 
-RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
-GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$RELEASE_DIR/wasmgate}
-DEMO_BIN=$RELEASE_DIR/wasmgate-demo
 OHA=$BENCH_CACHE/bin/oha
 
 NGINX_PORT="" NGINX_PID=""   # (upstream and gateway: see lib.sh)
