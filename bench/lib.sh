@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# bench/lib.sh — shell helpers shared by the benchmark scripts (run.sh, plugins.sh). Sourced, not run.
+# bench/lib.sh — shell helpers shared by the benchmark scripts (run.sh, plugins.sh, soak.sh). Sourced, not run.
 #
 # The including script sets, before calling the helpers that use them:
 #   ROOT                 the repository root
@@ -10,6 +10,7 @@
 #   BENCH_SKIP_INSTALL   1: never apt-get (install_packages)
 #   BENCH_NOISE_LIMIT    % of the server CPU other work may take (warn_if_noisy)
 #   BENCH_GATEWAY_LOG    the gateway's log filter (launch_gateway)
+#   BENCH_GATEWAY_WORKERS  optional: the gateway's worker threads (launch_gateway; default 1)
 # and this file owns the binaries' paths and the process bookkeeping below (WORK,
 # STARTED_PIDS, the ports handed out).
 
@@ -152,12 +153,12 @@ start_upstream() {
 }
 
 # Starts the gateway on config $1 on the server CPU with one worker thread (like nginx's single
-# worker) and BENCH_GATEWAY_LOG as RUST_LOG, and waits until $2 answers 2xx (for up to $3 s: a
-# config with big plugins compiles them first). GATEWAY_PORT is the caller's to pick and put in
-# the config.
+# worker; BENCH_GATEWAY_WORKERS sets another number) and BENCH_GATEWAY_LOG as RUST_LOG, and waits
+# until $2 answers 2xx (for up to $3 s: a config with big plugins compiles them first).
+# GATEWAY_PORT is the caller's to pick and put in the config.
 launch_gateway() {
     local config=$1 ready_url=$2 seconds=${3:-10}
-    RUST_LOG=$BENCH_GATEWAY_LOG WASMGATE_WORKER_THREADS=1 \
+    RUST_LOG=$BENCH_GATEWAY_LOG WASMGATE_WORKER_THREADS=${BENCH_GATEWAY_WORKERS:-1} \
         start_pinned "$WORK/gateway.log" "$GATEWAY_BIN" run --config "$config"
     GATEWAY_PID=$LAST_PID
     wait_http "$ready_url" "$GATEWAY_PID" gateway "$seconds"

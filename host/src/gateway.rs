@@ -1,5 +1,6 @@
 //! The request handler: route match, limits, the route's pipeline, the upstream, access log.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,10 +10,13 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
 use crate::body::{Body, boxed};
 use crate::config::{Config, PathMatch, RouteConfig, TemplatePart};
+use crate::framing;
+use crate::normalize::{self, PathPolicy};
 use crate::pipeline::{Decision, Flow, Pipeline, RequestBody, ResolvedStage};
 use crate::plugins::PluginSet;
 use crate::proxy::{self, Forwarded, Outbound, Upstream};
@@ -38,6 +42,9 @@ pub struct LiveState {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// One pipeline per route, in config order.
     pub pipelines: Vec<Pipeline>,
+    /// The gateway-wide reserve of bytes that aggregate calls' responses draw from
+    /// (`plugins.aggregate-bytes-total`), kept across reloads that leave it unchanged.
+    pub aggregate_reserve: Arc<Semaphore>,
 }
 
 /// A stage that cannot serve with the plugin it names.
@@ -104,9 +111,10 @@ impl LiveState {
                     };
                     match runtime.validate_config(call).await {
                         Ok((Ok(()), _)) => {}
-                        Ok((Err(message), _)) => {
-                            problems.push(problem(format!("invalid config: {message}")))
-                        }
+                        Ok((Err(message), _)) => problems.push(problem(format!(
+                            "invalid config: {}",
+                            crate::text::untrusted(&message)
+                        ))),
                         Err(error) => {
                             problems.push(problem(format!("validate-config failed: {error}")))
                         }
@@ -149,12 +157,20 @@ impl LiveState {
                 )
             })
             .collect();
+        let total = config.plugins.output.aggregate_bytes_total;
+        let aggregate_reserve = previous
+            .filter(|p| p.config.plugins.output.aggregate_bytes_total == total)
+            .map_or_else(
+                || Arc::new(Semaphore::new(usize::try_from(total).unwrap_or(usize::MAX))),
+                |p| p.aggregate_reserve.clone(),
+            );
         Ok(Self {
             config,
             plugins,
             router,
             upstreams,
             pipelines,
+            aggregate_reserve,
         })
     }
 }
@@ -196,10 +212,11 @@ impl Gateway {
         let request_id = request
             .headers()
             .get(&X_REQUEST_ID)
-            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .filter(|v| is_request_id(v.as_bytes()))
             .and_then(|v| v.to_str().ok())
             .map_or_else(new_request_id, str::to_string);
         let mut log = AccessLog::start(&request, &request_id, started);
+        let method = request.method().clone();
         let result = serve(
             &self.runtime,
             &state,
@@ -213,8 +230,17 @@ impl Gateway {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
         }
-        log.finish(response)
+        log.finish(framing::frame_response(&method, response))
     }
+}
+
+/// Whether a client's `x-request-id` may be kept: 1–200 characters from
+/// `A-Z a-z 0-9 - _ . : + / =`, so it can never forge a log field or line.
+fn is_request_id(id: &[u8]) -> bool {
+    (1..=200).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
 }
 
 /// A fresh request id: 128 random bits in hex.
@@ -241,6 +267,7 @@ async fn serve(
             limit: config.server.max_header_bytes,
         });
     }
+    let request = normalize_path(request, &config.server.path_policy)?;
     let host = request_host(&request);
     let path = request.uri().path();
     let (route_index, params) =
@@ -332,6 +359,32 @@ async fn serve(
         }
     };
     flow.response_phase(response).await
+}
+
+/// Replaces the request's path with its normal form (see [`normalize`]), which routing,
+/// stages and the upstream all see; refuses paths the policy does not accept.
+fn normalize_path(
+    mut request: Request<Body>,
+    policy: &PathPolicy,
+) -> Result<Request<Body>, GatewayError> {
+    let normal = match normalize::normalize(request.uri().path(), policy) {
+        Ok(Cow::Borrowed(_)) => return Ok(request),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(error) => return Err(GatewayError::BadRequest(error.to_string())),
+    };
+    let uri = request.uri();
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(path_and_query)
+            .map_err(|e| GatewayError::BadRequest(format!("invalid path: {e}")))?,
+    );
+    *request.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid path: {e}")))?;
+    Ok(request)
 }
 
 /// Proxies the request to the route's upstream, with forwarding headers.

@@ -78,6 +78,7 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
@@ -105,7 +106,7 @@ fn start_runtime(config: &Config) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
     };
     let runtime = Arc::new(Runtime::new(
         &settings,
-        Arc::new(MemoryCounters::default()),
+        Arc::new(MemoryCounters::new(config.plugins.counters)),
     )?);
     let plugins = plugins::load_dir(&runtime, &config.plugins.dir);
     Ok((runtime, plugins))

@@ -19,8 +19,11 @@ use crate::gateway::{Gateway, LiveState};
 use crate::plugins::{self, PluginSet};
 use crate::runtime::PluginError;
 
-/// How long the file system must be quiet before a reload starts.
+/// How long a changed file must be quiet before it is reloaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// The longest a changed file waits for quiet before it is reloaded anyway (a copy still in
+/// progress is then caught by the stability check of [`read_when_stable`]).
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// What the last reloads did, for the admin API.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -86,35 +89,32 @@ impl Reloader {
     }
 
     async fn run(self, mut rx: mpsc::UnboundedReceiver<PathBuf>, plugin_dir: PathBuf) {
-        let config_name = self.config_path.file_name().map(|n| n.to_os_string());
-        let plugin_dir = canonical(&plugin_dir);
-        while let Some(first) = rx.recv().await {
-            let mut paths = vec![first];
-            // Debounce: wait until no event arrived for DEBOUNCE.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(path)) => paths.push(path),
-                    Ok(None) => return,
-                    Err(_) => break,
+        let watched = Watched::new(&self.config_path, &plugin_dir);
+        let mut pending = Pending::default();
+        loop {
+            let due = pending.next_due();
+            tokio::select! {
+                path = rx.recv() => match path {
+                    Some(path) => {
+                        if let Some(change) = watched.classify(&path) {
+                            pending.touch(change, tokio::time::Instant::now());
+                        }
+                    }
+                    None => return,
+                },
+                () = sleep_until(due), if due.is_some() => {
+                    let ready = pending.take_due(tokio::time::Instant::now());
+                    let config_changed = ready.contains(&Change::Config);
+                    let plugins: BTreeSet<String> = ready
+                        .into_iter()
+                        .filter_map(|change| match change {
+                            Change::Plugin(name) => Some(name),
+                            Change::Config => None,
+                        })
+                        .collect();
+                    tracing::debug!(config_changed, ?plugins, "file changes");
+                    self.reload(config_changed, plugins).await;
                 }
-            }
-            tracing::debug!(?paths, "file changes");
-            let mut config_changed = false;
-            let mut changed_plugins = BTreeSet::new();
-            for path in paths {
-                if path.file_name().map(|n| n.to_os_string()) == config_name
-                    && canonical(path.parent().unwrap_or(Path::new(".")))
-                        == canonical(self.config_path.parent().unwrap_or(Path::new(".")))
-                {
-                    config_changed = true;
-                } else if canonical(path.parent().unwrap_or(Path::new("."))) == plugin_dir
-                    && let Some(name) = plugins::plugin_name(&path)
-                {
-                    changed_plugins.insert(name);
-                }
-            }
-            if config_changed || !changed_plugins.is_empty() {
-                self.reload(config_changed, changed_plugins).await;
             }
         }
     }
@@ -136,7 +136,18 @@ impl Reloader {
         let mut changed = Vec::new();
         for name in names {
             let path = dir.join(format!("{name}.wasm"));
-            if !path.is_file() {
+            let kind = match std::fs::metadata(&path) {
+                Ok(meta) => Some(plugins::file_kind(&meta)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => Some(Err(error.to_string())),
+            };
+            if let Some(Err(reason)) = kind {
+                tracing::error!(plugin = %name, file = %path.display(), %reason, "plugin rejected; the last good version keeps serving");
+                self.event(format!("plugin `{name}` rejected: {reason}"));
+                candidate.rejected.insert(name.clone(), reason);
+                continue;
+            }
+            if kind.is_none() {
                 if candidate.loaded.remove(&name).is_some() {
                     self.event(format!("plugin `{name}` unloaded (file removed)"));
                     tracing::warn!(plugin = %name, "plugin unloaded: its file was removed; routes using it answer 503");
@@ -295,6 +306,7 @@ impl Reloader {
         .await
         {
             Ok(state) => {
+                runtime.counters().set_budget(state.config.plugins.counters);
                 tracing::info!(routes = state.config.routes.len(), "config reloaded");
                 self.event("config reloaded".to_string());
                 self.status.lock().expect("status lock").config_error = None;
@@ -329,12 +341,99 @@ impl Reloader {
     }
 }
 
+/// A file that matters to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    /// The config file.
+    Config,
+    /// `NAME.wasm` in the plugin directory.
+    Plugin(String),
+}
+
+/// The paths whose changes matter; everything else in the watched directories is ignored,
+/// so a busy unrelated file can never delay a reload.
+struct Watched {
+    config_dir: PathBuf,
+    config_name: Option<std::ffi::OsString>,
+    plugin_dir: PathBuf,
+}
+
+impl Watched {
+    fn new(config_path: &Path, plugin_dir: &Path) -> Self {
+        Self {
+            config_dir: canonical(config_path.parent().unwrap_or(Path::new("."))),
+            config_name: config_path.file_name().map(|n| n.to_os_string()),
+            plugin_dir: canonical(plugin_dir),
+        }
+    }
+
+    fn classify(&self, path: &Path) -> Option<Change> {
+        let parent = canonical(path.parent().unwrap_or(Path::new(".")));
+        if path.file_name().map(|n| n.to_os_string()) == self.config_name
+            && parent == self.config_dir
+        {
+            return Some(Change::Config);
+        }
+        if parent == self.plugin_dir {
+            return plugins::plugin_name(path).map(Change::Plugin);
+        }
+        None
+    }
+}
+
+/// Changes waiting for their path to go quiet: each is due [`DEBOUNCE`] after its last
+/// event, and at the latest [`MAX_WAIT`] after its first, however busy the path stays.
+#[derive(Default)]
+struct Pending {
+    /// Change → (first event, last event).
+    changes: BTreeMap<Change, (tokio::time::Instant, tokio::time::Instant)>,
+}
+
+impl Pending {
+    fn touch(&mut self, change: Change, now: tokio::time::Instant) {
+        self.changes
+            .entry(change)
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
+    }
+
+    fn due_at(first: tokio::time::Instant, last: tokio::time::Instant) -> tokio::time::Instant {
+        (last + DEBOUNCE).min(first + MAX_WAIT)
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.changes
+            .values()
+            .map(|&(first, last)| Self::due_at(first, last))
+            .min()
+    }
+
+    fn take_due(&mut self, now: tokio::time::Instant) -> Vec<Change> {
+        let due: Vec<Change> = self
+            .changes
+            .iter()
+            .filter(|(_, (first, last))| Self::due_at(*first, *last) <= now)
+            .map(|(change, _)| change.clone())
+            .collect();
+        for change in &due {
+            self.changes.remove(change);
+        }
+        due
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// Reads a file once its size and modification time stop changing, so a copy in progress
 /// is not loaded half-written. `None` if it vanished.
 async fn read_when_stable(path: &Path) -> Option<Vec<u8>> {
     let mut last = None;
     for _ in 0..100 {
-        let meta = std::fs::metadata(path).ok()?;
+        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
         let now = (meta.len(), meta.modified().ok());
         if last == Some(now) {
             return std::fs::read(path).ok();

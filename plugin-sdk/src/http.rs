@@ -114,7 +114,7 @@ impl Request {
 /// below always set a body, possibly empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
-    /// The status code, 100..=599.
+    /// The status code; one a plugin answers with must be 200..=599.
     pub status: u16,
     /// The header fields.
     pub headers: Headers,

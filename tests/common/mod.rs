@@ -519,6 +519,16 @@ impl TestGateway {
     ///
     /// Blocking: call it before any async work, or from `spawn_blocking`.
     pub fn start_with_plugins(config_toml: &str, plugins: &[(&str, &Path)]) -> Self {
+        Self::start_with_log_format(config_toml, plugins, "json")
+    }
+
+    /// Like [`start_with_plugins`](Self::start_with_plugins), with `--log-format
+    /// log_format` (`json` or `pretty`).
+    pub fn start_with_log_format(
+        config_toml: &str,
+        plugins: &[(&str, &Path)],
+        log_format: &str,
+    ) -> Self {
         let dir = TempDir::new();
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).expect("creating the plugin dir");
@@ -533,7 +543,7 @@ impl TestGateway {
             .arg("run")
             .arg("--config")
             .arg(&config_path)
-            .args(["--log-format", "json"])
+            .args(["--log-format", log_format])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -792,6 +802,11 @@ impl Drop for RssSampler {
 
 /// The `addr` of a `{"message": "listening", "addr": "…"}` log line.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.starts_with('{') {
+        // The pretty format: `… INFO wasmgate: listening addr=127.0.0.1:PORT workers=…`.
+        let rest = line.split_once(" listening addr=")?.1;
+        return rest.split_whitespace().next()?.parse().ok();
+    }
     let record: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = record.get("fields").unwrap_or(&record);
     if fields.get("message")?.as_str()? != "listening" {

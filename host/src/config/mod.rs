@@ -22,8 +22,10 @@ use toml::Spanned;
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use units::{ByteSize, ConfigDuration};
 
+use crate::normalize::{EscapedSlashes, PathPolicy};
+
 use error::Reporter;
-use raw::{RawConfig, RawLimits, RawReuse, RawRoute, RawStage, RawUpstream};
+use raw::{RawConfig, RawLimits, RawPlugins, RawReuse, RawRoute, RawStage, RawUpstream};
 
 /// A checked, resolved gateway config.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How request paths are normalized before routing.
+    pub path_policy: PathPolicy,
 }
 
 /// `[plugins]` and `[limits]`, with defaults applied and paths resolved.
@@ -75,6 +79,49 @@ pub struct PluginsConfig {
     pub watch: bool,
     /// Plugin instances alive at once (the sandbox pool size).
     pub max_instances: u32,
+    /// Bounds on what plugins hand the host.
+    pub output: OutputLimits,
+    /// Per-plugin budget of the shared counter store.
+    pub counters: CounterBudget,
+}
+
+/// Calls one aggregate plan may make by default.
+pub const DEFAULT_AGGREGATE_CALLS: usize = 32;
+/// Response bytes the calls of one aggregate plan may return together, by default.
+pub const DEFAULT_AGGREGATE_BYTES: u64 = 16 << 20;
+/// Response bytes all aggregate calls in flight may hold at once, by default.
+pub const DEFAULT_AGGREGATE_BYTES_TOTAL: u64 = 256 << 20;
+/// Counter keys one plugin may hold at once, by default.
+pub const DEFAULT_COUNTER_KEYS: usize = 100_000;
+/// Bytes of counter keys one plugin may hold at once, by default.
+pub const DEFAULT_COUNTER_BYTES: usize = 16 << 20;
+/// The most header fields any limit may allow (the `http` crate's maps hold 32,768).
+const HEADER_FIELDS_CEILING: usize = 10_000;
+
+/// Bounds on what plugins may hand the host, checked before the host builds anything
+/// from it; going past one fails the stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Header fields in one message a plugin returns or plans.
+    pub header_fields: usize,
+    /// Bytes of header fields (names, values and 4 per field) in one such message.
+    pub header_bytes: usize,
+    /// Calls one aggregate plan may make.
+    pub aggregate_calls: usize,
+    /// Response body bytes the calls of one aggregate plan may return together.
+    pub aggregate_bytes: u64,
+    /// Response body bytes all aggregate calls in flight may hold at once.
+    pub aggregate_bytes_total: u64,
+}
+
+/// What one plugin may keep in the shared counter store at once (expired keys do not
+/// count); past it, `counters.increment` of a new key returns an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterBudget {
+    /// Keys.
+    pub keys: usize,
+    /// Bytes of keys.
+    pub bytes: usize,
 }
 
 /// Sandbox limits for one stage.
@@ -392,17 +439,36 @@ impl Checker<'_, '_> {
             .plugins
             .cache_dir
             .as_deref()
-            .map_or_else(|| dir.join(".cache"), |cache| base.join(cache));
+            .map_or_else(default_cache_dir, |cache| base.join(cache));
+        if inside(&cache_dir, &dir) {
+            self.report.error(
+                0..0,
+                "plugins.cache-dir",
+                format!(
+                    "`{}` is inside the plugins directory; compiled code must live where only the gateway writes (leave the key out for the default, `$XDG_CACHE_HOME/wasmgate`)",
+                    cache_dir.display()
+                ),
+            );
+        }
         let max_instances = raw.plugins.max_instances.unwrap_or(1000);
         if max_instances == 0 {
             self.report
                 .error(0..0, "plugins.max-instances", "must be at least 1");
         }
+        let output = self.output_limits(&raw.plugins, &server);
         let plugins = PluginsConfig {
             dir,
             cache_dir,
             watch: raw.plugins.watch.unwrap_or(true),
             max_instances,
+            output,
+            counters: CounterBudget {
+                keys: raw.plugins.counter_keys.unwrap_or(DEFAULT_COUNTER_KEYS),
+                bytes: raw
+                    .plugins
+                    .counter_bytes
+                    .map_or(DEFAULT_COUNTER_BYTES, |b| b.0 as usize),
+            },
         };
         let admin = raw
             .admin
@@ -450,6 +516,23 @@ impl Checker<'_, '_> {
             self.report
                 .error(0..0, "server.max-connections", "must be at least 1");
         }
+        let escaped_slashes = match s
+            .escaped_slashes
+            .as_ref()
+            .map(|e| (e.get_ref().as_str(), e.span()))
+        {
+            None | Some(("reject", _)) => EscapedSlashes::Reject,
+            Some(("keep", _)) => EscapedSlashes::Keep,
+            Some(("decode", _)) => EscapedSlashes::Decode,
+            Some((other, span)) => {
+                self.report.error(
+                    span,
+                    "server.escaped-slashes",
+                    format!("unknown policy `{other}`: expected `reject`, `keep` or `decode`"),
+                );
+                EscapedSlashes::Reject
+            }
+        };
         ServerConfig {
             listen,
             header_read_timeout: s
@@ -460,6 +543,56 @@ impl Checker<'_, '_> {
             max_body_bytes: s.max_body_bytes.map(|b| b.0),
             max_connections: max_connections as usize,
             shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+            path_policy: PathPolicy {
+                escaped_slashes,
+                merge_slashes: s.merge_slashes.unwrap_or(true),
+            },
+        }
+    }
+
+    fn output_limits(&mut self, raw: &RawPlugins, server: &ServerConfig) -> OutputLimits {
+        let header_fields = raw.output_header_fields.unwrap_or(MAX_HEADER_FIELDS);
+        if header_fields == 0 || header_fields > HEADER_FIELDS_CEILING {
+            self.report.error(
+                0..0,
+                "plugins.output-header-fields",
+                format!("must be between 1 and {HEADER_FIELDS_CEILING}"),
+            );
+        }
+        let aggregate_calls = raw.aggregate_calls.unwrap_or(DEFAULT_AGGREGATE_CALLS);
+        if aggregate_calls == 0 || aggregate_calls > 1024 {
+            self.report.error(
+                0..0,
+                "plugins.aggregate-calls",
+                "must be between 1 and 1024",
+            );
+        }
+        let aggregate_bytes = raw.aggregate_bytes.map_or(DEFAULT_AGGREGATE_BYTES, |b| b.0);
+        let aggregate_bytes_total = raw
+            .aggregate_bytes_total
+            .map_or(DEFAULT_AGGREGATE_BYTES_TOTAL, |b| b.0);
+        if aggregate_bytes > aggregate_bytes_total {
+            self.report.error(
+                0..0,
+                "plugins.aggregate-bytes",
+                "must not be more than `plugins.aggregate-bytes-total`",
+            );
+        }
+        if aggregate_bytes_total > u64::from(u32::MAX) {
+            self.report.error(
+                0..0,
+                "plugins.aggregate-bytes-total",
+                "must be at most 4GiB",
+            );
+        }
+        OutputLimits {
+            header_fields,
+            header_bytes: raw
+                .output_header_bytes
+                .map_or(server.max_header_bytes, |b| b.0 as usize),
+            aggregate_calls,
+            aggregate_bytes,
+            aggregate_bytes_total,
         }
     }
 
@@ -921,6 +1054,33 @@ impl Checker<'_, '_> {
                 .error(second, format!("routes[{index}].path"), message);
         }
     }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/wasmgate`, else `~/.cache/wasmgate`,
+/// else a per-user directory under the system's temporary directory.
+pub fn default_cache_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(cache) = from_env("XDG_CACHE_HOME") {
+        return cache.join("wasmgate");
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".cache").join("wasmgate");
+    }
+    std::env::temp_dir().join(format!(
+        "wasmgate-cache-{}",
+        rustix::process::geteuid().as_raw()
+    ))
+}
+
+/// Whether `path` is `dir` or inside it, comparing real paths where they exist.
+fn inside(path: &Path, dir: &Path) -> bool {
+    let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let (path, dir) = (real(path), real(dir));
+    path.starts_with(&dir)
 }
 
 /// Capture names a path match provides.

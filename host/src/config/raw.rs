@@ -51,6 +51,10 @@ pub struct RawServer {
     pub max_connections: Option<u32>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Option<ConfigDuration>,
+    /// What to do with `%2F` and `%5C` in request paths: `reject` (400), `keep`, `decode`.
+    pub escaped_slashes: Option<Spanned<String>>,
+    /// Merge runs of `/` in request paths into one before routing.
+    pub merge_slashes: Option<bool>,
 }
 
 /// `[plugins]`
@@ -65,6 +69,20 @@ pub struct RawPlugins {
     pub watch: Option<bool>,
     /// Plugin instances alive at once across all stages (the sandbox pool size).
     pub max_instances: Option<u32>,
+    /// Header fields one message from a plugin may hold (default: 100, as for clients).
+    pub output_header_fields: Option<usize>,
+    /// Bytes of header fields one message from a plugin may hold (default: `server.max-header-bytes`).
+    pub output_header_bytes: Option<ByteSize>,
+    /// Calls one aggregate plan may make.
+    pub aggregate_calls: Option<usize>,
+    /// Response body bytes the calls of one aggregate plan may return together.
+    pub aggregate_bytes: Option<ByteSize>,
+    /// Response body bytes all aggregate calls in flight may hold at once.
+    pub aggregate_bytes_total: Option<ByteSize>,
+    /// Counter keys one plugin may hold at once.
+    pub counter_keys: Option<usize>,
+    /// Bytes of counter keys one plugin may hold at once.
+    pub counter_bytes: Option<ByteSize>,
     /// Per-plugin limit overrides, keyed by plugin name.
     #[serde(default)]
     pub limits: BTreeMap<String, Spanned<RawLimits>>,

@@ -1,10 +1,12 @@
 //! Conversions between `http` types and the WIT records plugins see.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
 
+use crate::config::OutputLimits;
+use crate::framing::drop_plugin_framing;
 use crate::runtime::bindings::types;
 
 /// A plugin answer that the host cannot use.
@@ -20,8 +22,28 @@ pub fn headers_to_wit(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Header fields from a plugin, checked.
-pub fn headers_from_wit(fields: &[(String, Vec<u8>)]) -> Result<HeaderMap, InvalidOutput> {
+/// Header fields from a plugin, checked against `limits` before anything is built, with
+/// the fields that only the host may set (framing, hop-by-hop) dropped.
+pub fn headers_from_wit(
+    fields: &[(String, Vec<u8>)],
+    limits: &OutputLimits,
+) -> Result<HeaderMap, InvalidOutput> {
+    if fields.len() > limits.header_fields {
+        return Err(InvalidOutput(format!(
+            "{} header fields, over the limit of {}",
+            fields.len(),
+            limits.header_fields
+        )));
+    }
+    let bytes = fields.iter().fold(0usize, |sum, (name, value)| {
+        sum.saturating_add(name.len() + value.len() + 4)
+    });
+    if bytes > limits.header_bytes {
+        return Err(InvalidOutput(format!(
+            "{bytes} bytes of header fields, over the limit of {}",
+            limits.header_bytes
+        )));
+    }
     let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, value) in fields {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -30,6 +52,7 @@ pub fn headers_from_wit(fields: &[(String, Vec<u8>)]) -> Result<HeaderMap, Inval
             .map_err(|_| InvalidOutput(format!("invalid value for header `{name}`")))?;
         headers.append(name, value);
     }
+    drop_plugin_framing(&mut headers);
     Ok(headers)
 }
 
@@ -62,16 +85,10 @@ pub fn path_from_wit(uri: &str) -> Result<PathAndQuery, InvalidOutput> {
     PathAndQuery::try_from(uri).map_err(|_| InvalidOutput(format!("invalid uri {uri:?}")))
 }
 
-/// A status code from a plugin, checked: 200–599 (and 1xx is not allowed).
+/// A status code from a plugin, checked: 200–599 (1xx answers are the host's alone).
 pub fn status_from_wit(status: u16) -> Result<StatusCode, InvalidOutput> {
     match StatusCode::from_u16(status) {
         Ok(code) if (200..=599).contains(&status) => Ok(code),
         _ => Err(InvalidOutput(format!("invalid status {status}"))),
     }
-}
-
-/// Sets the headers that describe a body the gateway replaced.
-pub fn set_body_headers(headers: &mut HeaderMap, len: usize) {
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 }

@@ -15,7 +15,7 @@ use http::uri::PathAndQuery;
 use http_body_util::BodyExt;
 
 use crate::body::{Body, full};
-use crate::config::{OnError, StageConfig};
+use crate::config::{OnError, OutputLimits, StageConfig};
 use crate::gateway::LiveState;
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types;
@@ -220,12 +220,13 @@ impl<'a> Flow<'a> {
                     Err(invalid) => Err(invalid),
                 },
                 Ok(StageOk::Identity(identity)) => {
-                    set_identity_headers(&mut parts.headers, &identity);
-                    self.ctx.identity = Some(identity);
-                    Ok(())
+                    check_identity(&identity, self.limits()).map(|()| {
+                        set_identity_headers(&mut parts.headers, &identity);
+                        self.ctx.identity = Some(identity);
+                    })
                 }
-                Ok(StageOk::Headers(headers)) => {
-                    convert::headers_from_wit(&headers).map(|headers| {
+                Ok(StageOk::Headers(headers)) => convert::headers_from_wit(&headers, self.limits())
+                    .map(|headers| {
                         let mut last = None;
                         for (name, value) in headers {
                             let name = name
@@ -234,8 +235,7 @@ impl<'a> Flow<'a> {
                             last = Some(name.clone());
                             self.response_headers.push((name, value));
                         }
-                    })
-                }
+                    }),
                 Ok(StageOk::Request(request)) => {
                     let applied = self.apply_request(*request, parts, body);
                     if applied.is_ok() {
@@ -258,7 +258,7 @@ impl<'a> Flow<'a> {
         body: &mut RequestBody,
     ) -> Result<(), InvalidOutput> {
         let method = convert::method_from_wit(&request.method)?;
-        let mut headers = convert::headers_from_wit(&request.headers)?;
+        let headers = convert::headers_from_wit(&request.headers, self.limits())?;
         let current = self.path_override.as_ref().map_or_else(
             || parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
             PathAndQuery::as_str,
@@ -267,7 +267,6 @@ impl<'a> Flow<'a> {
             self.path_override = Some(convert::path_from_wit(&request.uri)?);
         }
         if let Some(new_body) = request.body {
-            convert::set_body_headers(&mut headers, new_body.len());
             *body = RequestBody::Buffered(Bytes::from(new_body));
         }
         parts.method = method;
@@ -297,7 +296,12 @@ impl<'a> Flow<'a> {
         let request = convert::request_to_wit(&parts.method, path, &parts.headers, bytes.as_ref());
         let plan = match self
             .runtime
-            .plan(self.call(stage, plugin), &request, &self.ctx)
+            .plan(
+                self.call(stage, plugin),
+                &request,
+                &self.ctx,
+                self.limits().aggregate_calls,
+            )
             .await
         {
             Ok((plan, vars)) => {
@@ -306,17 +310,22 @@ impl<'a> Flow<'a> {
             }
             Err(error) => return Err(self.fatal(stage, error)),
         };
-        let results = aggregate::run_calls(
+        let calls = aggregate::run_calls(
             self.state,
             &stage.config,
             plan,
             self.request_id,
             &self.ctx.client_ip,
         )
-        .await;
+        .await?;
         let merged = match self
             .runtime
-            .merge(self.call(stage, plugin), &request, &self.ctx, &results)
+            .merge(
+                self.call(stage, plugin),
+                &request,
+                &self.ctx,
+                &calls.results,
+            )
             .await
         {
             Ok((merged, vars)) => {
@@ -369,7 +378,7 @@ impl<'a> Flow<'a> {
                     continue;
                 }
             };
-            match apply_response(answer, &mut parts) {
+            match apply_response(answer, &mut parts, self.limits()) {
                 Ok(Some(new_body)) => response = Response::from_parts(parts, full(new_body)),
                 Ok(None) => response = Response::from_parts(parts, body),
                 Err(invalid) => {
@@ -384,9 +393,8 @@ impl<'a> Flow<'a> {
     /// A response a stage answered with, checked, plus rate-limit headers.
     fn stage_response(&self, answer: types::Response) -> Result<Response<Body>, InvalidOutput> {
         let status = convert::status_from_wit(answer.status)?;
-        let mut headers = convert::headers_from_wit(&answer.headers)?;
+        let headers = convert::headers_from_wit(&answer.headers, self.limits())?;
         let body = answer.body.unwrap_or_default();
-        convert::set_body_headers(&mut headers, body.len());
         let mut response = Response::new(full(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -399,6 +407,10 @@ impl<'a> Flow<'a> {
             response.headers_mut().append(name.clone(), value.clone());
         }
         response
+    }
+
+    fn limits(&self) -> &'a OutputLimits {
+        &self.state.config.plugins.output
     }
 
     /// A stage whose plugin is not loaded: skipped if fail-open, else 503.
@@ -457,12 +469,16 @@ enum StageOk {
 fn apply_response(
     answer: types::Response,
     parts: &mut http::response::Parts,
+    limits: &OutputLimits,
 ) -> Result<Option<Bytes>, InvalidOutput> {
     let status = convert::status_from_wit(answer.status)?;
-    let mut headers = convert::headers_from_wit(&answer.headers)?;
+    let mut headers = convert::headers_from_wit(&answer.headers, limits)?;
     let body = answer.body.map(Bytes::from);
-    if let Some(body) = &body {
-        convert::set_body_headers(&mut headers, body.len());
+    if body.is_none()
+        && let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH)
+    {
+        // The body stays the upstream's, and so does its length (it matters for HEAD).
+        headers.insert(http::header::CONTENT_LENGTH, length.clone());
     }
     parts.status = status;
     parts.headers = headers;
@@ -517,6 +533,26 @@ fn strip_identity_headers(headers: &mut HeaderMap) {
     for name in spoofed {
         headers.remove(name);
     }
+}
+
+/// Refuses an identity whose claims would make more header fields or bytes than a
+/// plugin may hand over.
+fn check_identity(identity: &types::Identity, limits: &OutputLimits) -> Result<(), InvalidOutput> {
+    let claims = &identity.claims;
+    let bytes = claims
+        .iter()
+        .fold(identity.subject.len(), |sum, (name, value)| {
+            sum.saturating_add(CLAIM_HEADER_PREFIX.len() + name.len() + value.len() + 4)
+        });
+    if claims.len() >= limits.header_fields || bytes > limits.header_bytes {
+        return Err(InvalidOutput(format!(
+            "an identity with {} claims and {bytes} bytes is over the limit of {} header fields and {} bytes",
+            claims.len(),
+            limits.header_fields,
+            limits.header_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// Passes an identity on to the upstream as `x-auth-subject` and `x-auth-claim-NAME`.

@@ -28,7 +28,29 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     valid.then(|| stem.to_string())
 }
 
-/// The `*.wasm` files in `dir`, by plugin name.
+/// What a plugin path holds: `Ok` for a regular file (or a link to one), `Err` with why
+/// anything else (a directory, FIFO, socket or device) is not a plugin file.
+pub fn file_kind(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "not a file"
+    };
+    Err(format!("not a regular file ({what})"))
+}
+
+/// The `NAME.wasm` entries in `dir` (files, or anything else under such a name, which then
+/// fails to load with a clear reason), by plugin name.
 pub fn plugin_files(dir: &Path) -> BTreeMap<String, PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return BTreeMap::new();
@@ -36,7 +58,6 @@ pub fn plugin_files(dir: &Path) -> BTreeMap<String, PathBuf> {
     entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.is_file())
         .filter_map(|path| plugin_name(&path).map(|name| (name, path)))
         .collect()
 }

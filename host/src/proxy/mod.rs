@@ -55,6 +55,8 @@ pub async fn forward(
         preserve_host,
         timeout,
     } = outbound;
+    // The client frames the request from its body; no header may say otherwise.
+    crate::framing::unframe_request(&mut headers);
     let deadline = Instant::now() + timeout;
     let attempts = if retryable {
         upstream.config.targets.len().min(3)

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::WasmList;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
@@ -156,7 +157,7 @@ impl Runtime {
                 let check = i.wasmgate_plugin_config_check();
                 check.call_validate_config(store, &config).await
             }
-            Instance::Aggregate(i) => {
+            Instance::Aggregate(i, _) => {
                 let check = i.wasmgate_plugin_config_check();
                 check.call_validate_config(store, &config).await
             }
@@ -240,24 +241,46 @@ impl Runtime {
         .await
     }
 
-    /// Runs an aggregate stage's `plan`.
+    /// Runs an aggregate stage's `plan`. The plan's length is checked against `max_calls`
+    /// while it is still in the guest's memory, before any call is lifted into the host.
     pub async fn plan(
         &self,
         call: Call<'_>,
         req: &Request,
         ctx: &Context,
+        max_calls: usize,
     ) -> Answer<Vec<BackendCall>> {
-        self.run(
-            call,
-            Some(PluginKind::Aggregate),
-            async |store, instance| {
-                let Instance::Aggregate(i) = instance else {
-                    return Err(mismatch());
-                };
-                i.call_plan(store, req, ctx).await
-            },
-        )
-        .await
+        let planned = self
+            .run(
+                call,
+                Some(PluginKind::Aggregate),
+                async |store, instance| {
+                    let Instance::Aggregate(_, raw) = instance else {
+                        return Err(mismatch());
+                    };
+                    let plan = raw
+                        .get_typed_func::<(&Request, &Context), (WasmList<BackendCall>,)>(
+                            &mut *store,
+                            "plan",
+                        )?;
+                    let (list,) = plan.call_async(&mut *store, (req, ctx)).await?;
+                    let calls = if list.len() > max_calls {
+                        Err(list.len())
+                    } else {
+                        list.iter(&mut *store)?
+                            .collect::<wasmtime::Result<Vec<_>>>()
+                            .map(Ok)?
+                    };
+                    Ok(calls)
+                },
+            )
+            .await?;
+        match planned {
+            (Ok(calls), vars) => Ok((calls, vars)),
+            (Err(planned), _) => Err(StageError::InvalidOutput(format!(
+                "planned {planned} calls, over the limit of {max_calls}"
+            ))),
+        }
     }
 
     /// Runs an aggregate stage's `merge`.
@@ -272,7 +295,7 @@ impl Runtime {
             call,
             Some(PluginKind::Aggregate),
             async |store, instance| {
-                let Instance::Aggregate(i) = instance else {
+                let Instance::Aggregate(i, _) = instance else {
                     return Err(mismatch());
                 };
                 i.call_merge(store, req, ctx, results).await
@@ -302,7 +325,12 @@ async fn instantiate(pre: &PluginPre, store: &mut Store<StageState>) -> wasmtime
         PluginPre::Auth(pre) => Instance::Auth(pre.instantiate_async(store).await?),
         PluginPre::RateLimit(pre) => Instance::RateLimit(pre.instantiate_async(store).await?),
         PluginPre::Transform(pre) => Instance::Transform(pre.instantiate_async(store).await?),
-        PluginPre::Aggregate(pre) => Instance::Aggregate(pre.instantiate_async(store).await?),
+        PluginPre::Aggregate(pre) => {
+            // Kept untyped too: `plan` reads its list lazily to bound it before lifting.
+            let raw = pre.instance_pre().instantiate_async(&mut *store).await?;
+            let typed = super::bindings::Aggregate::new(&mut *store, &raw)?;
+            Instance::Aggregate(typed, raw)
+        }
     })
 }
 
@@ -339,5 +367,8 @@ fn classify(error: &wasmtime::Error, state: &StageState, limits: StageLimits) ->
     if state.limiter.hit_cap {
         return StageError::MemoryCap(limits.memory_bytes);
     }
-    StageError::Trap(format!("{error:?}"))
+    // Trap text can quote the guest's own function names: escaped, and bounded generously
+    // enough to keep a backtrace.
+    let text = format!("{error:?}");
+    StageError::Trap(crate::text::escape_control(&crate::text::bounded(&text, 8192)).into_owned())
 }

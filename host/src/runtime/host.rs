@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{counters, host, types};
 use super::counters::Counters;
+use crate::text::escape_control;
 
 /// Request variables a single request may hold.
 pub const MAX_VARS: usize = 64;
@@ -125,7 +126,7 @@ impl host::Host for StageState {
         if !level_enabled(level) || !caller.log_budget.take(&caller.plugin) {
             return Ok(());
         }
-        let message = truncate(&message, MAX_LOG_LINE);
+        let message = escape_control(truncate(&message, MAX_LOG_LINE));
         let (plugin, route) = (&*caller.plugin, &*caller.route);
         match level {
             types::Level::Trace => {
@@ -181,9 +182,9 @@ impl counters::Host for StageState {
         delta: u64,
         window_ms: u64,
     ) -> wasmtime::Result<Result<u64, String>> {
-        let key = format!("{}/{}", self.identity.plugin, key);
         let window = Duration::from_millis(window_ms.max(1));
-        Ok(self.counters.increment(&key, delta, window).await)
+        let plugin = self.identity.plugin.clone();
+        Ok(self.counters.increment(&plugin, &key, delta, window).await)
     }
 }
 
@@ -318,7 +319,8 @@ impl LineLogger {
             && self.caller.log_budget.take(&self.caller.plugin)
         {
             let text = String::from_utf8_lossy(&self.line);
-            tracing::info!(target: "wasmgate::plugin", plugin = &*self.caller.plugin, route = &*self.caller.route, stream = self.stream, "{}", truncate(&text, MAX_LOG_LINE));
+            let text = escape_control(truncate(&text, MAX_LOG_LINE));
+            tracing::info!(target: "wasmgate::plugin", plugin = &*self.caller.plugin, route = &*self.caller.route, stream = self.stream, "{text}");
         }
         self.line.clear();
     }

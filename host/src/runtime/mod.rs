@@ -3,7 +3,7 @@
 //! the per-call machinery in [`call`].
 
 pub mod bindings;
-mod cache;
+pub mod cache;
 pub mod call;
 pub mod counters;
 pub mod host;
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use cache::CacheError;
 pub use call::{Call, StageError};
 pub use counters::{Counters, MemoryCounters};
 pub use plugin::{Plugin, PluginError, PluginKind};
@@ -111,10 +112,11 @@ impl Runtime {
             .map_err(fail)?;
         let ticker = ticker::EpochTicker::start(engine.clone())
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
-        let cache = settings
-            .cache_dir
-            .as_ref()
-            .map(|dir| cache::ArtifactCache::new(dir.clone(), &engine));
+        let cache = settings.cache_dir.as_ref().and_then(|dir| {
+            cache::ArtifactCache::open(dir.clone(), &engine)
+                .inspect_err(|error| tracing::warn!(%error, "the compiled-plugin cache is off"))
+                .ok()
+        });
         Ok(Self {
             engine,
             linker,
@@ -122,6 +124,11 @@ impl Runtime {
             cache,
             ticker,
         })
+    }
+
+    /// The shared counter store.
+    pub fn counters(&self) -> &Arc<dyn Counters> {
+        &self.counters
     }
 
     /// The engine.
@@ -132,6 +139,12 @@ impl Runtime {
     /// Compiles (or loads from the cache) and links the plugin in `path`. Blocking: call it
     /// off the request path.
     pub fn load_file(&self, name: &str, path: &Path) -> Result<Plugin, PluginError> {
+        let read_error = |message: String| PluginError::Read {
+            plugin: name.to_string(),
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| read_error(e.to_string()))?;
+        crate::plugins::file_kind(&meta).map_err(read_error)?;
         let bytes = std::fs::read(path).map_err(|e| PluginError::Read {
             plugin: name.to_string(),
             message: e.to_string(),
@@ -141,6 +154,12 @@ impl Runtime {
 
     /// Compiles (or loads from the cache) and links a plugin from its bytes. Blocking.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        if !bytes.starts_with(WASM_MAGIC) {
+            return Err(PluginError::Compile {
+                plugin: name.to_string(),
+                message: "not a WebAssembly binary (it does not start with `\\0asm`); only binary components are loaded".into(),
+            });
+        }
         let hash = content_hash(bytes);
         let cached = self
             .cache
@@ -150,11 +169,12 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+                let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+                    PluginError::Compile {
                         plugin: name.to_string(),
-                        message: format!("{e:#}"),
-                    })?;
+                        message: crate::text::untrusted(&format!("{e:#}")),
+                    }
+                })?;
                 if let Some(cache) = &self.cache {
                     cache.put(&hash, &component);
                 }
@@ -175,6 +195,9 @@ impl Runtime {
         })
     }
 }
+
+/// The first bytes of every WebAssembly binary.
+const WASM_MAGIC: &[u8] = b"\0asm";
 
 /// SHA-256 of a plugin file, in hex: its identity in the cache and the admin API.
 pub fn content_hash(bytes: &[u8]) -> String {

@@ -189,7 +189,7 @@ pub(crate) fn prepare(
     let link = |error: wasmtime::Error| PluginError::Link {
         plugin: plugin.to_string(),
         world: kind.world(),
-        message: format!("{error:#}"),
+        message: crate::text::untrusted(&format!("{error:#}")),
     };
     let pre = linker.instantiate_pre(component).map_err(link)?;
     Ok(match kind {

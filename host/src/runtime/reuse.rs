@@ -22,7 +22,8 @@ pub(crate) enum Instance {
     Auth(Auth),
     RateLimit(RateLimit),
     Transform(Transform),
-    Aggregate(Aggregate),
+    /// The typed instance and the instance itself (for a lazily read `plan`).
+    Aggregate(Aggregate, wasmtime::component::Instance),
 }
 
 /// An instance with its store, between calls.
