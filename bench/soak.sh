@@ -691,8 +691,8 @@ report() {
     clean_log=$WORK/gateway-log.txt
     sed 's/\x1b\[[0-9;]*m//g' "$WORK/gateway.log" >"$clean_log"
     rejected=$(grep -cE 'plugin rejected|config rejected' "$clean_log" || true)
-    loaded=$(grep -c 'plugin loaded' "$clean_log" || true)
-    reloaded=$(grep -c 'config reloaded' "$clean_log" || true)
+    loaded=$(grep -c 'wasmgate::reload: plugin loaded' "$clean_log" || true)
+    reloaded=$(grep -c 'wasmgate::reload: config reloaded' "$clean_log" || true)
     ((rejected == 0)) || FAILURES+=("$rejected reload rejections in the gateway log")
     if ((swaps + configs > 0)) && [[ $generation == 0 ]]; then
         FAILURES+=("the gateway never swapped its state although the files changed $((swaps + configs)) times")

@@ -151,35 +151,73 @@ async fn a_slow_partial_copy_is_never_loaded_and_the_complete_file_is() {
     let admin = admin_addr(&gateway);
     let bytes = std::fs::read(VERSION_B).expect("fixture");
     let target = gateway.plugins_dir().join("versioned.wasm");
-    // A copy in place that stalls halfway, longer than the debounce and stability checks.
-    std::fs::write(&target, &bytes[..bytes.len() / 2]).expect("first half");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    for _ in 0..5 {
-        let reply = get(&gateway.url("/v/x")).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(
-            versions(&reply).0,
-            "a",
-            "the half-written file must not serve"
-        );
-    }
     let before = generation(admin).await;
-    std::fs::write(&target, &bytes).expect("whole file");
+    // A copy in place that keeps writing for longer than the reloader's longest wait
+    // (`MAX_WAIT`, 1s): the reloader starts reading while the file still grows, so only the
+    // size-and-mtime stability guard keeps the partial file from being compiled.
+    let copy = {
+        let (target, bytes) = (target.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&target).expect("create");
+            let chunk = bytes.len().div_ceil(150);
+            for piece in bytes.chunks(chunk) {
+                file.write_all(piece).expect("write");
+                file.flush().expect("flush");
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    while !copy.is_finished() {
+        let reply = get(&gateway.url("/v/x")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(versions(&reply).0, "a", "the partial file must not serve");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    copy.await.expect("copy");
     wait_generation(admin, before).await;
     let reply = get(&gateway.url("/v/x")).await;
     assert_eq!(versions(&reply).0, "b");
-    let plugin = status(admin).await["plugins"]
+    let report = status(admin).await;
+    let events: Vec<&str> = report["events"]
         .as_array()
-        .expect("plugins")
+        .expect("events")
         .iter()
-        .find(|p| p["name"] == "versioned")
-        .cloned()
-        .expect("listed");
-    assert_eq!(
-        plugin["last_error"],
-        serde_json::Value::Null,
-        "the good file clears the error: {plugin}"
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        !events.iter().any(|e| e.contains("rejected")),
+        "the partial file was never even tried: {events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_unrelated_file_never_delays_a_plugin_reload() {
+    let upstream = TestUpstream::start(handler::echo);
+    let gateway =
+        TestGateway::start_with_plugins(&config(&upstream), &[("versioned", Path::new(VERSION_A))]);
+    let admin = admin_addr(&gateway);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Another process keeps writing a file in the watched directory every 10ms.
+    let noise = {
+        let (stop, path) = (stop.clone(), gateway.plugins_dir().join("noise.log"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&path, n.to_string()).expect("noise");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = generation(admin).await;
+    install(&gateway.plugins_dir(), "versioned", VERSION_B);
+    let took = wait_generation(admin, before).await;
+    stop.store(true, Ordering::Relaxed);
+    noise.join().expect("noise thread");
+    assert_eq!(versions(&get(&gateway.url("/v/x")).await).0, "b");
+    assert!(took < Duration::from_secs(5), "the reload waited {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

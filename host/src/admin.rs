@@ -124,6 +124,7 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         "last_swap_unix": reload.last_swap_unix,
         "config_file": state.config.file.display().to_string(),
         "config_error": reload.config_error,
+        "restart_required": reload.restart_required,
         "routes": state.config.routes.len(),
         "plugins": plugins,
         "missing_plugins": missing,

@@ -36,6 +36,9 @@ pub struct ReloadStatus {
     pub config_error: Option<String>,
     /// Recent load, unload and reject events, newest last.
     pub events: Vec<String>,
+    /// Config keys whose new values wait for a restart (empty when the running process
+    /// serves the file as written).
+    pub restart_required: Vec<String>,
 }
 
 /// Shared reload status.
@@ -46,15 +49,19 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     config_path: PathBuf,
     status: SharedStatus,
+    /// The config the process started with: what restart-only keys still follow.
+    started: Arc<Config>,
 }
 
 impl Reloader {
     /// A reloader for `gateway`, whose config came from `config_path`.
     pub fn new(gateway: Arc<Gateway>, config_path: PathBuf, status: SharedStatus) -> Self {
+        let started = gateway.state().config.clone();
         Self {
             gateway,
             config_path,
             status,
+            started,
         }
     }
 
@@ -291,10 +298,9 @@ impl Reloader {
                 return;
             }
         };
-        if config.server.listen != current.config.server.listen
-            || config.plugins.dir != current.config.plugins.dir
-        {
-            tracing::warn!("`server.listen` and `plugins.dir` changes take effect after a restart");
+        let pending = restart_required(&self.started, &config);
+        if !pending.is_empty() {
+            tracing::warn!(keys = %pending.join(", "), "these config changes take effect after a restart; every other change applies now");
         }
         let runtime = self.gateway.runtime().clone();
         match LiveState::build(
@@ -307,6 +313,7 @@ impl Reloader {
         {
             Ok(state) => {
                 runtime.counters().set_budget(state.config.plugins.counters);
+                self.status.lock().expect("status lock").restart_required = pending;
                 tracing::info!(routes = state.config.routes.len(), "config reloaded");
                 self.event("config reloaded".to_string());
                 self.status.lock().expect("status lock").config_error = None;
@@ -451,6 +458,34 @@ fn canonical(path: &Path) -> PathBuf {
         path
     };
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The keys whose values in `new` differ from those the process started with and that only
+/// a restart applies: listeners, the admin listener, the connection limit, the plugin
+/// directory and watcher, the compile cache and the sandbox pool size. Everything else
+/// (routes, upstreams, stages, limits, timeouts, path policy, plugin output bounds)
+/// applies on reload.
+pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (started, new);
+    [
+        ("server.listen", a.server.listen != b.server.listen),
+        (
+            "server.max-connections",
+            a.server.max_connections != b.server.max_connections,
+        ),
+        ("admin.listen", a.admin != b.admin),
+        ("plugins.dir", a.plugins.dir != b.plugins.dir),
+        ("plugins.cache-dir", a.plugins.cache_dir != b.plugins.cache_dir),
+        ("plugins.watch", a.plugins.watch != b.plugins.watch),
+        (
+            "plugins.max-instances",
+            a.plugins.max_instances != b.plugins.max_instances,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect()
 }
 
 /// Which routes use each plugin, for the admin API.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::WasmList;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
@@ -157,7 +156,7 @@ impl Runtime {
                 let check = i.wasmgate_plugin_config_check();
                 check.call_validate_config(store, &config).await
             }
-            Instance::Aggregate(i, _) => {
+            Instance::Aggregate(i) => {
                 let check = i.wasmgate_plugin_config_check();
                 check.call_validate_config(store, &config).await
             }
@@ -241,8 +240,12 @@ impl Runtime {
         .await
     }
 
-    /// Runs an aggregate stage's `plan`. The plan's length is checked against `max_calls`
-    /// while it is still in the guest's memory, before any call is lifted into the host.
+    /// Runs an aggregate stage's `plan`, refusing plans longer than `max_calls`.
+    ///
+    /// The plan is lifted whole before its length can be checked: wasmtime runs the
+    /// guest's post-return (which frees the list) right after lifting a result, so a
+    /// lazily read list is not an option. The lift is bounded by the guest's own memory
+    /// cap: the host copy of a plan is a small multiple of the guest memory it occupied.
     pub async fn plan(
         &self,
         call: Call<'_>,
@@ -250,37 +253,25 @@ impl Runtime {
         ctx: &Context,
         max_calls: usize,
     ) -> Answer<Vec<BackendCall>> {
-        let planned = self
+        let (calls, vars) = self
             .run(
                 call,
                 Some(PluginKind::Aggregate),
                 async |store, instance| {
-                    let Instance::Aggregate(_, raw) = instance else {
+                    let Instance::Aggregate(i) = instance else {
                         return Err(mismatch());
                     };
-                    let plan = raw
-                        .get_typed_func::<(&Request, &Context), (WasmList<BackendCall>,)>(
-                            &mut *store,
-                            "plan",
-                        )?;
-                    let (list,) = plan.call_async(&mut *store, (req, ctx)).await?;
-                    let calls = if list.len() > max_calls {
-                        Err(list.len())
-                    } else {
-                        list.iter(&mut *store)?
-                            .collect::<wasmtime::Result<Vec<_>>>()
-                            .map(Ok)?
-                    };
-                    Ok(calls)
+                    i.call_plan(store, req, ctx).await
                 },
             )
             .await?;
-        match planned {
-            (Ok(calls), vars) => Ok((calls, vars)),
-            (Err(planned), _) => Err(StageError::InvalidOutput(format!(
-                "planned {planned} calls, over the limit of {max_calls}"
-            ))),
+        if calls.len() > max_calls {
+            return Err(StageError::InvalidOutput(format!(
+                "planned {} calls, over the limit of {max_calls}",
+                calls.len()
+            )));
         }
+        Ok((calls, vars))
     }
 
     /// Runs an aggregate stage's `merge`.
@@ -295,7 +286,7 @@ impl Runtime {
             call,
             Some(PluginKind::Aggregate),
             async |store, instance| {
-                let Instance::Aggregate(i, _) = instance else {
+                let Instance::Aggregate(i) = instance else {
                     return Err(mismatch());
                 };
                 i.call_merge(store, req, ctx, results).await
@@ -325,12 +316,7 @@ async fn instantiate(pre: &PluginPre, store: &mut Store<StageState>) -> wasmtime
         PluginPre::Auth(pre) => Instance::Auth(pre.instantiate_async(store).await?),
         PluginPre::RateLimit(pre) => Instance::RateLimit(pre.instantiate_async(store).await?),
         PluginPre::Transform(pre) => Instance::Transform(pre.instantiate_async(store).await?),
-        PluginPre::Aggregate(pre) => {
-            // Kept untyped too: `plan` reads its list lazily to bound it before lifting.
-            let raw = pre.instance_pre().instantiate_async(&mut *store).await?;
-            let typed = super::bindings::Aggregate::new(&mut *store, &raw)?;
-            Instance::Aggregate(typed, raw)
-        }
+        PluginPre::Aggregate(pre) => Instance::Aggregate(pre.instantiate_async(store).await?),
     })
 }
 

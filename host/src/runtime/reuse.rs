@@ -22,8 +22,7 @@ pub(crate) enum Instance {
     Auth(Auth),
     RateLimit(RateLimit),
     Transform(Transform),
-    /// The typed instance and the instance itself (for a lazily read `plan`).
-    Aggregate(Aggregate, wasmtime::component::Instance),
+    Aggregate(Aggregate),
 }
 
 /// An instance with its store, between calls.

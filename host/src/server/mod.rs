@@ -27,7 +27,6 @@ pub struct Server {
 
 /// What every worker serves with.
 struct Shared {
-    settings: ServerConfig,
     gateway: Arc<Gateway>,
     /// The process-wide connection limit.
     permits: Arc<Semaphore>,
@@ -71,7 +70,6 @@ impl Server {
         let shared = Arc::new(Shared {
             permits: Arc::new(Semaphore::new(self.settings.max_connections)),
             builder: connection::builder(&self.settings),
-            settings: self.settings,
             gateway: self.gateway,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -90,7 +88,7 @@ impl Server {
         drop(self.listeners);
         shutdown.await;
         tracing::info!(
-            grace_ms = shared.settings.shutdown_grace.as_millis() as u64,
+            grace_ms = shared.gateway.state().config.server.shutdown_grace.as_millis() as u64,
             "shutting down: draining connections"
         );
         let _ = stop_tx.send(true);
@@ -156,14 +154,18 @@ async fn run_worker(
             _ = stop.changed() => break,
             next = conn_rx.recv() => {
                 let Some((stream, peer, permit)) = next else { break };
-                connection::spawn(stream, peer, permit, &shared.gateway, &shared.settings, &shared.builder, &graceful);
+                // Timeouts and head limits come from the live config, so a reload applies
+                // them to the next connection.
+                let settings = &shared.gateway.state().config.server;
+                connection::spawn(stream, peer, permit, &shared.gateway, settings, &shared.builder, &graceful);
             }
         }
     }
     for task in accept_tasks {
         let _ = task.await;
     }
-    tokio::time::timeout(shared.settings.shutdown_grace, graceful.shutdown())
+    let grace = shared.gateway.state().config.server.shutdown_grace;
+    tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_ok()
 }
