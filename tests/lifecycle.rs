@@ -285,6 +285,45 @@ fn a_slow_second_head_is_cut_off_at_the_header_read_timeout_from_its_first_byte(
     assert_eq!(up.requests(), 1);
 }
 
+/// A partial head pipelined behind a complete request, in the same write or while the
+/// first request is in flight, is cut at the header-read timeout once the first request's
+/// answer is sent, not at the much longer idle timeout.
+#[test]
+fn a_pipelined_stalled_partial_head_is_cut_at_the_header_read_timeout() {
+    let up = TestUpstream::start(handler::fixed(200, "ok"));
+    let gateway = gateway(
+        "header-read-timeout = \"300ms\"\nidle-timeout = \"20s\"",
+        &up,
+    );
+    for split in [false, true] {
+        let mut stream = raw_connect(gateway.addr());
+        let first = b"GET /a HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+        let partial = b"GET /slow HTTP/1.1\r\nHost: gw";
+        if split {
+            stream.write_all(first).expect("first request");
+            std::thread::sleep(Duration::from_millis(20));
+            stream.write_all(partial).expect("partial second head");
+        } else {
+            stream
+                .write_all(&[&first[..], &partial[..]].concat())
+                .expect("one write: a request and half of the next");
+        }
+        assert_eq!(
+            RawResponse::read_from(&mut stream)
+                .expect("an answer")
+                .status,
+            200
+        );
+        let closed = time_until_closed(&mut stream, Duration::from_secs(10))
+            .expect("the gateway closes the connection");
+        eprintln!("pipelined partial head (split: {split}): closed after {closed:?}");
+        assert!(
+            closed < Duration::from_secs(5),
+            "at the header-read timeout, long before the idle timeout: {closed:?}"
+        );
+    }
+}
+
 /// An HTTP/2 connection's frames between requests (window updates, pings) are not request
 /// heads: past the first request only the idle timeout applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

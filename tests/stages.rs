@@ -933,7 +933,10 @@ async fn an_exhausted_instance_pool_answers_503_promptly() {
     }
     let (reply, loop_done) = refused.expect("a healthy request was refused while the loop ran");
     gateway_error(&reply, 503, "overloaded");
-    assert!(!loop_done, "the refusal did not wait for the slot to free up");
+    assert!(
+        !loop_done,
+        "the refusal did not wait for the slot to free up"
+    );
     gateway_error(
         &looping.await.expect("the loop request"),
         504,

@@ -9,7 +9,6 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
-use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
@@ -206,7 +205,12 @@ impl Gateway {
     }
 
     /// Serves one request from `client_ip`. Never fails: every error becomes a JSON response.
-    pub async fn handle(&self, request: Request<Incoming>, client_ip: &str) -> Response<Body> {
+    /// The body may be any body (hyper's, or one a test builds in the same process).
+    pub async fn handle<B>(&self, request: Request<B>, client_ip: &str) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let state = self.state.load_full();
         let started = Instant::now();
         let request_id = request

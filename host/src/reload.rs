@@ -475,7 +475,10 @@ pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
         ),
         ("admin.listen", a.admin != b.admin),
         ("plugins.dir", a.plugins.dir != b.plugins.dir),
-        ("plugins.cache-dir", a.plugins.cache_dir != b.plugins.cache_dir),
+        (
+            "plugins.cache-dir",
+            a.plugins.cache_dir != b.plugins.cache_dir,
+        ),
         ("plugins.watch", a.plugins.watch != b.plugins.watch),
         (
             "plugins.max-instances",

@@ -252,3 +252,75 @@ fn strip_port(host: &str) -> &str {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use proptest::prelude::*;
+
+    const ROUTES: &str = r#"
+[upstreams.a]
+targets = ["127.0.0.1:1"]
+[[routes]]
+name = "users"
+path = "/users/{id}"
+methods = ["GET"]
+upstream = "a"
+[[routes]]
+name = "files"
+prefix = "/files"
+upstream = "a"
+[[routes]]
+name = "api"
+hosts = ["*.example.com"]
+prefix = "/"
+upstream = "a"
+[[routes]]
+name = "root"
+path = "/"
+upstream = "a"
+"#;
+
+    fn config() -> Config {
+        Config::parse(std::path::Path::new("routes.toml"), ROUTES).expect("a valid config")
+    }
+
+    proptest! {
+        /// Any host, method and path either matches a route whose pattern covers the path,
+        /// or does not match; lookups never panic.
+        #[test]
+        fn lookups_match_only_covering_routes(
+            host in proptest::option::of("[a-z.]{0,20}(:[0-9]{1,5})?"),
+            method in prop_oneof![Just(Method::GET), Just(Method::POST), Just(Method::HEAD)],
+            path in "/[a-z/{}%.*]{0,24}",
+        ) {
+            let config = config();
+            let router = Router::new(&config.routes).expect("no conflicts");
+            if let RouteMatch::Found { route, params } = router.lookup(&config.routes, host.as_deref(), &method, &path) {
+                match config.routes[route].name.as_str() {
+                    "users" => {
+                        prop_assert!(path.starts_with("/users/"));
+                        prop_assert_eq!(params.len(), 1);
+                    }
+                    "files" => prop_assert!(path == "/files" || path.starts_with("/files/")),
+                    "root" => prop_assert_eq!(path.as_str(), "/"),
+                    "api" => prop_assert!(host.is_some_and(|h| h.contains(".example.com"))),
+                    other => prop_assert!(false, "unknown route {}", other),
+                }
+            }
+        }
+
+        /// Config text, valid or damaged, parses or fails with diagnostics; never panics.
+        #[test]
+        fn damaged_configs_are_diagnosed_not_fatal(
+            cut in 0..ROUTES.len(),
+            junk in "\\PC{0,12}",
+        ) {
+            let mut text = ROUTES.to_string();
+            let at = (0..=cut).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            text.insert_str(at, &junk);
+            let _ = Config::parse(std::path::Path::new("damaged.toml"), &text);
+        }
+    }
+}

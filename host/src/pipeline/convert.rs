@@ -92,3 +92,63 @@ pub fn status_from_wit(status: u16) -> Result<StatusCode, InvalidOutput> {
         _ => Err(InvalidOutput(format!("invalid status {status}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: OutputLimits = OutputLimits {
+        header_fields: 100,
+        header_bytes: 16 << 10,
+        aggregate_calls: 32,
+        aggregate_bytes: 16 << 20,
+        aggregate_bytes_total: 256 << 20,
+    };
+
+    fn field() -> impl Strategy<Value = (String, Vec<u8>)> {
+        let name = prop_oneof![
+            Just("content-length".to_string()),
+            Just("transfer-encoding".to_string()),
+            Just("connection".to_string()),
+            Just("upgrade".to_string()),
+            "[a-z-]{1,12}",
+            "\\PC{0,8}",
+        ];
+        let value = proptest::collection::vec(any::<u8>(), 0..24);
+        (name, value)
+    }
+
+    proptest! {
+        /// Any header list a plugin returns converts to a bounded map without the fields
+        /// the host owns, or fails the stage; it never panics.
+        #[test]
+        fn plugin_headers_convert_or_fail(fields in proptest::collection::vec(field(), 0..160)) {
+            match headers_from_wit(&fields, &LIMITS) {
+                Ok(headers) => {
+                    prop_assert!(fields.len() <= LIMITS.header_fields);
+                    prop_assert!(headers.len() <= fields.len());
+                    for owned in ["content-length", "transfer-encoding", "connection", "upgrade"] {
+                        prop_assert!(!headers.contains_key(owned));
+                    }
+                }
+                Err(InvalidOutput(message)) => prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn statuses_methods_and_paths_convert_or_fail(
+            status in any::<u16>(),
+            method in "\\PC{0,12}",
+            uri in "\\PC{0,40}",
+        ) {
+            if let Ok(code) = status_from_wit(status) {
+                prop_assert!((200..=599).contains(&code.as_u16()));
+            }
+            let _ = method_from_wit(&method);
+            if let Ok(path) = path_from_wit(&uri) {
+                prop_assert!(path.as_str().starts_with('/'));
+            }
+        }
+    }
+}

@@ -41,10 +41,22 @@ pub(super) fn spawn(
     let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone()));
     let gateway = gateway.clone();
     let client_ip: Arc<str> = peer.ip().to_string().into();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         let client_ip = client_ip.clone();
         let guard = InFlight::enter(&activity, request.version());
+        let request = request.map(|body| {
+            if http_body::Body::is_end_stream(&body) {
+                activity.body_done.store(true, Ordering::Release);
+            } else {
+                // Bytes after this head, read with it, were its body, not another head.
+                activity.partial_head.store(false, Ordering::Release);
+            }
+            RequestBody {
+                inner: body,
+                activity: activity.clone(),
+            }
+        });
         async move {
             let response = gateway.handle(request, &client_ip).await;
             Ok::<_, std::convert::Infallible>(response.map(|inner| {
@@ -82,10 +94,19 @@ pub(super) fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(backstop as u32)
+        // HTTP/2 peers learn this limit from SETTINGS; below it, the gateway's own check
+        // answers over-limit requests with JSON 431s.
+        .max_header_list_size(h2_backstop(settings.max_header_bytes))
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
+}
+
+/// The HTTP/2 header list size advertised to clients: room for 4× the gateway's limit
+/// (64 KiB at least), so over-limit requests reach the gateway's JSON 431 instead of h2's
+/// bare one.
+fn h2_backstop(max_header_bytes: usize) -> u32 {
+    u32::try_from((max_header_bytes * 4).max(64 << 10)).unwrap_or(u32::MAX)
 }
 
 /// A client connection that enforces the server's two connection timeouts by failing its
@@ -115,6 +136,7 @@ struct TimedStream {
     /// When the head being read began (the accept, for the first request), and the
     /// request count then: the head is complete once the count moves.
     head: Option<(Instant, u64)>,
+
     activity: Arc<Activity>,
     /// For the JSON answer that replaces hyper's own answer to a refused head.
     max_header_bytes: usize,
@@ -132,6 +154,12 @@ struct Activity {
     quiet_since_ms: AtomicU64,
     /// Whether the connection speaks HTTP/2 (known from its first request).
     http2: AtomicBool,
+    /// Whether the request in flight has been read to its end: bytes that arrive after
+    /// that are the next (pipelined) request's head.
+    body_done: AtomicBool,
+    /// Whether the last bytes read (between requests, or after the request in flight was
+    /// read whole) ended inside a head: part of a pipelined request waits in hyper.
+    partial_head: AtomicBool,
 }
 
 impl Activity {
@@ -142,6 +170,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             quiet_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            body_done: AtomicBool::new(false),
+            partial_head: AtomicBool::new(false),
         }
     }
 }
@@ -204,15 +234,23 @@ impl TimedStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Notes the start of a request head when bytes arrive between requests.
-    fn received(&mut self) {
+    /// Notes the start of a request head when bytes arrive between requests, and whether
+    /// the bytes read end inside a head that hyper keeps for later (a pipelined request):
+    /// heads end with an empty line, so a read of heads that does not leaves part of the
+    /// next one waiting.
+    fn received(&mut self, read: &[u8]) {
         let activity = &self.activity;
-        if self.head_began().is_none()
-            && activity.in_flight.load(Ordering::Acquire) == 0
-            && !activity.http2.load(Ordering::Relaxed)
-        {
-            let requests = activity.requests.load(Ordering::Acquire);
+        if activity.http2.load(Ordering::Relaxed) {
+            return;
+        }
+        let requests = activity.requests.load(Ordering::Acquire);
+        let idle = activity.in_flight.load(Ordering::Acquire) == 0;
+        if self.head_began().is_none() && idle {
             self.head = Some((Instant::now(), requests));
+        }
+        if idle || activity.body_done.load(Ordering::Acquire) {
+            let partial = !read.ends_with(b"\r\n\r\n");
+            activity.partial_head.store(partial, Ordering::Release);
         }
     }
 
@@ -226,9 +264,16 @@ impl TimedStream {
         if self.activity.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let quiet_since =
-            Duration::from_millis(self.activity.quiet_since_ms.load(Ordering::Acquire));
-        Some(self.activity.started + quiet_since + self.idle_timeout)
+        let quiet_since = self.activity.started
+            + Duration::from_millis(self.activity.quiet_since_ms.load(Ordering::Acquire));
+        if self.activity.partial_head.load(Ordering::Acquire)
+            && !self.activity.http2.load(Ordering::Relaxed)
+        {
+            // Part of the next head came with (or during) the last request: it has had
+            // since that request ended to arrive whole.
+            return Some(quiet_since + self.header_read_timeout);
+        }
+        Some(quiet_since + self.idle_timeout)
     }
 }
 
@@ -239,10 +284,12 @@ impl AsyncRead for TimedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                if !buf.filled().is_empty() {
-                    this.received();
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    this.received(read);
                 }
                 Poll::Ready(result)
             }
@@ -273,6 +320,7 @@ impl InFlight {
         if version == Version::HTTP_2 {
             activity.http2.store(true, Ordering::Relaxed);
         }
+        activity.body_done.store(false, Ordering::Release);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         activity.requests.fetch_add(1, Ordering::AcqRel);
         Self(activity.clone())
@@ -305,6 +353,40 @@ impl http_body::Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that notes on its connection when it has been read to its end.
+    struct RequestBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        activity: Arc<Activity>,
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.activity.body_done.store(true, Ordering::Release);
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -88,7 +88,13 @@ impl Server {
         drop(self.listeners);
         shutdown.await;
         tracing::info!(
-            grace_ms = shared.gateway.state().config.server.shutdown_grace.as_millis() as u64,
+            grace_ms = shared
+                .gateway
+                .state()
+                .config
+                .server
+                .shutdown_grace
+                .as_millis() as u64,
             "shutting down: draining connections"
         );
         let _ = stop_tx.send(true);
