@@ -562,7 +562,9 @@ stages = [{{ plugin = "tagged" }}]
             .map(|p| p["last_error"].as_str().unwrap_or_default().to_string())
             .unwrap_or_default()
     };
-    let replacements: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    /// What replaces the plugin, how, and the reason the gateway must give.
+    type Replacement = (&'static str, Box<dyn Fn(&Path)>, &'static str);
+    let replacements: Vec<Replacement> = vec![
         (
             "16 MiB of NUL bytes",
             Box::new(|p: &Path| std::fs::write(p, vec![0u8; 16 << 20]).expect("write")),

@@ -73,9 +73,6 @@ mod tests {
         let cut = bounded(&text, 101);
         assert!(cut.starts_with(&"é".repeat(50)));
         assert!(cut.ends_with("(1900 more bytes)"), "{cut}");
-        assert_eq!(
-            untrusted(&"\0".repeat(16 << 20)).len() < 8 * MAX_ERROR_TEXT,
-            true
-        );
+        assert!(untrusted(&"\0".repeat(16 << 20)).len() < 8 * MAX_ERROR_TEXT);
     }
 }
