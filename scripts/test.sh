@@ -14,6 +14,14 @@ rustup target add wasm32-wasip2 >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 host_target=$(rustc -vV | sed -n 's/^host: //p')
 
+echo "== test peers (Debian packages)"
+# nginx is the reference the path-normalization test compares the gateway with.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nginx-light >/dev/null
+fi
+
 echo "== format"
 cargo fmt --all --check
 cargo fmt --manifest-path plugins/Cargo.toml --all --check
