@@ -15,8 +15,13 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate::config::{ReusePolicy, StageLimits};
+use wasmgate::pipeline::auth::AuthWorld;
+use wasmgate::pipeline::rate_limit::RateLimitWorld;
+use wasmgate::pipeline::transform::TransformWorld;
 use wasmgate::runtime::bindings::types::{Context, Request, Response};
-use wasmgate::runtime::{Call, InstancePool, MemoryCounters, Plugin, Runtime, RuntimeSettings};
+use wasmgate::runtime::{
+    Call, InstancePool, MemoryCounters, Plugin, PluginPre, Runtime, RuntimeSettings, World,
+};
 
 /// A runtime sized like a small gateway, without the on-disk cache.
 fn runtime() -> Runtime {
@@ -59,19 +64,21 @@ fn context() -> Context {
     }
 }
 
-/// One stage's fixed inputs.
-struct Stage {
+/// One stage's fixed inputs, for a plugin of world `W`.
+struct Stage<W: World> {
     plugin: Arc<Plugin>,
+    pre: W::Pre,
     route: Arc<str>,
     config: Arc<str>,
     limits: StageLimits,
-    pool: Option<InstancePool>,
+    pool: Option<InstancePool<W::Instance>>,
 }
 
-impl Stage {
-    fn new(plugin: Arc<Plugin>, config: &str) -> Self {
+impl<W: World> Stage<W> {
+    fn new(plugin: Arc<Plugin>, pre: W::Pre, config: &str) -> Self {
         Self {
             plugin,
+            pre,
             route: "bench".into(),
             config: config.into(),
             limits: StageLimits::default(),
@@ -80,7 +87,7 @@ impl Stage {
     }
 
     /// The same stage with instance reuse (`limits.reuse`) at its defaults.
-    fn reusing(plugin: Arc<Plugin>, config: &str) -> Self {
+    fn reusing(plugin: Arc<Plugin>, pre: W::Pre, config: &str) -> Self {
         let policy = ReusePolicy {
             max_calls: 1000,
             max_memory: None,
@@ -94,13 +101,14 @@ impl Stage {
         Self {
             limits,
             pool: Some(InstancePool::new(policy)),
-            ..Self::new(plugin, config)
+            ..Self::new(plugin, pre, config)
         }
     }
 
-    fn call(&self) -> Call<'_> {
+    fn call(&self) -> Call<'_, W> {
         Call {
             plugin: &self.plugin,
+            pre: &self.pre,
             route: &self.route,
             config_json: &self.config,
             limits: self.limits,
@@ -116,24 +124,39 @@ fn stages(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let runtime = runtime();
-    let transform = Stage::new(
-        load(&runtime, "fx-transform", wasmgate_fixtures::FX_TRANSFORM),
+    let transform_plugin = load(&runtime, "fx-transform", wasmgate_fixtures::FX_TRANSFORM);
+    let PluginPre::Transform(transform_pre) = &transform_plugin.pre else {
+        panic!("fx-transform is a transform");
+    };
+    let transform = Stage::<TransformWorld>::new(
+        transform_plugin.clone(),
+        transform_pre.clone(),
         r#"{"tag":"bench"}"#,
     );
-    let auth = Stage::new(
-        load(
-            &runtime,
-            "fx-auth-header",
-            wasmgate_fixtures::FX_AUTH_HEADER,
-        ),
-        "{}",
+    let auth_plugin = load(
+        &runtime,
+        "fx-auth-header",
+        wasmgate_fixtures::FX_AUTH_HEADER,
     );
+    let PluginPre::Auth(auth_pre) = &auth_plugin.pre else {
+        panic!("fx-auth-header is an auth plugin");
+    };
+    let auth = Stage::<AuthWorld>::new(auth_plugin.clone(), auth_pre.clone(), "{}");
     // A limit that is never reached, so every call takes the "allowed" path.
-    let ratelimit = Stage::new(
-        load(&runtime, "fx-ratelimit", wasmgate_fixtures::FX_RATELIMIT),
+    let ratelimit_plugin = load(&runtime, "fx-ratelimit", wasmgate_fixtures::FX_RATELIMIT);
+    let PluginPre::RateLimit(ratelimit_pre) = &ratelimit_plugin.pre else {
+        panic!("fx-ratelimit is a rate-limit plugin");
+    };
+    let ratelimit = Stage::<RateLimitWorld>::new(
+        ratelimit_plugin.clone(),
+        ratelimit_pre.clone(),
         r#"{"limit":18446744073709551615,"window_ms":3600000}"#,
     );
-    let transform_reused = Stage::reusing(transform.plugin.clone(), r#"{"tag":"bench"}"#);
+    let transform_reused = Stage::<TransformWorld>::reusing(
+        transform_plugin.clone(),
+        transform_pre.clone(),
+        r#"{"tag":"bench"}"#,
+    );
     let (req, ctx) = (request(), context());
     let resp = Response {
         status: 200,
@@ -158,7 +181,9 @@ fn stages(c: &mut Criterion) {
     group.bench_function("transform_on_request", |b| {
         b.to_async(&rt).iter(|| async {
             let (answer, vars) = runtime
-                .on_request(transform.call(), &req, &ctx)
+                .run(transform.call(), async |store, i| {
+                    i.call_on_request(store, &req, &ctx).await
+                })
                 .await
                 .expect("on-request runs");
             assert!(answer.is_ok());
@@ -170,7 +195,9 @@ fn stages(c: &mut Criterion) {
     group.bench_function("transform_on_request_reused", |b| {
         b.to_async(&rt).iter(|| async {
             let (answer, vars) = runtime
-                .on_request(transform_reused.call(), &req, &ctx)
+                .run(transform_reused.call(), async |store, i| {
+                    i.call_on_request(store, &req, &ctx).await
+                })
                 .await
                 .expect("on-request runs");
             assert!(answer.is_ok());
@@ -181,7 +208,9 @@ fn stages(c: &mut Criterion) {
     group.bench_function("transform_on_response", |b| {
         b.to_async(&rt).iter(|| async {
             let (answer, _) = runtime
-                .on_response(transform.call(), &resp, &ctx)
+                .run(transform.call(), async |store, i| {
+                    i.call_on_response(store, &resp, &ctx).await
+                })
                 .await
                 .expect("on-response runs");
             black_box(answer)
@@ -191,7 +220,9 @@ fn stages(c: &mut Criterion) {
     group.bench_function("auth_authenticate", |b| {
         b.to_async(&rt).iter(|| async {
             let (answer, _) = runtime
-                .authenticate(auth.call(), &req, &ctx)
+                .run(auth.call(), async |store, i| {
+                    i.call_authenticate(store, &req, &ctx).await
+                })
                 .await
                 .expect("authenticate runs");
             assert!(answer.is_ok());
@@ -202,7 +233,9 @@ fn stages(c: &mut Criterion) {
     group.bench_function("ratelimit_check", |b| {
         b.to_async(&rt).iter(|| async {
             let (answer, _) = runtime
-                .check_rate(ratelimit.call(), &req, &ctx)
+                .run(ratelimit.call(), async |store, i| {
+                    i.call_check(store, &req, &ctx).await
+                })
                 .await
                 .expect("check runs");
             assert!(answer.is_ok());

@@ -103,20 +103,28 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         .pipelines
         .iter()
         .flat_map(|pipeline| {
-            pipeline.stages.iter().filter_map(|stage| {
-                let pool = stage.pool.as_ref()?;
-                let (policy, stats) = (pool.policy(), pool.stats());
-                Some(json!({
-                    "route": &*pipeline.route,
-                    "stage": stage.index,
-                    "plugin": stage.config.plugin,
-                    "idle": pool.idle_count(),
-                    "reused_calls": stats.reused.load(Ordering::Relaxed),
-                    "recycled": stats.recycled.load(Ordering::Relaxed),
-                    "max_calls": policy.max_calls,
-                    "max_idle": policy.max_idle,
-                }))
-            })
+            let stages = pipeline.stages.iter().map(|stage| {
+                let info = stage.info();
+                (info.plugin, info.pool)
+            });
+            let terminal = std::iter::once((pipeline.terminal.plugin(), pipeline.terminal.pool()));
+            stages
+                .chain(terminal)
+                .enumerate()
+                .filter_map(move |(index, (plugin, pool))| {
+                    let pool = pool?;
+                    let (policy, stats) = (pool.policy(), pool.stats());
+                    Some(json!({
+                        "route": &*pipeline.route,
+                        "stage": index,
+                        "plugin": plugin,
+                        "idle": pool.idle_count(),
+                        "reused_calls": stats.reused.load(Ordering::Relaxed),
+                        "recycled": stats.recycled.load(Ordering::Relaxed),
+                        "max_calls": policy.max_calls,
+                        "max_idle": policy.max_idle,
+                    }))
+                })
         })
         .collect();
     json!({

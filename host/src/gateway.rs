@@ -1,27 +1,28 @@
 //! The request handler: route match, limits, the route's pipeline, the upstream, access log.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Version};
+use http::{Request, Response};
 use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
 use crate::body::{Body, boxed};
-use crate::config::{Config, PathMatch, RouteConfig, TemplatePart};
+use crate::config::{Config, RouteConfig};
 use crate::framing;
 use crate::normalize::{self, PathPolicy};
-use crate::pipeline::{Decision, Flow, Pipeline, RequestBody, ResolvedStage};
+use crate::pipeline::{
+    BuildProblem, Client, Flow, Pipeline, RequestBody, RequestParts, UpstreamMap,
+};
 use crate::plugins::PluginSet;
-use crate::proxy::{self, Forwarded, Outbound, Upstream};
+use crate::proxy::{self, Upstream};
 use crate::rescue::GatewayError;
 use crate::router::{RouteMatch, Router};
-use crate::runtime::{Call, InstancePool, PluginKind, Runtime};
+use crate::runtime::Runtime;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -38,7 +39,7 @@ pub struct LiveState {
     /// The route table.
     pub router: Router,
     /// Upstreams by name.
-    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub upstreams: UpstreamMap,
     /// One pipeline per route, in config order.
     pub pipelines: Vec<Pipeline>,
     /// The gateway-wide reserve of bytes that aggregate calls' responses draw from
@@ -46,103 +47,43 @@ pub struct LiveState {
     pub aggregate_reserve: Arc<Semaphore>,
 }
 
-/// A stage that cannot serve with the plugin it names.
+/// A route, stage or terminal that cannot serve as configured.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{location}: route `{route}` stage {stage} (`{plugin}`): {message}")]
+#[error("{location}: route `{route}`{}: {message}", describe_stage(*.stage, .plugin.as_deref()))]
 pub struct StageProblem {
-    /// Where the stage is written.
+    /// Where the stage (or route) is written.
     pub location: String,
     /// Route name.
     pub route: String,
-    /// Stage position (0-based).
-    pub stage: usize,
-    /// Plugin name.
-    pub plugin: String,
+    /// Stage position (0-based), if a stage is at fault.
+    pub stage: Option<usize>,
+    /// Plugin name, if one is involved.
+    pub plugin: Option<String>,
     /// What is wrong.
     pub message: String,
 }
 
+fn describe_stage(stage: Option<usize>, plugin: Option<&str>) -> String {
+    match (stage, plugin) {
+        (Some(stage), Some(plugin)) => format!(" stage {stage} (`{plugin}`)"),
+        (Some(stage), None) => format!(" stage {stage}"),
+        (None, Some(plugin)) => format!(" (`{plugin}`)"),
+        (None, None) => String::new(),
+    }
+}
+
 impl LiveState {
-    /// Builds a version from a checked config and a plugin set: resolves each stage's
-    /// plugin, checks stage kinds and runs every stage's `validate-config`. Upstream
-    /// connection pools of `previous` are reused where their settings did not change.
-    /// Stages whose plugin is missing are not problems: they answer 503 until it arrives.
+    /// Builds a version from a checked config and a plugin set: resolves each route's
+    /// stages and terminal and runs every stage's `validate-config`. Upstream connection
+    /// pools of `previous` are reused where their settings did not change. Stages whose
+    /// plugin is missing are not problems: they answer 503 until it arrives.
     pub async fn build(
         config: Arc<Config>,
         plugins: Arc<PluginSet>,
         runtime: &Runtime,
         previous: Option<&LiveState>,
     ) -> Result<Self, Vec<StageProblem>> {
-        let mut problems = Vec::new();
-        let mut pipelines = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            let route_name: Arc<str> = route.name.as_str().into();
-            let mut stages = Vec::with_capacity(route.stages.len());
-            for (index, stage) in route.stages.iter().enumerate() {
-                let plugin = plugins.loaded.get(&stage.plugin).cloned();
-                let problem = |message: String| StageProblem {
-                    location: stage.location.clone(),
-                    route: route.name.clone(),
-                    stage: index,
-                    plugin: stage.plugin.clone(),
-                    message,
-                };
-                if let Some(plugin) = &plugin {
-                    let last = index + 1 == route.stages.len();
-                    if plugin.kind == PluginKind::Aggregate && !last {
-                        problems.push(problem(
-                            "an aggregate stage must be the route's last stage".into(),
-                        ));
-                    }
-                    if plugin.kind == PluginKind::Aggregate && route.upstream.is_some() {
-                        problems.push(problem("a route with an aggregate stage answers from it; remove the route's `upstream`".into()));
-                    }
-                    if plugin.kind != PluginKind::Aggregate && last && route.upstream.is_none() {
-                        problems.push(problem(format!("the route has no `upstream`, so its last stage must be an aggregate plugin, not {}", plugin.kind)));
-                    }
-                    let call = Call {
-                        plugin,
-                        route: &route_name,
-                        config_json: &stage.config_json,
-                        limits: stage.limits,
-                        vars: Vec::new(),
-                        pool: None,
-                    };
-                    match runtime.validate_config(call).await {
-                        Ok((Ok(()), _)) => {}
-                        Ok((Err(message), _)) => problems.push(problem(format!(
-                            "invalid config: {}",
-                            crate::text::untrusted(&message)
-                        ))),
-                        Err(error) => {
-                            problems.push(problem(format!("validate-config failed: {error}")))
-                        }
-                    }
-                }
-                let pool = plugin
-                    .as_ref()
-                    .and(stage.limits.reuse)
-                    .map(InstancePool::new);
-                stages.push(ResolvedStage {
-                    index,
-                    config: stage.clone(),
-                    plugin,
-                    pool,
-                });
-            }
-            pipelines.push(Pipeline {
-                route: route_name,
-                stages,
-            });
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let router = Router::new(&config.routes).unwrap_or_else(|conflicts| {
-            tracing::error!(?conflicts, "route conflicts in a checked config");
-            Router::default()
-        });
-        let upstreams = config
+        let upstreams: UpstreamMap = config
             .upstreams
             .iter()
             .map(|(name, settings)| {
@@ -156,6 +97,48 @@ impl LiveState {
                 )
             })
             .collect();
+        let mut problems = Vec::new();
+        let mut pipelines = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let built = match Pipeline::build(route, &plugins.loaded, &upstreams) {
+                Ok(pipeline) => {
+                    let invalid = pipeline.validate(runtime).await;
+                    if invalid.is_empty() {
+                        Ok(pipeline)
+                    } else {
+                        Err(invalid)
+                    }
+                }
+                Err(invalid) => Err(invalid),
+            };
+            match built {
+                Ok(pipeline) => pipelines.push(pipeline),
+                Err(invalid) => problems.extend(
+                    invalid
+                        .into_iter()
+                        .map(|problem| StageProblem::new(route, problem)),
+                ),
+            }
+        }
+        let router = match Router::new(&config.routes) {
+            Ok(router) => router,
+            Err(conflicts) => {
+                problems.extend(conflicts.into_iter().map(|conflict| StageProblem {
+                    location: config.file.display().to_string(),
+                    route: conflict.second,
+                    stage: None,
+                    plugin: None,
+                    message: format!(
+                        "conflicts with route `{}`: {}",
+                        conflict.first, conflict.reason
+                    ),
+                }));
+                return Err(problems);
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let total = config.plugins.output.aggregate_bytes_total;
         let aggregate_reserve = previous
             .filter(|p| p.config.plugins.output.aggregate_bytes_total == total)
@@ -171,6 +154,22 @@ impl LiveState {
             pipelines,
             aggregate_reserve,
         })
+    }
+}
+
+impl StageProblem {
+    fn new(route: &RouteConfig, problem: BuildProblem) -> Self {
+        let location = problem
+            .stage
+            .and_then(|i| route.stages.get(i))
+            .map_or_else(|| route.location.clone(), |s| s.location.clone());
+        Self {
+            location,
+            route: route.name.clone(),
+            stage: problem.stage,
+            plugin: problem.plugin,
+            message: problem.message,
+        }
     }
 }
 
@@ -296,7 +295,7 @@ async fn serve(
     let route = &config.routes[route_index];
     let pipeline = &state.pipelines[route_index];
     log.route(&route.name);
-    let (mut parts, mut body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     if let Some(limit) = route.max_body_bytes {
         let declared = parts
             .headers
@@ -308,61 +307,31 @@ async fn serve(
         }
         body = proxy::limit_body(body, limit);
     }
-    if pipeline.is_empty() {
-        let path_and_query = upstream_path(route, &parts.uri, &params)?;
-        return send_upstream(
-            state,
-            route,
-            parts,
-            body,
-            path_and_query,
-            host.as_deref(),
-            client_ip,
-            request_id,
-            log,
-        )
-        .await;
-    }
+    let client = Client {
+        ip: client_ip,
+        host: host.as_deref(),
+        request_id,
+        proto: "http",
+    };
     let mut flow = Flow::new(
         runtime,
-        state,
-        pipeline,
-        request_id,
-        client_ip.to_string(),
-        params.clone(),
+        route,
+        &pipeline.route,
+        &state.upstreams,
+        &config.plugins.output,
+        &state.aggregate_reserve,
+        client,
+        params,
     );
-    let mut body = RequestBody::Streaming(body);
-    if let Decision::Respond(response) = flow.request_phase(&mut parts, &mut body).await? {
-        return Ok(response);
-    }
-    let response = match pipeline.aggregate() {
-        Some(stage) => flow.aggregate(stage, &parts, body).await?,
-        None => {
-            let path_and_query = match flow.path_override.take() {
-                Some(path) => path,
-                None => upstream_path(route, &parts.uri, &params)?,
-            };
-            let sent = send_upstream(
-                state,
-                route,
-                parts,
-                body.into_body(),
-                path_and_query,
-                host.as_deref(),
-                client_ip,
-                request_id,
-                log,
-            )
-            .await;
-            match sent {
-                Ok(response) => response,
-                Err(error) => {
-                    return Ok(flow.with_response_headers(error.into_response(request_id)));
-                }
-            }
-        }
+    let request = RequestParts {
+        parts,
+        body: RequestBody::Streaming(body),
     };
-    flow.response_phase(response).await
+    let result = pipeline.run(&mut flow, request).await;
+    if let Some(upstream) = &flow.upstream_used {
+        log.upstream(upstream);
+    }
+    result
 }
 
 /// Replaces the request's path with its normal form (see [`normalize`]), which routing,
@@ -391,73 +360,6 @@ fn normalize_path(
     Ok(request)
 }
 
-/// Proxies the request to the route's upstream, with forwarding headers.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the pieces of one request, passed once"
-)]
-async fn send_upstream(
-    state: &LiveState,
-    route: &RouteConfig,
-    mut parts: http::request::Parts,
-    body: Body,
-    path_and_query: PathAndQuery,
-    host: Option<&str>,
-    client_ip: &str,
-    request_id: &str,
-    log: &mut AccessLog,
-) -> Result<Response<Body>, GatewayError> {
-    let Some(upstream_name) = &route.upstream else {
-        // A route without an upstream is answered by its last (aggregate) stage; when that
-        // plugin is not loaded there is nothing to answer with, fail-open or not.
-        let last = route.stages.len().saturating_sub(1);
-        return Err(GatewayError::PluginUnavailable {
-            plugin: route
-                .stages
-                .last()
-                .map_or_else(String::new, |s| s.plugin.clone()),
-            stage: last,
-        });
-    };
-    let upstream = &state.upstreams[upstream_name];
-    log.upstream(upstream_name);
-    let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
-    let via = if parts.version == Version::HTTP_2 {
-        "2 wasmgate"
-    } else {
-        proxy::VIA
-    };
-    proxy::strip_hop_by_hop(&mut parts.headers);
-    proxy::add_forwarding(
-        &mut parts.headers,
-        &Forwarded {
-            client_ip,
-            host,
-            proto: "http",
-            via,
-        },
-    );
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        parts.headers.insert(X_REQUEST_ID, value);
-    }
-    if route.preserve_host
-        && !parts.headers.contains_key(header::HOST)
-        && let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok())
-    {
-        parts.headers.insert(header::HOST, value);
-    }
-    let outbound = Outbound {
-        method: parts.method,
-        path_and_query,
-        headers: parts.headers,
-        body,
-        retryable,
-        preserve_host: route.preserve_host,
-        timeout: route.timeout.unwrap_or(upstream.config.timeout),
-    };
-    proxy::forward(upstream, outbound).await
-}
-
 /// The host the client asked for: the URI authority (HTTP/2, absolute form) or `Host`.
 fn request_host<B>(request: &Request<B>) -> Option<String> {
     request
@@ -482,55 +384,4 @@ fn request_head_size<B>(request: &Request<B>) -> usize {
     request.headers().iter().fold(line, |sum, (name, value)| {
         sum + name.as_str().len() + value.len() + 4
     })
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// The path and query the upstream receives, after `strip-prefix` or `rewrite`.
-fn upstream_path(
-    route: &RouteConfig,
-    uri: &http::Uri,
-    params: &[(String, String)],
-) -> Result<PathAndQuery, GatewayError> {
-    let path = uri.path();
-    let new_path = if let Some(template) = &route.rewrite {
-        let mut out = String::with_capacity(path.len());
-        for part in &template.parts {
-            match part {
-                TemplatePart::Literal(text) => out.push_str(text),
-                TemplatePart::Capture(name) => {
-                    if let Some((_, value)) = params.iter().find(|(k, _)| k == name) {
-                        out.push_str(value);
-                    }
-                }
-            }
-        }
-        if matches!(route.path, PathMatch::Prefix(_)) || out.is_empty() {
-            out = out.replace("//", "/");
-        }
-        if out.is_empty() { "/".to_string() } else { out }
-    } else if let Some(prefix) = &route.strip_prefix {
-        let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-        if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        }
-    } else {
-        return Ok(uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")));
-    };
-    let with_query = match uri.query() {
-        Some(query) => format!("{new_path}?{query}"),
-        None => new_path,
-    };
-    PathAndQuery::try_from(with_query)
-        .map_err(|e| GatewayError::BadRequest(format!("invalid rewritten path: {e}")))
 }

@@ -221,11 +221,14 @@ impl Reloader {
             Ok(state) => state,
             Err(problems) => {
                 // Put back the last good version of every plugin a stage refused.
-                let refused: BTreeSet<&str> = problems.iter().map(|p| p.plugin.as_str()).collect();
+                let refused: BTreeSet<&str> = problems
+                    .iter()
+                    .filter_map(|p| p.plugin.as_deref())
+                    .collect();
                 for name in refused {
                     let message: Vec<String> = problems
                         .iter()
-                        .filter(|p| p.plugin == name)
+                        .filter(|p| p.plugin.as_deref() == Some(name))
                         .map(ToString::to_string)
                         .collect();
                     tracing::error!(plugin = %name, problems = %message.join("; "), "plugin rejected by a stage's validate-config; the last good version keeps serving");

@@ -309,6 +309,19 @@ pub struct StageConfig {
     pub location: String,
 }
 
+/// A route's static answer (`respond`).
+#[derive(Debug, Clone)]
+pub struct RespondConfig {
+    /// Status code.
+    pub status: http::StatusCode,
+    /// Header fields.
+    pub headers: http::HeaderMap,
+    /// The body.
+    pub body: bytes::Bytes,
+    /// A redirect target built from the path captures.
+    pub location: Option<PathTemplate>,
+}
+
 /// `[[routes]]`, checked.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -320,8 +333,10 @@ pub struct RouteConfig {
     pub methods: Option<Vec<Method>>,
     /// The path match.
     pub path: PathMatch,
-    /// The upstream to proxy to; `None` when an aggregate stage answers.
+    /// The upstream to proxy to; `None` when `respond` or an aggregate stage answers.
     pub upstream: Option<String>,
+    /// A static answer instead of an upstream.
+    pub respond: Option<RespondConfig>,
     /// A literal prefix removed before proxying.
     pub strip_prefix: Option<String>,
     /// A new upstream path built from captures.
@@ -336,6 +351,52 @@ pub struct RouteConfig {
     pub stages: Vec<StageConfig>,
     /// Where the route is written (`file:line:column`).
     pub location: String,
+}
+
+impl RouteConfig {
+    /// The path and query the upstream receives: the request's, after `strip-prefix` or
+    /// `rewrite` (filled in from the path captures `params`).
+    pub fn upstream_path(
+        &self,
+        uri: &http::Uri,
+        params: &[(String, String)],
+    ) -> Result<http::uri::PathAndQuery, http::uri::InvalidUri> {
+        let path = uri.path();
+        let new_path = if let Some(template) = &self.rewrite {
+            let mut out = String::with_capacity(path.len());
+            for part in &template.parts {
+                match part {
+                    TemplatePart::Literal(text) => out.push_str(text),
+                    TemplatePart::Capture(name) => {
+                        if let Some((_, value)) = params.iter().find(|(k, _)| k == name) {
+                            out.push_str(value);
+                        }
+                    }
+                }
+            }
+            if matches!(self.path, PathMatch::Prefix(_)) || out.is_empty() {
+                out = out.replace("//", "/");
+            }
+            if out.is_empty() { "/".to_string() } else { out }
+        } else if let Some(prefix) = &self.strip_prefix {
+            let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+            if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            }
+        } else {
+            return Ok(uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        };
+        let with_query = match uri.query() {
+            Some(query) => format!("{new_path}?{query}"),
+            None => new_path,
+        };
+        http::uri::PathAndQuery::try_from(with_query)
+    }
 }
 
 impl Config {
@@ -856,13 +917,24 @@ impl Checker<'_, '_> {
                     ),
                 );
             }
-        } else if route.stages.is_empty() {
+        } else if route.stages.is_empty() && route.respond.is_none() {
             self.report.error(
                 spanned.span(),
                 key,
-                "a route needs an `upstream` (or an aggregate stage that answers it)",
+                "a route needs a terminal: `upstream`, `respond`, or an aggregate stage last in `stages`",
             );
         }
+        if let (Some(_), Some(respond)) = (&route.upstream, &route.respond) {
+            self.report.error(
+                respond.span(),
+                format!("{key}.respond"),
+                "set either `upstream` or `respond`, not both",
+            );
+        }
+        let respond = route
+            .respond
+            .as_ref()
+            .and_then(|respond| self.respond(&format!("{key}.respond"), respond, &captures));
         let strip_prefix = route.strip_prefix.as_ref().map(|strip| {
             let text = strip.get_ref().trim_end_matches('/').to_string();
             let literal = match &path {
@@ -925,6 +997,7 @@ impl Checker<'_, '_> {
             methods,
             path,
             upstream: route.upstream.as_ref().map(|u| u.get_ref().clone()),
+            respond,
             strip_prefix,
             rewrite,
             timeout: route.timeout.map(|d| d.0),
@@ -932,6 +1005,89 @@ impl Checker<'_, '_> {
             max_body_bytes: route.max_body_bytes.map(|b| b.0).or(server.max_body_bytes),
             stages,
             location: self.location(&route.name.span()),
+        })
+    }
+
+    fn respond(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<raw::RawRespond>,
+        captures: &[String],
+    ) -> Option<RespondConfig> {
+        let raw = spanned.get_ref();
+        let span = spanned.span();
+        let location = raw
+            .location
+            .as_ref()
+            .and_then(|text| match PathTemplate::parse(text) {
+                Ok(template) => {
+                    for capture in template.captures() {
+                        if !captures.iter().any(|c| c == capture) {
+                            self.report.error(
+                                span.clone(),
+                                format!("{key}.location"),
+                                format!("`{{{capture}}}` is not captured by the route's path"),
+                            );
+                        }
+                    }
+                    Some(template)
+                }
+                Err(message) => {
+                    self.report
+                        .error(span.clone(), format!("{key}.location"), message);
+                    None
+                }
+            });
+        let default_status = if location.is_some() { 302 } else { 200 };
+        let code = raw.status.unwrap_or(default_status);
+        let status = match http::StatusCode::from_u16(code) {
+            Ok(status) if location.is_some() && !status.is_redirection() => {
+                self.report.error(
+                    span.clone(),
+                    format!("{key}.status"),
+                    format!("a redirect (`location`) needs a 3xx status, not {code}"),
+                );
+                None
+            }
+            Ok(status) if (200..=599).contains(&code) => Some(status),
+            _ => {
+                self.report.error(
+                    span.clone(),
+                    format!("{key}.status"),
+                    format!("{code} is not a status a route can answer with (200 to 599)"),
+                );
+                None
+            }
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &raw.headers {
+            let field = (
+                http::header::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            );
+            match field {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => self.report.error(
+                    span.clone(),
+                    format!("{key}.headers"),
+                    format!("`{name}: {value}` is not a valid header field"),
+                ),
+            }
+        }
+        let body = raw.body.clone().unwrap_or_default();
+        if !body.is_empty() && !headers.contains_key(http::header::CONTENT_TYPE) {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        Some(RespondConfig {
+            status: status?,
+            headers,
+            body: body.into(),
+            location,
         })
     }
 

@@ -168,9 +168,26 @@ pub struct RawRoute {
     pub preserve_host: Option<bool>,
     /// Overrides `server.max-body-bytes` for this route.
     pub max_body_bytes: Option<ByteSize>,
+    /// A static answer (or redirect) instead of an upstream.
+    pub respond: Option<Spanned<RawRespond>>,
     /// The WASM stages, in order.
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
+}
+
+/// A route's `respond`: a static answer, or a redirect when `location` is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRespond {
+    /// Status code: 200 by default, 302 with `location`.
+    pub status: Option<u16>,
+    /// Response header fields.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The body.
+    pub body: Option<String>,
+    /// A redirect target, with `{param}` captures of the route's path filled in.
+    pub location: Option<String>,
 }
 
 /// One entry of a route's `stages`.

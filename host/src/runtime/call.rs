@@ -1,16 +1,16 @@
 //! One plugin call: a `Store` and instance with the stage's limits (fresh, or from the
 //! stage's reuse pool), the call itself, and the classification of what went wrong.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
-use super::bindings::types::{BackendCall, BackendResult, Context, Identity, Request, Response};
 use super::host::{CallerInfo, StageState};
-use super::plugin::{Plugin, PluginKind, PluginPre};
-use super::reuse::{Instance, InstancePool, Warm};
+use super::plugin::Plugin;
+use super::reuse::{InstancePool, Warm};
 use crate::config::StageLimits;
 
 /// Extra time past the deadline before the host gives up on a call that is blocked in a
@@ -38,20 +38,37 @@ pub enum StageError {
     /// No instance slot is free.
     #[error("no plugin instance slot is free")]
     Overloaded,
-    /// The plugin does not implement the world this stage needs.
-    #[error("plugin implements `{found}`, not `{expected}`")]
-    WrongKind {
-        /// The world the stage needs.
-        expected: &'static str,
-        /// The world the plugin implements.
-        found: &'static str,
-    },
+}
+
+/// A WIT world the host runs: how to instantiate its pre-linked component and how to run
+/// its `validate-config`. Each world's stage implements it for a marker type, so a call is
+/// typed from the stage down to the export: no world can be called on another's instance.
+pub trait World: Send + Sync + 'static {
+    /// The pre-instantiated component (`AuthPre<StageState>`, ...).
+    type Pre: Send + Sync + 'static;
+    /// An instance (`Auth`, ...).
+    type Instance: Send + Sync + 'static;
+
+    /// Instantiates the component in `store`.
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<StageState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a;
+
+    /// Runs the instance's `validate-config` export.
+    fn validate_config<'a>(
+        instance: &'a Self::Instance,
+        store: &'a mut Store<StageState>,
+        config: &'a str,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a;
 }
 
 /// Everything one call needs besides its arguments.
-pub struct Call<'a> {
-    /// The plugin.
-    pub plugin: &'a Arc<Plugin>,
+pub struct Call<'a, W: World> {
+    /// The plugin (name and log budget).
+    pub plugin: &'a Plugin,
+    /// Its pre-instantiated component.
+    pub pre: &'a W::Pre,
     /// The route it runs for (empty while validating config).
     pub route: &'a Arc<str>,
     /// The stage's config, as JSON.
@@ -61,7 +78,7 @@ pub struct Call<'a> {
     /// The request's variables before the call.
     pub vars: Vec<(String, String)>,
     /// The stage's instance pool when it reuses instances; `None` for a fresh instance.
-    pub pool: Option<&'a InstancePool>,
+    pub pool: Option<&'a InstancePool<W::Instance>>,
 }
 
 /// A call's answer and the request variables after it.
@@ -70,7 +87,11 @@ pub type Answer<T> = Result<(T, Vec<(String, String)>), StageError>;
 impl Runtime {
     /// A new store for a call, holding the request's variables: the stage's memory cap,
     /// fuel and deadline.
-    fn store(&self, call: &Call<'_>, vars: Vec<(String, String)>) -> Store<StageState> {
+    fn store<W: World>(
+        &self,
+        call: &Call<'_, W>,
+        vars: Vec<(String, String)>,
+    ) -> Store<StageState> {
         let caller = Arc::new(CallerInfo {
             plugin: call.plugin.name.as_str().into(),
             route: call.route.clone(),
@@ -94,18 +115,11 @@ impl Runtime {
 
     /// Runs one call: on an instance from the stage's pool, or on a fresh one. The instance
     /// goes back to the pool only after a call that succeeded within every limit.
-    async fn run<T>(
+    pub async fn run<W: World, T>(
         &self,
-        mut call: Call<'_>,
-        expected: Option<PluginKind>,
-        invoke: impl AsyncFnOnce(&mut Store<StageState>, &Instance) -> wasmtime::Result<T>,
+        mut call: Call<'_, W>,
+        invoke: impl AsyncFnOnce(&mut Store<StageState>, &W::Instance) -> wasmtime::Result<T>,
     ) -> Answer<T> {
-        if let Some(expected) = expected.filter(|kind| *kind != call.plugin.kind) {
-            return Err(StageError::WrongKind {
-                expected: expected.world(),
-                found: call.plugin.kind.world(),
-            });
-        }
         let limits = call.limits;
         let vars = std::mem::take(&mut call.vars);
         let (mut store, reused, calls) = match call.pool.and_then(InstancePool::take) {
@@ -120,7 +134,7 @@ impl Runtime {
         let outcome = guarded(limits.deadline, async {
             let instance = match reused {
                 Some(instance) => instance,
-                None => instantiate(&call.plugin.pre, &mut store).await?,
+                None => W::instantiate(call.pre, &mut store).await?,
             };
             let value = invoke(&mut store, &instance).await?;
             Ok((instance, value))
@@ -140,158 +154,15 @@ impl Runtime {
     }
 
     /// Runs `validate-config` for a stage config, always on a fresh instance.
-    pub async fn validate_config(&self, mut call: Call<'_>) -> Answer<Result<(), String>> {
+    pub async fn validate_config<W: World>(
+        &self,
+        mut call: Call<'_, W>,
+    ) -> Answer<Result<(), String>> {
         call.pool = None;
         let config = call.config_json.clone();
-        self.run(call, None, async |store, instance| match instance {
-            Instance::Auth(i) => {
-                let check = i.wasmgate_plugin_config_check();
-                check.call_validate_config(store, &config).await
-            }
-            Instance::RateLimit(i) => {
-                let check = i.wasmgate_plugin_config_check();
-                check.call_validate_config(store, &config).await
-            }
-            Instance::Transform(i) => {
-                let check = i.wasmgate_plugin_config_check();
-                check.call_validate_config(store, &config).await
-            }
-            Instance::Aggregate(i) => {
-                let check = i.wasmgate_plugin_config_check();
-                check.call_validate_config(store, &config).await
-            }
+        self.run(call, async |store, instance| {
+            W::validate_config(instance, store, &config).await
         })
-        .await
-    }
-
-    /// Runs an auth stage.
-    pub async fn authenticate(
-        &self,
-        call: Call<'_>,
-        req: &Request,
-        ctx: &Context,
-    ) -> Answer<Result<Identity, Response>> {
-        self.run(call, Some(PluginKind::Auth), async |store, instance| {
-            let Instance::Auth(i) = instance else {
-                return Err(mismatch());
-            };
-            i.call_authenticate(store, req, ctx).await
-        })
-        .await
-    }
-
-    /// Runs a rate-limit stage.
-    pub async fn check_rate(
-        &self,
-        call: Call<'_>,
-        req: &Request,
-        ctx: &Context,
-    ) -> Answer<Result<Vec<(String, Vec<u8>)>, Response>> {
-        self.run(
-            call,
-            Some(PluginKind::RateLimit),
-            async |store, instance| {
-                let Instance::RateLimit(i) = instance else {
-                    return Err(mismatch());
-                };
-                i.call_check(store, req, ctx).await
-            },
-        )
-        .await
-    }
-
-    /// Runs a transform stage's `on-request`.
-    pub async fn on_request(
-        &self,
-        call: Call<'_>,
-        req: &Request,
-        ctx: &Context,
-    ) -> Answer<Result<Request, Response>> {
-        self.run(
-            call,
-            Some(PluginKind::Transform),
-            async |store, instance| {
-                let Instance::Transform(i) = instance else {
-                    return Err(mismatch());
-                };
-                i.call_on_request(store, req, ctx).await
-            },
-        )
-        .await
-    }
-
-    /// Runs a transform stage's `on-response`.
-    pub async fn on_response(
-        &self,
-        call: Call<'_>,
-        resp: &Response,
-        ctx: &Context,
-    ) -> Answer<Response> {
-        self.run(
-            call,
-            Some(PluginKind::Transform),
-            async |store, instance| {
-                let Instance::Transform(i) = instance else {
-                    return Err(mismatch());
-                };
-                i.call_on_response(store, resp, ctx).await
-            },
-        )
-        .await
-    }
-
-    /// Runs an aggregate stage's `plan`, refusing plans longer than `max_calls`.
-    ///
-    /// The plan is lifted whole before its length can be checked: wasmtime runs the
-    /// guest's post-return (which frees the list) right after lifting a result, so a
-    /// lazily read list is not an option. The lift is bounded by the guest's own memory
-    /// cap: the host copy of a plan is a small multiple of the guest memory it occupied.
-    pub async fn plan(
-        &self,
-        call: Call<'_>,
-        req: &Request,
-        ctx: &Context,
-        max_calls: usize,
-    ) -> Answer<Vec<BackendCall>> {
-        let (calls, vars) = self
-            .run(
-                call,
-                Some(PluginKind::Aggregate),
-                async |store, instance| {
-                    let Instance::Aggregate(i) = instance else {
-                        return Err(mismatch());
-                    };
-                    i.call_plan(store, req, ctx).await
-                },
-            )
-            .await?;
-        if calls.len() > max_calls {
-            return Err(StageError::InvalidOutput(format!(
-                "planned {} calls, over the limit of {max_calls}",
-                calls.len()
-            )));
-        }
-        Ok((calls, vars))
-    }
-
-    /// Runs an aggregate stage's `merge`.
-    pub async fn merge(
-        &self,
-        call: Call<'_>,
-        req: &Request,
-        ctx: &Context,
-        results: &[BackendResult],
-    ) -> Answer<Response> {
-        self.run(
-            call,
-            Some(PluginKind::Aggregate),
-            async |store, instance| {
-                let Instance::Aggregate(i) = instance else {
-                    return Err(mismatch());
-                };
-                i.call_merge(store, req, ctx, results).await
-            },
-        )
         .await
     }
 }
@@ -308,21 +179,6 @@ fn arm(store: &mut Store<StageState>, limits: StageLimits) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
-}
-
-/// Instantiates the plugin's world in a store.
-async fn instantiate(pre: &PluginPre, store: &mut Store<StageState>) -> wasmtime::Result<Instance> {
-    Ok(match pre {
-        PluginPre::Auth(pre) => Instance::Auth(pre.instantiate_async(store).await?),
-        PluginPre::RateLimit(pre) => Instance::RateLimit(pre.instantiate_async(store).await?),
-        PluginPre::Transform(pre) => Instance::Transform(pre.instantiate_async(store).await?),
-        PluginPre::Aggregate(pre) => Instance::Aggregate(pre.instantiate_async(store).await?),
-    })
-}
-
-/// The instance is not of the plugin's kind; `run` checks the kind first, so this is a bug.
-fn mismatch() -> wasmtime::Error {
-    wasmtime::Error::msg("instance does not match the plugin's world")
 }
 
 /// Result of a guarded call: `None` when the host-side timeout fired.

@@ -20,12 +20,13 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::CacheError;
-pub use call::{Call, StageError};
+pub use call::{Answer, Call, StageError, World};
 pub use counters::{Counters, MemoryCounters};
-pub use plugin::{Plugin, PluginError, PluginKind};
-pub use reuse::InstancePool;
+pub use host::StageState;
+pub use plugin::{Plugin, PluginError, PluginKind, PluginPre};
+pub use reuse::{InstancePool, PoolStats, PoolStatus};
 
-use host::{LogBudget, StageState};
+use host::LogBudget;
 
 /// How often the epoch advances; deadlines are checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);

@@ -118,7 +118,7 @@ pub struct Plugin {
     pub loaded_at: SystemTime,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
-    pub(crate) pre: PluginPre,
+    pub pre: PluginPre,
     pub(crate) log_budget: Arc<LogBudget>,
 }
 
@@ -133,7 +133,7 @@ impl std::fmt::Debug for Plugin {
 }
 
 /// The pre-instantiated component, typed by world.
-pub(crate) enum PluginPre {
+pub enum PluginPre {
     Auth(AuthPre<StageState>),
     RateLimit(RateLimitPre<StageState>),
     Transform(TransformPre<StageState>),

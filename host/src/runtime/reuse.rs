@@ -13,29 +13,20 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
-use super::bindings::{Aggregate, Auth, RateLimit, Transform};
 use super::host::StageState;
 use crate::config::ReusePolicy;
 
-/// An instance of one of the four worlds.
-pub(crate) enum Instance {
-    Auth(Auth),
-    RateLimit(RateLimit),
-    Transform(Transform),
-    Aggregate(Aggregate),
-}
-
-/// An instance with its store, between calls.
-pub(crate) struct Warm {
+/// An instance (of world type `I`, such as `Auth`) with its store, between calls.
+pub(crate) struct Warm<I> {
     pub(crate) store: Store<StageState>,
-    pub(crate) instance: Instance,
+    pub(crate) instance: I,
     /// Calls this instance has served.
     pub(crate) calls: u32,
     idle_since: Instant,
 }
 
-impl Warm {
-    pub(crate) fn new(store: Store<StageState>, instance: Instance, calls: u32) -> Self {
+impl<I> Warm<I> {
+    pub(crate) fn new(store: Store<StageState>, instance: I, calls: u32) -> Self {
         Self {
             store,
             instance,
@@ -45,11 +36,35 @@ impl Warm {
     }
 }
 
-/// One stage's idle instances and its recycle policy.
-pub struct InstancePool {
+/// One stage's idle instances (of world type `I`) and its recycle policy.
+pub struct InstancePool<I> {
     policy: ReusePolicy,
-    idle: Mutex<Vec<Warm>>,
+    idle: Mutex<Vec<Warm<I>>>,
     stats: PoolStats,
+}
+
+/// What the admin API shows of a pool, whatever its world.
+pub trait PoolStatus: Send + Sync {
+    /// The recycle policy.
+    fn policy(&self) -> &ReusePolicy;
+    /// Counters of reuse and recycling.
+    fn stats(&self) -> &PoolStats;
+    /// Instances idle in the pool now.
+    fn idle_count(&self) -> usize;
+}
+
+impl<I: Send> PoolStatus for InstancePool<I> {
+    fn policy(&self) -> &ReusePolicy {
+        &self.policy
+    }
+
+    fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    fn idle_count(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
 }
 
 /// What a pool has done, for the admin API.
@@ -61,7 +76,7 @@ pub struct PoolStats {
     pub recycled: AtomicU64,
 }
 
-impl InstancePool {
+impl<I> InstancePool<I> {
     /// An empty pool with this policy.
     pub fn new(policy: ReusePolicy) -> Self {
         Self {
@@ -71,23 +86,8 @@ impl InstancePool {
         }
     }
 
-    /// The recycle policy.
-    pub fn policy(&self) -> &ReusePolicy {
-        &self.policy
-    }
-
-    /// Counters of reuse and recycling.
-    pub fn stats(&self) -> &PoolStats {
-        &self.stats
-    }
-
-    /// Instances idle in the pool now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map_or(0, |idle| idle.len())
-    }
-
     /// The most recently used idle instance that has not idled past the timeout.
-    pub(crate) fn take(&self) -> Option<Warm> {
+    pub(crate) fn take(&self) -> Option<Warm<I>> {
         let (warm, expired) = {
             let Ok(mut idle) = self.idle.lock() else {
                 return None;
@@ -98,7 +98,7 @@ impl InstancePool {
                 .iter()
                 .position(|w| w.idle_since.elapsed() < timeout)
                 .unwrap_or(idle.len());
-            let expired: Vec<Warm> = idle.drain(..fresh_from).collect();
+            let expired: Vec<Warm<I>> = idle.drain(..fresh_from).collect();
             (idle.pop(), expired)
         };
         self.count_recycled(expired.len());
@@ -110,7 +110,7 @@ impl InstancePool {
     }
 
     /// Returns an instance after a successful call, unless the policy retires it.
-    pub(crate) fn put_back(&self, mut warm: Warm) {
+    pub(crate) fn put_back(&self, mut warm: Warm<I>) {
         let policy = &self.policy;
         let worn_out = warm.calls >= policy.max_calls;
         let too_big = policy
@@ -140,7 +140,7 @@ impl InstancePool {
     }
 }
 
-impl std::fmt::Debug for InstancePool {
+impl<I: Send> std::fmt::Debug for InstancePool<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstancePool")
             .field("policy", &self.policy)

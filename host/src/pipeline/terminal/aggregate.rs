@@ -1,5 +1,7 @@
-//! The host side of an aggregate stage: making the planned calls, concurrently, each with
-//! its own timeout, and only to upstreams the stage's config lists.
+//! The `aggregate` terminal: an aggregate plugin plans calls (`plan`), the host makes them
+//! concurrently, each with its own timeout and only to upstreams the stage's config lists,
+//! within a byte budget, and the plugin builds the answer from their results (`merge`), on a
+//! separate instance.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,13 +13,102 @@ use http::header::{HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::convert;
+use super::Terminal;
 use crate::body::{Body, empty, full};
-use crate::config::StageConfig;
-use crate::gateway::LiveState;
+use crate::config::{OutputLimits, StageConfig};
+use crate::pipeline::flow::UpstreamMap;
+use crate::pipeline::stage::{RequestParts, StageFuture, ValidateFuture};
+use crate::pipeline::wasm::{self, WasmStage};
+use crate::pipeline::{Flow, convert};
 use crate::proxy::{self, Forwarded, Outbound};
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types::{BackendCall, BackendResult, CallError, Response};
+use crate::runtime::bindings::{Aggregate, AggregatePre};
+use crate::runtime::{PoolStatus, Runtime, StageError, StageState, World};
+
+/// The `aggregate` world.
+pub struct AggregateWorld;
+
+impl World for AggregateWorld {
+    type Pre = AggregatePre<StageState>;
+    type Instance = Aggregate;
+
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut wasmtime::Store<StageState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
+        pre.instantiate_async(store)
+    }
+
+    fn validate_config<'a>(
+        instance: &'a Self::Instance,
+        store: &'a mut wasmtime::Store<StageState>,
+        config: &'a str,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
+        instance
+            .wasmgate_plugin_config_check()
+            .call_validate_config(store, config)
+    }
+}
+
+/// A route answered by an aggregate plugin.
+pub struct AggregateTerminal(pub WasmStage<AggregateWorld>);
+
+impl Terminal for AggregateTerminal {
+    fn serve<'s, 'f: 's>(
+        &'s self,
+        flow: &'s mut Flow<'f>,
+        mut request: RequestParts,
+    ) -> StageFuture<'s, http::Response<Body>> {
+        Box::pin(async move {
+            let stage = &self.0;
+            let wit = stage.wit_request(flow, &mut request).await?;
+            // The plan is lifted whole before its length can be checked: wasmtime runs the
+            // guest's post-return (which frees the list) right after lifting a result. The
+            // lift is bounded by the guest's memory cap: the host copy of a plan is a small
+            // multiple of the guest memory it took.
+            let plan = stage
+                .run(flow, async |store, instance, ctx| {
+                    instance.call_plan(store, &wit, ctx).await
+                })
+                .await
+                .map_err(|error| stage.fatal(flow, error))?;
+            let max = flow.limits.aggregate_calls;
+            if plan.len() > max {
+                let error = StageError::InvalidOutput(format!(
+                    "planned {} calls, over the limit of {max}",
+                    plan.len()
+                ));
+                return Err(stage.fatal(flow, error));
+            }
+            let calls = run_calls(flow, &stage.config, plan).await?;
+            let merged = stage
+                .run(flow, async |store, instance, ctx| {
+                    instance.call_merge(store, &wit, ctx, &calls.results).await
+                })
+                .await
+                .map_err(|error| stage.fatal(flow, error))?;
+            wasm::answer(flow, merged)
+                .map_err(|invalid| stage.fatal(flow, StageError::InvalidOutput(invalid.0)))
+        })
+    }
+
+    fn validate<'s>(&'s self, runtime: &'s Runtime) -> ValidateFuture<'s> {
+        self.0.validate(runtime)
+    }
+
+    fn kind(&self) -> &'static str {
+        "aggregate"
+    }
+
+    fn plugin(&self) -> Option<&str> {
+        Some(&self.0.config.plugin)
+    }
+
+    fn pool(&self) -> Option<&dyn PoolStatus> {
+        self.0.info().pool
+    }
+}
 
 /// The response bytes one plan's calls may still read, and the gateway-wide reserve they
 /// draw from. Reserved bytes are held until the results are dropped.
@@ -62,7 +153,7 @@ impl Budget {
 }
 
 /// The results of a plan's calls, holding their share of the gateway-wide reserve.
-pub(super) struct CallResults {
+struct CallResults {
     /// One result per planned call, in plan order.
     pub results: Vec<BackendResult>,
     _reserve: Option<OwnedSemaphorePermit>,
@@ -71,25 +162,30 @@ pub(super) struct CallResults {
 /// Makes every planned call concurrently and returns their outcomes in plan order. The
 /// plan's length was checked when it was read from the plugin. Fails with 502 when the
 /// calls return more than the per-request budget, 503 when the gateway-wide one is spent.
-pub(super) async fn run_calls(
-    state: &LiveState,
+async fn run_calls(
+    flow: &Flow<'_>,
     stage: &StageConfig,
     plan: Vec<BackendCall>,
-    request_id: &str,
-    client_ip: &str,
 ) -> Result<CallResults, GatewayError> {
-    let limit = state.config.plugins.output.aggregate_bytes;
+    let limit = flow.limits.aggregate_bytes;
     let budget = Budget {
         remaining: AtomicU64::new(limit),
         limit,
-        total: state.aggregate_reserve.clone(),
+        total: flow.aggregate_reserve.clone(),
         held: std::sync::Mutex::new(None),
     };
+    let target = Target {
+        upstreams: flow.upstreams,
+        limits: flow.limits,
+        stage,
+        request_id: flow.client.request_id,
+        client_ip: flow.client.ip,
+    };
     let calls = plan.into_iter().map(|call| {
-        let budget = &budget;
+        let (budget, target) = (&budget, &target);
         async move {
             let name = call.name.clone();
-            one_call(state, stage, call, request_id, client_ip, budget)
+            one_call(target, call, budget)
                 .await
                 .map(|outcome| BackendResult { name, outcome })
         }
@@ -120,15 +216,21 @@ pub(super) async fn run_calls(
     })
 }
 
+/// Where a plan's calls may go and what they carry.
+struct Target<'a> {
+    upstreams: &'a UpstreamMap,
+    limits: &'a OutputLimits,
+    stage: &'a StageConfig,
+    request_id: &'a str,
+    client_ip: &'a str,
+}
+
 async fn one_call(
-    state: &LiveState,
-    stage: &StageConfig,
+    target: &Target<'_>,
     call: BackendCall,
-    request_id: &str,
-    client_ip: &str,
     budget: &Budget,
 ) -> Result<Result<Response, CallError>, OverBudget> {
-    let (response, timeout) = match send_call(state, stage, call, request_id, client_ip).await {
+    let (response, timeout) = match send_call(target, call).await {
         Ok(sent) => sent,
         Err(error) => return Ok(Err(error)),
     };
@@ -171,36 +273,32 @@ async fn read_within(mut body: Body, budget: &Budget) -> Result<Bytes, ReadError
 /// Sends one planned call; returns the response (its body still streaming) and the time
 /// the call may take.
 async fn send_call(
-    state: &LiveState,
-    stage: &StageConfig,
+    target: &Target<'_>,
     call: BackendCall,
-    request_id: &str,
-    client_ip: &str,
 ) -> Result<(http::Response<Body>, Duration), CallError> {
-    if !stage.upstreams.contains(&call.upstream) {
+    if !target.stage.upstreams.contains(&call.upstream) {
         return Err(CallError::Refused(format!(
             "upstream `{}` is not listed in this stage's `upstreams`",
             call.upstream
         )));
     }
-    let upstream = state.upstreams.get(&call.upstream).ok_or_else(|| {
+    let upstream = target.upstreams.get(&call.upstream).ok_or_else(|| {
         CallError::Refused(format!("upstream `{}` is not defined", call.upstream))
     })?;
     let refused = |e: convert::InvalidOutput| CallError::Refused(e.0);
     let method = convert::method_from_wit(&call.method).map_err(refused)?;
     let path_and_query = convert::path_from_wit(&call.uri).map_err(refused)?;
-    let limits = &state.config.plugins.output;
-    let mut headers = convert::headers_from_wit(&call.headers, limits).map_err(refused)?;
+    let mut headers = convert::headers_from_wit(&call.headers, target.limits).map_err(refused)?;
     proxy::add_forwarding(
         &mut headers,
         &Forwarded {
-            client_ip,
+            client_ip: target.client_ip,
             host: None,
             proto: "http",
             via: proxy::VIA,
         },
     );
-    if let Ok(value) = HeaderValue::from_str(request_id) {
+    if let Ok(value) = HeaderValue::from_str(target.request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
     let has_body = call.body.as_ref().is_some_and(|b| !b.is_empty());

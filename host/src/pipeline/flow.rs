@@ -1,0 +1,126 @@
+//! One request's trip through a route: what stages and the terminal share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Response;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use tokio::sync::Semaphore;
+
+use crate::body::Body;
+use crate::config::{OutputLimits, RouteConfig};
+use crate::proxy::Upstream;
+use crate::runtime::Runtime;
+use crate::runtime::bindings::types;
+
+/// Upstreams by name.
+pub type UpstreamMap = BTreeMap<String, Arc<Upstream>>;
+
+/// What the gateway knows of the client and the request it is serving.
+pub struct Client<'a> {
+    /// The client's IP address.
+    pub ip: &'a str,
+    /// The host it asked for (URI authority or `Host`).
+    pub host: Option<&'a str>,
+    /// The request id.
+    pub request_id: &'a str,
+    /// `"http"` or `"https"`.
+    pub proto: &'static str,
+}
+
+/// The shared state of one request: the route, the live resources it may use, the WIT
+/// context plugins see, and what stages left for later phases.
+pub struct Flow<'a> {
+    /// The sandbox runtime.
+    pub runtime: &'a Runtime,
+    /// The matched route.
+    pub route: &'a RouteConfig,
+    /// The route's name, shared with every plugin call.
+    pub route_name: &'a Arc<str>,
+    /// The live upstreams.
+    pub upstreams: &'a UpstreamMap,
+    /// Bounds on plugin output.
+    pub limits: &'a OutputLimits,
+    /// The gateway-wide reserve aggregate responses draw from.
+    pub aggregate_reserve: &'a Arc<Semaphore>,
+    /// The client and request.
+    pub client: Client<'a>,
+    /// Path captures of the route match.
+    pub params: Vec<(String, String)>,
+    /// The context plugins see, built at the first plugin call.
+    ctx: Option<types::Context>,
+    /// Headers added to the final response (rate-limit stages).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// A path a transform set, which replaces the route's rewrite.
+    pub path_override: Option<PathAndQuery>,
+    /// The upstream the terminal called, for the access log.
+    pub upstream_used: Option<String>,
+}
+
+impl<'a> Flow<'a> {
+    /// A flow for a matched request.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one request's context, set once"
+    )]
+    pub fn new(
+        runtime: &'a Runtime,
+        route: &'a RouteConfig,
+        route_name: &'a Arc<str>,
+        upstreams: &'a UpstreamMap,
+        limits: &'a OutputLimits,
+        aggregate_reserve: &'a Arc<Semaphore>,
+        client: Client<'a>,
+        params: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            runtime,
+            route,
+            route_name,
+            upstreams,
+            limits,
+            aggregate_reserve,
+            client,
+            params,
+            ctx: None,
+            response_headers: Vec::new(),
+            path_override: None,
+            upstream_used: None,
+        }
+    }
+
+    /// The WIT context, built on first use (routes without plugins never pay for it).
+    pub fn ctx(&mut self) -> &mut types::Context {
+        let (route, client, params) = (&self.route_name, &self.client, &self.params);
+        self.ctx.get_or_insert_with(|| types::Context {
+            route: route.to_string(),
+            client_ip: client.ip.to_string(),
+            request_id: client.request_id.to_string(),
+            identity: None,
+            params: params.clone(),
+            vars: Vec::new(),
+        })
+    }
+
+    /// Stores the request variables after a call.
+    pub fn set_vars(&mut self, vars: Vec<(String, String)>) {
+        self.ctx().vars = vars;
+    }
+
+    /// The path and query stages see: a transform's override, else the request's.
+    pub fn path<'p>(&'p self, parts: &'p http::request::Parts) -> &'p str {
+        self.path_override.as_ref().map_or_else(
+            || parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+            PathAndQuery::as_str,
+        )
+    }
+
+    /// Adds the headers rate-limit stages asked for to a response.
+    pub fn with_response_headers(&self, mut response: Response<Body>) -> Response<Body> {
+        for (name, value) in &self.response_headers {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+        response
+    }
+}

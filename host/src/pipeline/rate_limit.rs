@@ -1,0 +1,89 @@
+//! Rate-limit stages: a plugin of world `rate-limit` lets a request through (adding headers
+//! to its eventual response) or answers it with a refusal. It counts through the host's
+//! shared `counters`.
+
+use super::stage::{Decision, RequestParts, Stage, StageFuture, StageInfo, ValidateFuture};
+use super::wasm::{self, WasmStage};
+use super::{Flow, convert};
+use crate::runtime::bindings::{RateLimit, RateLimitPre};
+use crate::runtime::{Runtime, StageError, StageState, World};
+
+/// The `rate-limit` world.
+pub struct RateLimitWorld;
+
+impl World for RateLimitWorld {
+    type Pre = RateLimitPre<StageState>;
+    type Instance = RateLimit;
+
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut wasmtime::Store<StageState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
+        pre.instantiate_async(store)
+    }
+
+    fn validate_config<'a>(
+        instance: &'a Self::Instance,
+        store: &'a mut wasmtime::Store<StageState>,
+        config: &'a str,
+    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
+        instance
+            .wasmgate_plugin_config_check()
+            .call_validate_config(store, config)
+    }
+}
+
+/// A stage running a rate-limit plugin.
+pub struct RateLimitStage(pub WasmStage<RateLimitWorld>);
+
+impl Stage for RateLimitStage {
+    fn on_request<'s, 'f: 's>(
+        &'s self,
+        flow: &'s mut Flow<'f>,
+        request: &'s mut RequestParts,
+    ) -> StageFuture<'s, Decision> {
+        Box::pin(async move {
+            let stage = &self.0;
+            let wit = stage.wit_request(flow, request).await?;
+            let outcome = stage
+                .run(flow, async |store, instance, ctx| {
+                    instance.call_check(store, &wit, ctx).await
+                })
+                .await;
+            let headers = match outcome {
+                Ok(Ok(headers)) => headers,
+                Ok(Err(refusal)) => {
+                    return match wasm::answer(flow, refusal) {
+                        Ok(response) => Ok(Decision::Respond(response)),
+                        Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
+                    };
+                }
+                Err(error) => return stage.failed(flow, error),
+            };
+            match convert::headers_from_wit(&headers, flow.limits) {
+                Ok(headers) => {
+                    // Straight from the map's entries: one name per run of equal names.
+                    let mut name = None;
+                    for (next, value) in headers {
+                        if let Some(next) = next {
+                            name = Some(next);
+                        }
+                        if let Some(name) = &name {
+                            flow.response_headers.push((name.clone(), value));
+                        }
+                    }
+                    Ok(Decision::Continue)
+                }
+                Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
+            }
+        })
+    }
+
+    fn validate<'s>(&'s self, runtime: &'s Runtime) -> ValidateFuture<'s> {
+        self.0.validate(runtime)
+    }
+
+    fn info(&self) -> StageInfo<'_> {
+        self.0.info()
+    }
+}

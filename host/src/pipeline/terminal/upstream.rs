@@ -1,0 +1,93 @@
+//! The `upstream` terminal: proxies the request to the route's upstream, with the path the
+//! route's `rewrite` or `strip-prefix` (or a transform) gives it and the intermediary's
+//! forwarding headers.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, Version};
+
+use super::Terminal;
+use crate::body::Body;
+use crate::pipeline::Flow;
+use crate::pipeline::stage::{RequestParts, StageFuture};
+use crate::proxy::{self, Forwarded, Outbound, Upstream};
+use crate::rescue::GatewayError;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Proxies to one upstream.
+pub struct UpstreamTerminal {
+    /// The upstream's name.
+    pub name: String,
+    /// The live upstream.
+    pub upstream: Arc<Upstream>,
+}
+
+impl Terminal for UpstreamTerminal {
+    fn serve<'s, 'f: 's>(
+        &'s self,
+        flow: &'s mut Flow<'f>,
+        request: RequestParts,
+    ) -> StageFuture<'s, Response<Body>> {
+        Box::pin(async move {
+            flow.upstream_used = Some(self.name.clone());
+            let RequestParts { mut parts, body } = request;
+            let body = body.into_body();
+            let route = flow.route;
+            let path_and_query = match flow.path_override.take() {
+                Some(path) => path,
+                None => route.upstream_path(&parts.uri, &flow.params).map_err(|e| {
+                    GatewayError::BadRequest(format!("invalid rewritten path: {e}"))
+                })?,
+            };
+            let client = &flow.client;
+            let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+            let via = if parts.version == Version::HTTP_2 {
+                "2 wasmgate"
+            } else {
+                proxy::VIA
+            };
+            proxy::strip_hop_by_hop(&mut parts.headers);
+            proxy::add_forwarding(
+                &mut parts.headers,
+                &Forwarded {
+                    client_ip: client.ip,
+                    host: client.host,
+                    proto: client.proto,
+                    via,
+                },
+            );
+            if let Ok(value) = HeaderValue::from_str(client.request_id) {
+                parts.headers.insert(X_REQUEST_ID, value);
+            }
+            if route.preserve_host
+                && !parts.headers.contains_key(header::HOST)
+                && let Some(value) = client.host.and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                parts.headers.insert(header::HOST, value);
+            }
+            let outbound = Outbound {
+                method: parts.method,
+                path_and_query,
+                headers: parts.headers,
+                body,
+                retryable,
+                preserve_host: route.preserve_host,
+                timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
+            };
+            proxy::forward(&self.upstream, outbound).await
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "upstream"
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}

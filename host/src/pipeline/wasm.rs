@@ -1,0 +1,209 @@
+//! What every WASM stage shares: its plugin, config and limits, the call it makes with the
+//! request's context, body buffering, and the fail-open / fail-closed policy.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HeaderMap;
+use http_body_util::BodyExt;
+use wasmtime::Store;
+
+use super::stage::{Decision, RequestBody, StageInfo, ValidateFuture};
+use super::{Flow, convert};
+use crate::body::Body;
+use crate::config::{OnError, StageConfig};
+use crate::rescue::GatewayError;
+use crate::runtime::bindings::types;
+use crate::runtime::{
+    Call, InstancePool, Plugin, PoolStatus, Runtime, StageError, StageState, World,
+};
+
+/// A stage that runs a plugin of world `W`.
+pub struct WasmStage<W: World> {
+    /// Position in the route (0-based).
+    pub index: usize,
+    /// The stage as configured.
+    pub config: StageConfig,
+    /// The plugin.
+    pub plugin: Arc<Plugin>,
+    pre: W::Pre,
+    pool: Option<InstancePool<W::Instance>>,
+}
+
+impl<W: World> WasmStage<W> {
+    /// A stage at `index` running `plugin` (whose component is `pre`) with `config`.
+    pub fn new(index: usize, config: StageConfig, plugin: Arc<Plugin>, pre: W::Pre) -> Self {
+        let pool = config.limits.reuse.map(InstancePool::new);
+        Self {
+            index,
+            config,
+            plugin,
+            pre,
+            pool,
+        }
+    }
+
+    fn call<'a>(&'a self, route: &'a Arc<str>, vars: Vec<(String, String)>) -> Call<'a, W> {
+        Call {
+            plugin: &self.plugin,
+            pre: &self.pre,
+            route,
+            config_json: &self.config.config_json,
+            limits: self.config.limits,
+            vars,
+            pool: self.pool.as_ref(),
+        }
+    }
+
+    /// Runs `invoke` on an instance for this request, with the request's context; keeps the
+    /// request variables the call set.
+    pub async fn run<T>(
+        &self,
+        flow: &mut Flow<'_>,
+        invoke: impl AsyncFnOnce(
+            &mut Store<StageState>,
+            &W::Instance,
+            &types::Context,
+        ) -> wasmtime::Result<T>,
+    ) -> Result<T, StageError> {
+        let (runtime, route) = (flow.runtime, flow.route_name);
+        let ctx = flow.ctx();
+        let call = self.call(route, ctx.vars.clone());
+        let ctx = &*ctx;
+        let (value, vars) = runtime
+            .run(call, async |store, instance| {
+                invoke(store, instance, ctx).await
+            })
+            .await?;
+        flow.set_vars(vars);
+        Ok(value)
+    }
+
+    /// Runs the plugin's `validate-config` on this stage's config.
+    pub fn validate<'s>(&'s self, runtime: &'s Runtime) -> ValidateFuture<'s> {
+        Box::pin(async move {
+            let route: Arc<str> = Arc::from("");
+            let outcome = runtime.validate_config(self.call(&route, Vec::new())).await;
+            match outcome {
+                Ok((Ok(()), _)) => Ok(()),
+                Ok((Err(message), _)) => Err(format!(
+                    "invalid config: {}",
+                    crate::text::untrusted(&message)
+                )),
+                Err(error) => Err(format!("validate-config failed: {error}")),
+            }
+        })
+    }
+
+    /// The body a buffering stage sees: read whole (413 past the stage's cap) when the stage
+    /// asks for it.
+    pub async fn buffered_body<'b>(
+        &self,
+        body: &'b mut RequestBody,
+    ) -> Result<Option<&'b Bytes>, GatewayError> {
+        let Some(limit) = self.config.buffer_body else {
+            return Ok(None);
+        };
+        buffer_request(body, limit).await?;
+        Ok(match body {
+            RequestBody::Buffered(bytes) => Some(bytes),
+            RequestBody::Streaming(_) => None,
+        })
+    }
+
+    /// The WIT request a stage sees.
+    pub async fn wit_request(
+        &self,
+        flow: &Flow<'_>,
+        request: &mut super::RequestParts,
+    ) -> Result<types::Request, GatewayError> {
+        let body = self.buffered_body(&mut request.body).await?;
+        let parts = &request.parts;
+        Ok(convert::request_to_wit(
+            &parts.method,
+            flow.path(parts),
+            &parts.headers,
+            body,
+        ))
+    }
+
+    /// A call that failed: the stage is skipped if fail-open, else the mapped error.
+    pub fn failed(&self, flow: &Flow<'_>, error: StageError) -> Result<Decision, GatewayError> {
+        match self.config.on_error {
+            OnError::FailOpen => {
+                tracing::warn!(route = %flow.route_name, stage = self.index, plugin = %self.config.plugin, request_id = flow.client.request_id, error = %error, "stage failed; continuing (fail-open)");
+                Ok(Decision::Skip)
+            }
+            OnError::FailClosed => Err(self.fatal(flow, error)),
+        }
+    }
+
+    /// Logs a stage failure and maps it to the client-facing error (no guest detail).
+    pub fn fatal(&self, flow: &Flow<'_>, error: StageError) -> GatewayError {
+        tracing::error!(route = %flow.route_name, stage = self.index, plugin = %self.config.plugin, request_id = flow.client.request_id, error = %error, "stage failed");
+        let (plugin, stage) = (self.config.plugin.clone(), self.index);
+        match error {
+            StageError::Deadline(_) | StageError::OutOfFuel => {
+                GatewayError::StageTimeout { plugin, stage }
+            }
+            StageError::Overloaded => GatewayError::Overloaded,
+            StageError::Trap(_) | StageError::MemoryCap(_) | StageError::InvalidOutput(_) => {
+                GatewayError::StageFailed { plugin, stage }
+            }
+        }
+    }
+
+    /// What the admin API shows of this stage.
+    pub fn info(&self) -> StageInfo<'_> {
+        StageInfo {
+            kind: self.plugin.kind.world(),
+            plugin: Some(&self.config.plugin),
+            pool: self.pool.as_ref().map(|pool| pool as &dyn PoolStatus),
+        }
+    }
+}
+
+/// Reads the request body into memory (once), refusing more than `limit` bytes with 413.
+pub async fn buffer_request(body: &mut RequestBody, limit: u64) -> Result<(), GatewayError> {
+    if let RequestBody::Streaming(stream) = body {
+        let stream = std::mem::replace(stream, crate::body::empty());
+        let collected = crate::proxy::limit_body(stream, limit).collect().await;
+        match collected {
+            Ok(collected) => *body = RequestBody::Buffered(collected.to_bytes()),
+            Err(error) => {
+                let too_large = crate::proxy::is_body_limit(error.as_ref());
+                return Err(if too_large {
+                    GatewayError::BodyTooLarge { limit }
+                } else {
+                    GatewayError::BadRequest(format!("could not read the request body: {error}"))
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads an upstream response body into memory for a stage, up to `limit` bytes.
+pub async fn buffer_response(body: Body, limit: u64) -> Result<Bytes, GatewayError> {
+    crate::proxy::limit_body(body, limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|error| {
+            tracing::warn!(%error, limit, "upstream response too large for a buffering stage");
+            GatewayError::ResponseTooLarge { limit }
+        })
+}
+
+/// A response a plugin answered with, checked and framed by the host.
+pub fn answer(
+    flow: &Flow<'_>,
+    answer: types::Response,
+) -> Result<http::Response<Body>, convert::InvalidOutput> {
+    let status = convert::status_from_wit(answer.status)?;
+    let headers: HeaderMap = convert::headers_from_wit(&answer.headers, flow.limits)?;
+    let mut response = http::Response::new(crate::body::full(answer.body.unwrap_or_default()));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(flow.with_response_headers(response))
+}
