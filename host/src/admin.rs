@@ -128,7 +128,7 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         })
         .collect();
     json!({
-        "generation": reload.generation,
+        "generation": gateway.version(),
         "last_swap_unix": reload.last_swap_unix,
         "config_file": state.config.file.display().to_string(),
         "config_error": reload.config_error,

@@ -177,15 +177,29 @@ impl StageProblem {
 pub struct Gateway {
     runtime: Arc<Runtime>,
     state: ArcSwap<LiveState>,
+    /// The version of the live state, bumped by every swap.
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl Gateway {
-    /// A gateway serving `state`.
+    /// A gateway serving `state` (version 0).
     pub fn new(runtime: Arc<Runtime>, state: LiveState) -> Self {
         Self {
             runtime,
             state: ArcSwap::from_pointee(state),
+            version: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The version of the live state: 0 at start, one more after every swap.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// A receiver that sees every later swap (`changed().await`), for whoever must wait for
+    /// a reload instead of polling.
+    pub fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// The sandbox runtime.
@@ -201,6 +215,7 @@ impl Gateway {
     /// Makes `state` the version new requests use; requests in flight keep theirs.
     pub fn swap(&self, state: LiveState) {
         self.state.store(Arc::new(state));
+        self.version.send_modify(|version| *version += 1);
     }
 
     /// Serves one request from `client_ip`. Never fails: every error becomes a JSON response.

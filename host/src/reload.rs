@@ -28,8 +28,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(1);
 /// What the last reloads did, for the admin API.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ReloadStatus {
-    /// Incremented on every successful swap.
-    pub generation: u64,
     /// When the live state was last swapped (seconds since the Unix epoch).
     pub last_swap_unix: u64,
     /// Why the last config edit was rejected, if it was.
@@ -337,7 +335,6 @@ impl Reloader {
     fn swap(&self, state: LiveState) {
         self.gateway.swap(state);
         let mut status = self.status.lock().expect("status lock");
-        status.generation += 1;
         status.last_swap_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
