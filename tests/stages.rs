@@ -922,7 +922,16 @@ async fn an_exhausted_instance_pool_answers_503_promptly() {
     // The loop holds the only instance slot for 1.5s. Once it has the slot, a healthy
     // request is refused at once: the answer comes while the loop still runs (no queue).
     let loop_url = gateway.url("/loop");
-    let looping = tokio::spawn(async move { get(&loop_url).await });
+    // The loop request may itself be refused while a healthy request holds the slot: it
+    // retries until it runs.
+    let looping = tokio::spawn(async move {
+        loop {
+            let reply = get(&loop_url).await;
+            if reply.status != 503 {
+                return reply;
+            }
+        }
+    });
     let mut refused = None;
     while !looping.is_finished() {
         let reply = get(&gateway.url("/healthy")).await;

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 
-use crate::body::{Body, BoxError, boxed};
+use crate::body::{Body, BodyHook, BoxError, Hooked, boxed};
 
 /// What the access log records about a request; it is written when the response ends.
 #[derive(Debug)]
@@ -66,12 +66,7 @@ impl AccessLog {
             return response;
         }
         self.status = response.status().as_u16();
-        response.map(|inner| {
-            boxed(LoggedBody {
-                inner,
-                log: Some(self),
-            })
-        })
+        response.map(|inner| boxed(Hooked::new(inner, Logged(Some(self)))))
     }
 }
 
@@ -110,40 +105,18 @@ pub fn refused(status: u16, request_id: &str, started: Instant, bytes: usize) {
     );
 }
 
-pin_project_lite::pin_project! {
-    struct LoggedBody {
-        #[pin]
-        inner: Body,
-        log: Option<AccessLog>,
-    }
-}
+/// Counts the response's bytes and writes the line when the body ends (or is dropped).
+struct Logged(Option<AccessLog>);
 
-impl http_body::Body for LoggedBody {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
-                    log.bytes += data.len() as u64;
-                }
-            }
-            Some(Err(_)) | None => drop(this.log.take()),
+impl BodyHook for Logged {
+    fn on_data(&mut self, len: usize) -> Result<(), BoxError> {
+        if let Some(log) = &mut self.0 {
+            log.bytes += len as u64;
         }
-        std::task::Poll::Ready(frame)
+        Ok(())
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+    fn on_end(&mut self, _clean: bool) {
+        drop(self.0.take());
     }
 }

@@ -30,3 +30,80 @@ where
 {
     body.map_err(Into::into).boxed()
 }
+
+/// What a [`Hooked`] body tells its hook.
+pub trait BodyHook: Send + Sync + 'static {
+    /// Sees the length of each data frame as it passes; an error ends the body with it.
+    fn on_data(&mut self, _len: usize) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Called once, when the body has ended: `clean` after its last frame, not after an
+    /// error.
+    fn on_end(&mut self, _clean: bool) {}
+}
+
+pin_project_lite::pin_project! {
+    /// A body that passes its frames through and tells `hook` about them: the one wrapper
+    /// behind size limits, the access log, in-flight accounting and end-of-body signals.
+    pub struct Hooked<B, H> {
+        #[pin]
+        inner: B,
+        hook: H,
+        ended: bool,
+    }
+}
+
+impl<B, H> Hooked<B, H> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, hook: H) -> Self {
+        Self {
+            inner,
+            hook,
+            ended: false,
+        }
+    }
+}
+
+impl<B, H> http_body::Body for Hooked<B, H>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+    H: BodyHook,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let (frame, end) = match frame {
+            Some(Ok(frame)) => match frame.data_ref().map(|data| this.hook.on_data(data.len())) {
+                Some(Err(error)) => (Some(Err(error)), Some(false)),
+                // The end is known as soon as the last frame is out: hooks act early (a
+                // pooled connection goes back before the final poll).
+                _ => (Some(Ok(frame)), this.inner.is_end_stream().then_some(true)),
+            },
+            Some(Err(error)) => (Some(Err(error.into())), Some(false)),
+            None => (None, Some(true)),
+        };
+        if let Some(clean) = end
+            && !*this.ended
+        {
+            *this.ended = true;
+            this.hook.on_end(clean);
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -120,7 +120,7 @@ impl LiveState {
                 ),
             }
         }
-        let router = match Router::new(&config.routes) {
+        let router = match Router::new(&config.route_keys()) {
             Ok(router) => router,
             Err(conflicts) => {
                 problems.extend(conflicts.into_iter().map(|conflict| StageProblem {
@@ -288,25 +288,21 @@ async fn serve(
     let request = normalize_path(request, &config.server.path_policy)?;
     let host = request_host(&request);
     let path = request.uri().path();
-    let (route_index, params) =
-        match state
-            .router
-            .lookup(&config.routes, host.as_deref(), request.method(), path)
-        {
-            RouteMatch::Found { route, params } => (route, params),
-            RouteMatch::MethodNotAllowed { allow } => {
-                return Err(GatewayError::MethodNotAllowed {
-                    method: request.method().clone(),
-                    allow,
-                });
-            }
-            RouteMatch::NotFound => {
-                return Err(GatewayError::NoRoute {
-                    method: request.method().clone(),
-                    path: path.to_string(),
-                });
-            }
-        };
+    let (route_index, params) = match state.router.lookup(host.as_deref(), request.method(), path) {
+        RouteMatch::Found { route, params } => (route, params),
+        RouteMatch::MethodNotAllowed { allow } => {
+            return Err(GatewayError::MethodNotAllowed {
+                method: request.method().clone(),
+                allow,
+            });
+        }
+        RouteMatch::NotFound => {
+            return Err(GatewayError::NoRoute {
+                method: request.method().clone(),
+                path: path.to_string(),
+            });
+        }
+    };
     let route = &config.routes[route_index];
     let pipeline = &state.pipelines[route_index];
     log.route(&route.name);

@@ -4,11 +4,10 @@
 //! `{"error": "<code>", "message": "<what happened>", "request_id": "<id>"}`.
 //! Guest internals (trap text, plugin messages) never reach the client; they go to the log.
 
-use std::time::Duration;
-
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{Body, full};
+use crate::proxy::ProxyError;
 
 /// Everything that makes the gateway answer a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -47,20 +46,10 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: u64,
     },
-    /// No target of the upstream could be reached, or it broke off.
-    #[error("upstream `{upstream}` is unreachable")]
-    UpstreamUnreachable {
-        /// Upstream name.
-        upstream: String,
-    },
-    /// The upstream did not answer in time.
-    #[error("upstream `{upstream}` did not answer within {}ms", timeout.as_millis())]
-    UpstreamTimeout {
-        /// Upstream name.
-        upstream: String,
-        /// The timeout that ran out.
-        timeout: Duration,
-    },
+    /// Proxying to the upstream failed (unreachable, timed out, or the request body
+    /// passed its limit on the way).
+    #[error(transparent)]
+    Upstream(#[from] ProxyError),
     /// The upstream's response is larger than a buffering stage accepts.
     #[error("the upstream response is larger than the {limit} bytes a stage may buffer")]
     ResponseTooLarge {
@@ -108,8 +97,15 @@ impl GatewayError {
                 "headers_too_large",
             ),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::UpstreamUnreachable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
-            Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Self::Upstream(ProxyError::Unreachable { .. }) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+            }
+            Self::Upstream(ProxyError::Timeout { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            }
+            Self::Upstream(ProxyError::BodyTooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            }
             Self::ResponseTooLarge { .. } => {
                 (StatusCode::BAD_GATEWAY, "upstream_response_too_large")
             }
@@ -150,7 +146,9 @@ impl GatewayError {
         }
         if matches!(
             self,
-            Self::HeadersTooLarge { .. } | Self::BodyTooLarge { .. }
+            Self::HeadersTooLarge { .. }
+                | Self::BodyTooLarge { .. }
+                | Self::Upstream(ProxyError::BodyTooLarge { .. })
         ) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

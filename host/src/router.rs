@@ -1,15 +1,29 @@
 //! Route matching: host (exact, then `*.suffix` wildcards, then any host), path (via `matchit`)
-//! and method.
+//! and method. The router knows routes only as [`RouteKey`]s, so it depends on nothing
+//! else in the crate; the config builds the keys.
 
 use std::collections::HashMap;
 
 use http::Method;
 
-use crate::config::{PathMatch, RouteConfig};
+/// What the router needs of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteKey {
+    /// The route's name, for conflict messages.
+    pub name: String,
+    /// Host patterns (`api.example.com`, `*.example.com`), lower-case; empty is any host.
+    pub hosts: Vec<String>,
+    /// Allowed methods; `None` is any method.
+    pub methods: Option<Vec<Method>>,
+    /// `matchit` path patterns, any of which selects the route.
+    pub patterns: Vec<String>,
+}
 
 /// Finds the route for a request. Built once per config; cheap to share.
 #[derive(Debug, Default)]
 pub struct Router {
+    /// Each route's allowed methods, by route index.
+    methods: Vec<Option<Vec<Method>>>,
     exact_hosts: HashMap<String, PathTable>,
     /// `(".example.com", table)`, longest suffix first.
     wildcard_hosts: Vec<(String, PathTable)>,
@@ -56,19 +70,9 @@ struct PathTable {
 }
 
 impl PathTable {
-    fn insert(&mut self, routes: &[RouteConfig], index: usize) -> Result<(), Conflict> {
+    fn insert(&mut self, routes: &[RouteKey], index: usize) -> Result<(), Conflict> {
         let route = &routes[index];
-        let patterns = match &route.path {
-            PathMatch::Pattern(pattern) => vec![pattern.clone()],
-            PathMatch::Prefix(prefix) => {
-                let mut patterns = vec![format!("{prefix}/"), format!("{prefix}/{{*rest}}")];
-                if !prefix.is_empty() {
-                    patterns.insert(0, prefix.clone());
-                }
-                patterns
-            }
-        };
-        for pattern in patterns {
+        for pattern in route.patterns.iter().cloned() {
             if let Some(&slot) = self.slot_of_pattern.get(&pattern) {
                 if let Some(&other) = self.slots[slot]
                     .iter()
@@ -111,12 +115,12 @@ impl PathTable {
         Ok(())
     }
 
-    fn lookup(&self, routes: &[RouteConfig], method: &Method, path: &str) -> RouteMatch {
+    fn lookup(&self, methods: &[Option<Vec<Method>>], method: &Method, path: &str) -> RouteMatch {
         let Ok(found) = self.paths.at(path) else {
             return RouteMatch::NotFound;
         };
         let candidates = &self.slots[*found.value];
-        let chosen = candidates.iter().find(|&&i| match &routes[i].methods {
+        let chosen = candidates.iter().find(|&&i| match &methods[i] {
             None => true,
             Some(methods) => {
                 methods.contains(method)
@@ -135,7 +139,7 @@ impl PathTable {
             None => {
                 let mut allow: Vec<Method> = candidates
                     .iter()
-                    .flat_map(|&i| routes[i].methods.iter().flatten().cloned())
+                    .flat_map(|&i| methods[i].iter().flatten().cloned())
                     .collect();
                 if allow.contains(&Method::GET) {
                     allow.push(Method::HEAD);
@@ -148,7 +152,7 @@ impl PathTable {
     }
 }
 
-fn methods_overlap(a: &RouteConfig, b: &RouteConfig) -> bool {
+fn methods_overlap(a: &RouteKey, b: &RouteKey) -> bool {
     match (&a.methods, &b.methods) {
         (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
         _ => true,
@@ -157,8 +161,11 @@ fn methods_overlap(a: &RouteConfig, b: &RouteConfig) -> bool {
 
 impl Router {
     /// Builds the router; fails with every conflict between routes.
-    pub fn new(routes: &[RouteConfig]) -> Result<Self, Vec<Conflict>> {
-        let mut router = Router::default();
+    pub fn new(routes: &[RouteKey]) -> Result<Self, Vec<Conflict>> {
+        let mut router = Router {
+            methods: routes.iter().map(|r| r.methods.clone()).collect(),
+            ..Router::default()
+        };
         let mut conflicts = Vec::new();
         for (index, route) in routes.iter().enumerate() {
             if route.hosts.is_empty() {
@@ -197,13 +204,7 @@ impl Router {
     }
 
     /// Matches a request. `host` is the Host header or URI authority, with or without a port.
-    pub fn lookup(
-        &self,
-        routes: &[RouteConfig],
-        host: Option<&str>,
-        method: &Method,
-        path: &str,
-    ) -> RouteMatch {
+    pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
         let host = host.map(|h| strip_port(h).to_ascii_lowercase());
         let specific = host.as_deref().and_then(|host| {
             self.exact_hosts.get(host).or_else(|| {
@@ -216,11 +217,11 @@ impl Router {
             })
         });
         let found = specific.map_or(RouteMatch::NotFound, |table| {
-            table.lookup(routes, method, path)
+            table.lookup(&self.methods, method, path)
         });
         match found {
             RouteMatch::Found { .. } => found,
-            other => match self.any_host.lookup(routes, method, path) {
+            other => match self.any_host.lookup(&self.methods, method, path) {
                 RouteMatch::NotFound => other,
                 fallback @ RouteMatch::Found { .. } => fallback,
                 not_allowed @ RouteMatch::MethodNotAllowed { .. } => match other {
@@ -230,11 +231,6 @@ impl Router {
             },
         }
     }
-}
-
-/// Every conflict between routes (used by config checking).
-pub fn find_conflicts(routes: &[RouteConfig]) -> Vec<Conflict> {
-    Router::new(routes).err().unwrap_or_default()
 }
 
 fn strip_port(host: &str) -> &str {
@@ -296,8 +292,8 @@ upstream = "a"
             path in "/[a-z/{}%.*]{0,24}",
         ) {
             let config = config();
-            let router = Router::new(&config.routes).expect("no conflicts");
-            if let RouteMatch::Found { route, params } = router.lookup(&config.routes, host.as_deref(), &method, &path) {
+            let router = Router::new(&config.route_keys()).expect("no conflicts");
+            if let RouteMatch::Found { route, params } = router.lookup(host.as_deref(), &method, &path) {
                 match config.routes[route].name.as_str() {
                     "users" => {
                         prop_assert!(path.starts_with("/users/"));

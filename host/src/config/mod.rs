@@ -23,6 +23,7 @@ pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use units::{ByteSize, ConfigDuration};
 
 use crate::normalize::{EscapedSlashes, PathPolicy};
+use crate::router::RouteKey;
 
 use error::Reporter;
 use raw::{RawConfig, RawLimits, RawPlugins, RawReuse, RawRoute, RawStage, RawUpstream};
@@ -354,6 +355,27 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// What the router needs of this route: a prefix matches itself, `prefix/` and
+    /// `prefix/{*rest}` (on segment boundaries).
+    pub fn route_key(&self) -> RouteKey {
+        let patterns = match &self.path {
+            PathMatch::Pattern(pattern) => vec![pattern.clone()],
+            PathMatch::Prefix(prefix) => {
+                let mut patterns = vec![format!("{prefix}/"), format!("{prefix}/{{*rest}}")];
+                if !prefix.is_empty() {
+                    patterns.insert(0, prefix.clone());
+                }
+                patterns
+            }
+        };
+        RouteKey {
+            name: self.name.clone(),
+            hosts: self.hosts.clone(),
+            methods: self.methods.clone(),
+            patterns,
+        }
+    }
+
     /// The path and query the upstream receives: the request's, after `strip-prefix` or
     /// `rewrite` (filled in from the path captures `params`).
     pub fn upstream_path(
@@ -400,6 +422,11 @@ impl RouteConfig {
 }
 
 impl Config {
+    /// Every route's router key, in config order.
+    pub fn route_keys(&self) -> Vec<RouteKey> {
+        self.routes.iter().map(RouteConfig::route_key).collect()
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -1180,7 +1207,9 @@ impl Checker<'_, '_> {
 
     /// Reports routes that the router could not tell apart, naming both sides.
     fn conflicts(&mut self, raw: &RawConfig, routes: &[RouteConfig]) {
-        for conflict in crate::router::find_conflicts(routes) {
+        let keys: Vec<RouteKey> = routes.iter().map(RouteConfig::route_key).collect();
+        let conflicts = crate::router::Router::new(&keys).err().unwrap_or_default();
+        for conflict in conflicts {
             let span_of = |name: &str| {
                 raw.routes
                     .iter()

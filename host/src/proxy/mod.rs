@@ -16,8 +16,7 @@ pub use headers::{Forwarded, add_forwarding, append_via, strip_hop_by_hop};
 pub use pool::{PoolSettings, SendError, TargetPool};
 pub use upstream::Upstream;
 
-use crate::body::{Body, BoxError, boxed, empty};
-use crate::rescue::GatewayError;
+use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
 
 /// The `Via` pseudonym the gateway adds.
 pub const VIA: &str = "1.1 wasmgate";
@@ -40,12 +39,41 @@ pub struct Outbound {
     pub timeout: Duration,
 }
 
+/// Why a request could not be proxied. `rescue` turns it into the client's answer; the
+/// cause stays attached for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The upstream did not answer in time (retries included).
+    #[error("upstream `{upstream}` did not answer within {}ms", timeout.as_millis())]
+    Timeout {
+        /// Upstream name.
+        upstream: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// No target could be reached, or the exchange broke off.
+    #[error("upstream `{upstream}` is unreachable")]
+    Unreachable {
+        /// Upstream name.
+        upstream: String,
+        /// What went wrong with the last target tried.
+        #[source]
+        cause: SendError,
+    },
+    /// The request body passed the route's size limit while it was being sent.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
 /// Sends `outbound` to `upstream` and returns its response, with hop-by-hop fields removed
 /// and `Via` added.
 pub async fn forward(
     upstream: &Upstream,
     outbound: Outbound,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<Body>, ProxyError> {
     let Outbound {
         method,
         path_and_query,
@@ -66,7 +94,9 @@ pub async fn forward(
     let mut body = Some(body);
     let mut target = upstream.pick();
     let name = || upstream.config.name.clone();
-    for attempt in 1..=attempts {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let authority = upstream.target(target);
         let last = attempt == attempts;
         let request_headers = if last {
@@ -88,7 +118,7 @@ pub async fn forward(
         let sent = pool.send(request);
         match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
-                return Err(GatewayError::UpstreamTimeout {
+                return Err(ProxyError::Timeout {
                     upstream: name(),
                     timeout,
                 });
@@ -103,20 +133,25 @@ pub async fn forward(
                 tracing::warn!(upstream = %upstream.config.name, address = %authority, %error, "upstream connect failed");
                 upstream.eject(target);
                 if last {
-                    return Err(GatewayError::UpstreamUnreachable { upstream: name() });
+                    return Err(ProxyError::Unreachable {
+                        upstream: name(),
+                        cause: SendError::Connect(error),
+                    });
                 }
                 target = upstream.next_after(target);
             }
             Ok(Err(SendError::Http(error))) => {
                 if let Some(limit) = body_limit_exceeded(&error) {
-                    return Err(GatewayError::BodyTooLarge { limit });
+                    return Err(ProxyError::BodyTooLarge { limit });
                 }
                 tracing::warn!(upstream = %upstream.config.name, address = %authority, error = %error_chain(&error), "upstream request failed");
-                return Err(GatewayError::UpstreamUnreachable { upstream: name() });
+                return Err(ProxyError::Unreachable {
+                    upstream: name(),
+                    cause: SendError::Http(error),
+                });
             }
         }
     }
-    Err(GatewayError::UpstreamUnreachable { upstream: name() })
 }
 
 /// A request body that ended because it passed the route's size limit.
@@ -157,52 +192,27 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Wraps a body so that it fails with [`BodyLimitExceeded`] past `limit` bytes.
 pub fn limit_body(body: Body, limit: u64) -> Body {
-    boxed(LimitedBody {
-        inner: body,
-        remaining: limit,
-        limit,
-    })
+    boxed(Hooked::new(
+        body,
+        Limit {
+            remaining: limit,
+            limit,
+        },
+    ))
 }
 
-pin_project_lite::pin_project! {
-    struct LimitedBody {
-        #[pin]
-        inner: Body,
-        remaining: u64,
-        limit: u64,
-    }
+/// The hook of [`limit_body`].
+struct Limit {
+    remaining: u64,
+    limit: u64,
 }
 
-impl http_body::Body for LimitedBody {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(data)) = frame
-            .as_ref()
-            .map(|f| f.as_ref().map(http_body::Frame::data_ref))
-        {
-            let len = data.map_or(0, |d| d.len() as u64);
-            if len > *this.remaining {
-                return std::task::Poll::Ready(Some(Err(Box::new(BodyLimitExceeded {
-                    limit: *this.limit,
-                }))));
-            }
-            *this.remaining -= len;
-        }
-        std::task::Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+impl BodyHook for Limit {
+    fn on_data(&mut self, len: usize) -> Result<(), BoxError> {
+        self.remaining = self
+            .remaining
+            .checked_sub(len as u64)
+            .ok_or(BodyLimitExceeded { limit: self.limit })?;
+        Ok(())
     }
 }

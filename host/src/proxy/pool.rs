@@ -8,12 +8,9 @@
 //! the idle timeout by a sweeper task that runs only while the list is not empty.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -22,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::{Body, BoxError, boxed};
+use crate::body::{Body, BodyHook, Hooked, boxed};
 
 /// Idle time after which the kernel starts probing an upstream connection.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -198,12 +195,7 @@ impl TargetPool {
             return response.map(boxed);
         }
         let pool = self.clone();
-        response.map(|inner| {
-            boxed(PooledBody {
-                inner,
-                release: Some((pool, sender)),
-            })
-        })
+        response.map(|inner| boxed(Hooked::new(inner, Release(Some((pool, sender))))))
     }
 }
 
@@ -225,45 +217,17 @@ async fn sweep(pool: Arc<TargetPool>) {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body that gives its connection back when it ends; dropped
-    /// before its end, it takes the connection with it (it cannot carry another request).
-    struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        release: Option<(Arc<TargetPool>, SendRequest<Body>)>,
-    }
-}
+/// Gives an upstream connection back when its response body ends cleanly; dropped before
+/// its end (or after an error), the body takes the connection with it: it cannot carry
+/// another request.
+struct Release(Option<(Arc<TargetPool>, SendRequest<Body>)>);
 
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
-        let ended = match &frame {
-            None => true,
-            Some(Ok(_)) => this.inner.is_end_stream(),
-            Some(Err(_)) => {
-                this.release.take();
-                false
-            }
-        };
-        if ended && let Some((pool, sender)) = this.release.take() {
+impl BodyHook for Release {
+    fn on_end(&mut self, clean: bool) {
+        if let Some((pool, sender)) = self.0.take()
+            && clean
+        {
             pool.put(sender);
         }
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{Body, BoxError, boxed};
+use crate::body::{BodyHook, Hooked, boxed};
 use crate::config::{MAX_HEADER_FIELDS, ServerConfig};
 use crate::gateway::Gateway;
 
@@ -52,19 +52,13 @@ pub(super) fn spawn(
                 // Bytes after this head, read with it, were its body, not another head.
                 activity.partial_head.store(false, Ordering::Release);
             }
-            RequestBody {
-                inner: body,
-                activity: activity.clone(),
-            }
+            Hooked::new(body, BodyDone(activity.clone()))
         });
         async move {
             let response = gateway.handle(request, &client_ip).await;
-            Ok::<_, std::convert::Infallible>(response.map(|inner| {
-                boxed(GuardedBody {
-                    inner,
-                    _guard: guard,
-                })
-            }))
+            Ok::<_, std::convert::Infallible>(
+                response.map(|inner| boxed(Hooked::new(inner, guard))),
+            )
         }
     });
     let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
@@ -335,66 +329,15 @@ impl Drop for InFlight {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in flight until it is dropped.
-    struct GuardedBody {
-        #[pin]
-        inner: Body,
-        _guard: InFlight,
-    }
-}
+/// The response body keeps its request counted as in flight until it is dropped.
+impl BodyHook for InFlight {}
 
-impl http_body::Body for GuardedBody {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
+/// Notes on the connection that the request in flight has been read to its end.
+struct BodyDone(Arc<Activity>);
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that notes on its connection when it has been read to its end.
-    struct RequestBody {
-        #[pin]
-        inner: hyper::body::Incoming,
-        activity: Arc<Activity>,
-    }
-}
-
-impl http_body::Body for RequestBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if frame.is_none() {
-            this.activity.body_done.store(true, Ordering::Release);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+impl BodyHook for BodyDone {
+    fn on_end(&mut self, _clean: bool) {
+        self.0.body_done.store(true, Ordering::Release);
     }
 }
 

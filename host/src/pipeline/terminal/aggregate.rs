@@ -318,7 +318,7 @@ async fn send_call(
     };
     match proxy::forward(upstream, outbound).await {
         Ok(response) => Ok((response, timeout)),
-        Err(GatewayError::UpstreamTimeout { .. }) => Err(CallError::Timeout),
+        Err(proxy::ProxyError::Timeout { .. }) => Err(CallError::Timeout),
         Err(error) => Err(CallError::Unreachable(error.to_string())),
     }
 }

@@ -76,7 +76,7 @@ impl Terminal for UpstreamTerminal {
                 preserve_host: route.preserve_host,
                 timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
             };
-            proxy::forward(&self.upstream, outbound).await
+            Ok(proxy::forward(&self.upstream, outbound).await?)
         })
     }
 
