@@ -90,6 +90,8 @@ snapshot_tests! {
     unknown_keys_everywhere,
     wrong_types,
     decode_and_check_errors,
+    bad_names,
+    respond_and_upstream,
 }
 
 /// Every `.toml` in the cases directory has a test (and a snapshot), and nothing is stale.

@@ -49,7 +49,7 @@ impl Checker<'_, '_> {
                     limits.get_ref(),
                     limits.span(),
                 );
-                (name.clone(), defaults.overridden_by(limits.get_ref()))
+                (name.to_string(), defaults.overridden_by(limits.get_ref()))
             })
             .collect();
         let dir = base.join(raw.plugins.dir.as_deref().unwrap_or(DEFAULT_PLUGIN_DIR));
@@ -97,7 +97,7 @@ impl Checker<'_, '_> {
             .iter()
             .filter_map(|(name, upstream)| {
                 self.upstream(name, upstream)
-                    .map(|u| (name.clone(), Arc::new(u)))
+                    .map(|u| (name.to_string(), Arc::new(u)))
             })
             .collect();
         let routes = self.routes(&raw, &server, defaults, &plugin_limits);
@@ -275,13 +275,6 @@ impl Checker<'_, '_> {
     fn upstream(&mut self, name: &str, spanned: &Spanned<RawUpstream>) -> Option<UpstreamConfig> {
         let key = format!("upstreams.{name}");
         let raw = spanned.get_ref();
-        if !valid_name(name) {
-            self.report.error(
-                spanned.span(),
-                &key,
-                "upstream names may use only letters, digits, `-` and `_`",
-            );
-        }
         if raw.targets.get_ref().is_empty() {
             self.report.error(
                 raw.targets.span(),
@@ -356,13 +349,6 @@ impl Checker<'_, '_> {
             let route = spanned.get_ref();
             let key = format!("routes[{index}]");
             let name = route.name.get_ref();
-            if !valid_name(name) {
-                self.report.error(
-                    route.name.span(),
-                    format!("{key}.name"),
-                    "route names may use only letters, digits, `-` and `_`, and must not be empty",
-                );
-            }
             if let Some(first) = seen.insert(name, index) {
                 let other = self.location(&raw.routes[first].get_ref().name.span());
                 self.report.error(
@@ -465,7 +451,7 @@ impl Checker<'_, '_> {
         });
         if let Some(upstream) = &route.upstream {
             if !raw.upstreams.contains_key(upstream.get_ref()) {
-                let known: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
+                let known: Vec<&str> = raw.upstreams.keys().map(|name| &**name).collect();
                 let known = if known.is_empty() {
                     "none".to_string()
                 } else {
@@ -539,7 +525,8 @@ impl Checker<'_, '_> {
                 "set either `strip-prefix` or `rewrite`, not both",
             );
         }
-        let known_upstreams: BTreeSet<String> = raw.upstreams.keys().cloned().collect();
+        let known_upstreams: BTreeSet<String> =
+            raw.upstreams.keys().map(ToString::to_string).collect();
         let stages = route
             .stages
             .iter()
@@ -555,11 +542,11 @@ impl Checker<'_, '_> {
             })
             .collect();
         Some(RouteConfig {
-            name: route.name.get_ref().clone(),
+            name: route.name.get_ref().to_string(),
             hosts,
             methods,
             path,
-            upstream: route.upstream.as_ref().map(|u| u.get_ref().clone()),
+            upstream: route.upstream.as_ref().map(|u| u.get_ref().to_string()),
             respond,
             strip_prefix,
             rewrite,
@@ -679,13 +666,6 @@ impl Checker<'_, '_> {
     ) -> StageConfig {
         let stage = spanned.get_ref();
         let plugin = stage.plugin.get_ref().clone();
-        if !valid_name(&plugin) {
-            self.report.error(
-                stage.plugin.span(),
-                format!("{key}.plugin"),
-                "plugin names may use only letters, digits, `-` and `_` (the file is NAME.wasm)",
-            );
-        }
         let on_error = match stage.on_error.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("fail-closed") => OnError::FailClosed,
             Some("fail-open") => OnError::FailOpen,
@@ -699,7 +679,7 @@ impl Checker<'_, '_> {
                 OnError::FailClosed
             }
         };
-        let base = plugin_limits.get(&plugin).copied().unwrap_or(defaults);
+        let base = plugin_limits.get(&*plugin).copied().unwrap_or(defaults);
         let limits = match &stage.limits {
             Some(raw) => {
                 self.limits(&format!("{key}.limits"), raw, spanned.span());
@@ -712,8 +692,8 @@ impl Checker<'_, '_> {
             .iter()
             .flatten()
             .filter_map(|name| {
-                if known_upstreams.contains(name.get_ref()) {
-                    Some(name.get_ref().clone())
+                if known_upstreams.contains(&**name.get_ref()) {
+                    Some(name.get_ref().to_string())
                 } else {
                     self.report.error(
                         name.span(),
@@ -727,7 +707,7 @@ impl Checker<'_, '_> {
         let config = stage.config.clone().unwrap_or_default();
         let config_json = serde_json::to_string(&config).unwrap_or_else(|_| "{}".to_string());
         StageConfig {
-            plugin,
+            plugin: plugin.to_string(),
             config_json: config_json.into(),
             on_error,
             buffer_body: stage
@@ -749,7 +729,7 @@ impl Checker<'_, '_> {
             let span_of = |name: &str| {
                 raw.routes
                     .iter()
-                    .find(|r| r.get_ref().name.get_ref() == name)
+                    .find(|r| &**r.get_ref().name.get_ref() == name)
                     .map_or(0..0, |r| {
                         r.get_ref()
                             .path
@@ -762,7 +742,7 @@ impl Checker<'_, '_> {
             let index = raw
                 .routes
                 .iter()
-                .position(|r| r.get_ref().name.get_ref() == &conflict.second)
+                .position(|r| **r.get_ref().name.get_ref() == conflict.second)
                 .unwrap_or(0);
             let message = format!(
                 "route `{}` conflicts with route `{}` at {}: {}",
@@ -802,11 +782,4 @@ fn inside(path: &Path, dir: &Path) -> bool {
     let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let (path, dir) = (real(path), real(dir));
     path.starts_with(&dir)
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }

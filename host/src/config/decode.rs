@@ -68,8 +68,12 @@ fn decode_unsorted(source: &str) -> Decoded {
             Err(error) => error_of(&error),
         };
         // Without a field the rest cannot be decoded; taking more out would only invent errors.
-        let removed = !error.message.starts_with("missing field")
-            && remove_entry_at(&mut table, error.span.start);
+        let missing = error.message.starts_with("missing field");
+        if missing && !errors.is_empty() {
+            // Most likely the entry taken out for the previous error: not a second mistake.
+            break;
+        }
+        let removed = !missing && remove_entry_at(&mut table, error.span.start);
         errors.push(error);
         if !removed {
             break;

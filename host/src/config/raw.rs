@@ -10,6 +10,73 @@ use toml::Spanned;
 
 use super::units::{ByteSize, ConfigDuration};
 
+/// Declares a validated name type: letters, digits, `-` and `_`, not empty. A bad name is
+/// a decode error that points at it.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(name: String) -> Result<Self, String> {
+                let valid = !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if valid {
+                    Ok(Self(name))
+                } else {
+                    Err(format!(
+                        "`{}` is not a valid {} name: use letters, digits, `-` and `_`",
+                        crate::text::escape_control(&name),
+                        $what
+                    ))
+                }
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A route's name.
+    RouteName,
+    "route"
+);
+name_type!(
+    /// An upstream's name.
+    UpstreamName,
+    "upstream"
+);
+name_type!(
+    /// A plugin's name (its file is `NAME.wasm`).
+    PluginName,
+    "plugin"
+);
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -27,7 +94,7 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     /// Named upstreams.
     #[serde(default)]
-    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    pub upstreams: BTreeMap<UpstreamName, Spanned<RawUpstream>>,
     /// Routes, matched most specific first.
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
@@ -85,7 +152,7 @@ pub struct RawPlugins {
     pub counter_bytes: Option<ByteSize>,
     /// Per-plugin limit overrides, keyed by plugin name.
     #[serde(default)]
-    pub limits: BTreeMap<String, Spanned<RawLimits>>,
+    pub limits: BTreeMap<PluginName, Spanned<RawLimits>>,
 }
 
 /// Sandbox limits: `[limits]`, `[plugins.limits.NAME]` or a stage's `limits`.
@@ -147,7 +214,7 @@ pub struct RawUpstream {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRoute {
     /// Unique name, used in logs and metrics.
-    pub name: Spanned<String>,
+    pub name: Spanned<RouteName>,
     /// Host names this route answers (`api.example.com`, `*.example.com`); any host when absent.
     pub hosts: Option<Vec<Spanned<String>>>,
     /// HTTP methods; any method when absent.
@@ -157,7 +224,7 @@ pub struct RawRoute {
     /// A path prefix, matched on segment boundaries.
     pub prefix: Option<Spanned<String>>,
     /// The upstream to proxy to (absent when an aggregate stage answers).
-    pub upstream: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<UpstreamName>>,
     /// A literal prefix removed from the path before proxying.
     pub strip_prefix: Option<Spanned<String>>,
     /// A new path for the upstream, with `{param}` captures filled in.
@@ -195,7 +262,7 @@ pub struct RawRespond {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawStage {
     /// Plugin name: the file `NAME.wasm` in the plugin directory.
-    pub plugin: Spanned<String>,
+    pub plugin: Spanned<PluginName>,
     /// The stage's own settings, handed to the plugin as JSON.
     pub config: Option<toml::Table>,
     /// `"fail-closed"` (default) or `"fail-open"`.
@@ -205,7 +272,7 @@ pub struct RawStage {
     /// Limit overrides for this stage.
     pub limits: Option<RawLimits>,
     /// Upstreams an aggregate stage may call.
-    pub upstreams: Option<Vec<Spanned<String>>>,
+    pub upstreams: Option<Vec<Spanned<UpstreamName>>>,
 }
 
 /// A stage's `body` table.
