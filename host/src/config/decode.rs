@@ -69,8 +69,12 @@ fn decode_unsorted(source: &str) -> Decoded {
         };
         // Without a field the rest cannot be decoded; taking more out would only invent errors.
         let missing = error.message.starts_with("missing field");
-        if missing && !errors.is_empty() {
-            // Most likely the entry taken out for the previous error: not a second mistake.
+        let after_bad_value = errors
+            .last()
+            .is_some_and(|last: &DecodeError| !last.message.starts_with("unknown field"));
+        if missing && after_bad_value {
+            // Most likely the entry taken out for the previous (bad value) error: not a
+            // second mistake.
             break;
         }
         let removed = !missing && remove_entry_at(&mut table, error.span.start);
