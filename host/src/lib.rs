@@ -4,12 +4,15 @@
 //!
 //! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2) and hands each request to
 //!    [`gateway::Gateway::handle`], which takes the current [`gateway::LiveState`] once.
-//! 2. [`router`] matches host, path and method to one of the [`config`] routes.
-//! 3. The route's stages run (auth, rate limit, transform on the way in), each a fresh
-//!    sandboxed instance of a WASM plugin; a stage may answer the request itself.
-//! 4. [`proxy`] forwards the request to the route's upstream (or an aggregate stage fans out
-//!    and merges), streaming bodies both ways.
-//! 5. Response stages run in reverse order; [`access_log`] writes one line when the body ends.
+//! 2. The path is put in normal form ([`normalize`]) and [`router`] matches host, path and
+//!    method to one of the [`config`] routes.
+//! 3. The route's [`pipeline`] runs: request-phase hooks of its stages in order (auth, rate
+//!    limit, transform, native stages), each WASM call on a fresh sandboxed instance; a
+//!    stage may answer the request itself.
+//! 4. The route's one terminal answers: [`proxy`] to the upstream (streaming both ways), an
+//!    aggregate plugin's plan and merge, or a static `respond`.
+//! 5. Response-phase hooks run in reverse order; [`framing`] frames the answer from its body;
+//!    [`access_log`] writes one line when the body ends.
 //!
 //! Every failure becomes a JSON response in exactly one place, [`rescue`].
 
