@@ -710,6 +710,37 @@ async fn oversized_request_headers_are_431_json() {
     assert_eq!(up.requests(), 1, "only the small request got through");
 }
 
+/// HTTP/2 requests over the head limits get the same JSON 431 as HTTP/1 ones, up to the
+/// header list size the gateway advertises (4x the limit, 64 KiB at least).
+#[tokio::test]
+async fn oversized_http2_request_headers_are_431_json() {
+    let up = TestUpstream::start(handler::echo);
+    let gateway = TestGateway::start(&format!(
+        "[server]\nmax-header-bytes = \"4KiB\"\n\n{}[[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n",
+        upstream("up", &[up.addr()])
+    ));
+    let client = common::h2_client();
+    let big = common::request(
+        "GET",
+        &gateway.url("/h"),
+        &[("x-big", &"a".repeat(12 << 10))],
+        common::empty(),
+    );
+    let reply = common::send(&client, big).await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["error"], "headers_too_large");
+    let names: Vec<String> = (0..120).map(|i| format!("x-field-{i}")).collect();
+    let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let many = common::send(
+        &client,
+        common::request("GET", &gateway.url("/h"), &fields, common::empty()),
+    )
+    .await;
+    assert_eq!(many.status, 431);
+    assert_eq!(many.json()["error"], "headers_too_large");
+    assert_eq!(up.requests(), 0);
+}
+
 /// Heads hyper refuses by itself (not HTTP, more than 100 header fields) get the gateway's
 /// JSON errors and access-log lines too, like every request it answers.
 #[tokio::test]

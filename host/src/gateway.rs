@@ -280,7 +280,10 @@ async fn serve(
     log: &mut AccessLog,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
-    if request_head_size(&request) > config.server.max_header_bytes {
+    // HTTP/1 heads over the field limit never get here (hyper refuses them); HTTP/2 ones do.
+    if request_head_size(&request) > config.server.max_header_bytes
+        || request.headers().len() > crate::config::MAX_HEADER_FIELDS
+    {
         return Err(GatewayError::HeadersTooLarge {
             limit: config.server.max_header_bytes,
         });
