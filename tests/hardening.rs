@@ -224,7 +224,7 @@ max-idle-per-target = 1
 name = "hostile"
 prefix = "/hostile"
 upstream = "app"
-stages = [{{ plugin = "hostile" }}]
+stages = [{{ plugin = "hostile", limits = {{ deadline = "10s" }} }}]
 "#,
         up = upstream.addr()
     )

@@ -23,6 +23,12 @@ pub fn drop_plugin_framing(headers: &mut HeaderMap) {
     headers.remove(header::CONTENT_LENGTH);
 }
 
+/// Whether a field is one only the host may set on its own: framing or hop-by-hop by name
+/// (fields a `Connection` value names are caught when a whole message is checked).
+pub fn is_host_owned(name: &http::HeaderName) -> bool {
+    *name == header::CONTENT_LENGTH || crate::proxy::is_hop_by_hop(name)
+}
+
 /// Removes the fields that would let anything but the body decide an outbound request's
 /// framing.
 pub fn unframe_request(headers: &mut HeaderMap) {

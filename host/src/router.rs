@@ -205,7 +205,15 @@ impl Router {
 
     /// Matches a request. `host` is the Host header or URI authority, with or without a port.
     pub fn lookup(&self, host: Option<&str>, method: &Method, path: &str) -> RouteMatch {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        // Hosts arrive lower-case almost always: copy only when one does not.
+        let host = host.map(|h| {
+            let bare = strip_port(h);
+            if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(bare.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(bare)
+            }
+        });
         let specific = host.as_deref().and_then(|host| {
             self.exact_hosts.get(host).or_else(|| {
                 self.wildcard_hosts

@@ -6,7 +6,7 @@ use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
 
 use crate::config::OutputLimits;
-use crate::framing::drop_plugin_framing;
+use crate::framing::{drop_plugin_framing, is_host_owned};
 use crate::runtime::bindings::types;
 
 /// A plugin answer that the host cannot use.
@@ -28,6 +28,39 @@ pub fn headers_from_wit(
     fields: &[(String, Vec<u8>)],
     limits: &OutputLimits,
 ) -> Result<HeaderMap, InvalidOutput> {
+    let checked = checked_fields(fields, limits)?;
+    let mut headers = HeaderMap::with_capacity(checked.len());
+    for (name, value) in checked {
+        headers.append(name, value);
+    }
+    drop_plugin_framing(&mut headers);
+    Ok(headers)
+}
+
+/// Header fields from a plugin as a list (for fields the host adds to a message it already
+/// has), checked like [`headers_from_wit`]; framing and hop-by-hop fields, and those a
+/// `connection` field names, are dropped.
+pub fn header_fields_from_wit(
+    fields: &[(String, Vec<u8>)],
+    limits: &OutputLimits,
+) -> Result<Vec<(HeaderName, HeaderValue)>, InvalidOutput> {
+    let mut checked = checked_fields(fields, limits)?;
+    let named: Vec<HeaderName> = checked
+        .iter()
+        .filter(|(name, _)| *name == http::header::CONNECTION)
+        .filter_map(|(_, value)| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    checked.retain(|(name, _)| !is_host_owned(name) && !named.contains(name));
+    Ok(checked)
+}
+
+/// Validates a plugin's header fields against `limits` before building anything from them.
+fn checked_fields(
+    fields: &[(String, Vec<u8>)],
+    limits: &OutputLimits,
+) -> Result<Vec<(HeaderName, HeaderValue)>, InvalidOutput> {
     if fields.len() > limits.header_fields {
         return Err(InvalidOutput(format!(
             "{} header fields, over the limit of {}",
@@ -44,16 +77,15 @@ pub fn headers_from_wit(
             limits.header_bytes
         )));
     }
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut checked = Vec::with_capacity(fields.len());
     for (name, value) in fields {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| InvalidOutput(format!("invalid header name {name:?}")))?;
         let value = HeaderValue::from_bytes(value)
             .map_err(|_| InvalidOutput(format!("invalid value for header `{name}`")))?;
-        headers.append(name, value);
+        checked.push((name, value));
     }
-    drop_plugin_framing(&mut headers);
-    Ok(headers)
+    Ok(checked)
 }
 
 /// A request as the WIT record.
@@ -117,6 +149,16 @@ mod tests {
         ];
         let value = proptest::collection::vec(any::<u8>(), 0..24);
         (name, value)
+    }
+
+    #[test]
+    fn a_flood_of_fields_is_refused_before_any_map_is_sized_for_it() {
+        // `HeaderMap` panics past 32,768 entries: the count is checked first.
+        let flood: Vec<(String, Vec<u8>)> = (0..100_000)
+            .map(|i| (format!("x-{i}"), b"v".to_vec()))
+            .collect();
+        assert!(headers_from_wit(&flood, &LIMITS).is_err());
+        assert!(header_fields_from_wit(&flood, &LIMITS).is_err());
     }
 
     proptest! {

@@ -46,8 +46,8 @@ pub struct Flow<'a> {
     pub aggregate_reserve: &'a Arc<Semaphore>,
     /// The client and request.
     pub client: Client<'a>,
-    /// Path captures of the route match.
-    pub params: Vec<(String, String)>,
+    /// Path captures of the route match, until the WIT context takes them.
+    params: Vec<(String, String)>,
     /// The context plugins see, built at the first plugin call.
     ctx: Option<types::Context>,
     /// Headers added to the final response (rate-limit stages).
@@ -90,17 +90,23 @@ impl<'a> Flow<'a> {
         }
     }
 
-    /// The WIT context, built on first use (routes without plugins never pay for it).
+    /// The WIT context, built on first use (routes without plugins never pay for it). It
+    /// takes the path captures over; [`params`](Self::params) reads them from it then.
     pub fn ctx(&mut self) -> &mut types::Context {
-        let (route, client, params) = (&self.route_name, &self.client, &self.params);
+        let (route, client, params) = (&self.route_name, &self.client, &mut self.params);
         self.ctx.get_or_insert_with(|| types::Context {
             route: route.to_string(),
             client_ip: client.ip.to_string(),
             request_id: client.request_id.to_string(),
             identity: None,
-            params: params.clone(),
+            params: std::mem::take(params),
             vars: Vec::new(),
         })
+    }
+
+    /// The path captures of the route match.
+    pub fn params(&self) -> &[(String, String)] {
+        self.ctx.as_ref().map_or(&self.params, |ctx| &ctx.params)
     }
 
     /// Stores the request variables after a call.

@@ -60,18 +60,9 @@ impl Stage for RateLimitStage {
                 }
                 Err(error) => return stage.failed(flow, error),
             };
-            match convert::headers_from_wit(&headers, flow.limits) {
-                Ok(headers) => {
-                    // Straight from the map's entries: one name per run of equal names.
-                    let mut name = None;
-                    for (next, value) in headers {
-                        if let Some(next) = next {
-                            name = Some(next);
-                        }
-                        if let Some(name) = &name {
-                            flow.response_headers.push((name.clone(), value));
-                        }
-                    }
+            match convert::header_fields_from_wit(&headers, flow.limits) {
+                Ok(fields) => {
+                    flow.response_headers.extend(fields);
                     Ok(Decision::Continue)
                 }
                 Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),

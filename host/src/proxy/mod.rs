@@ -12,7 +12,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 
-pub use headers::{Forwarded, add_forwarding, append_via, strip_hop_by_hop};
+pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
 pub use pool::{PoolSettings, SendError, TargetPool};
 pub use upstream::Upstream;
 

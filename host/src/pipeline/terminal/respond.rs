@@ -21,7 +21,7 @@ impl Terminal for RespondTerminal {
         flow: &'s mut Flow<'f>,
         _request: RequestParts,
     ) -> StageFuture<'s, Response<Body>> {
-        Box::pin(std::future::ready(self.answer(&flow.params)))
+        Box::pin(std::future::ready(self.answer(flow.params())))
     }
 
     fn kind(&self) -> &'static str {

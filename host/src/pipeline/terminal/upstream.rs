@@ -37,9 +37,11 @@ impl Terminal for UpstreamTerminal {
             let route = flow.route;
             let path_and_query = match flow.path_override.take() {
                 Some(path) => path,
-                None => route.upstream_path(&parts.uri, &flow.params).map_err(|e| {
-                    GatewayError::BadRequest(format!("invalid rewritten path: {e}"))
-                })?,
+                None => route
+                    .upstream_path(&parts.uri, flow.params())
+                    .map_err(|e| {
+                        GatewayError::BadRequest(format!("invalid rewritten path: {e}"))
+                    })?,
             };
             let client = &flow.client;
             let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
