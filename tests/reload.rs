@@ -408,3 +408,28 @@ async fn memory_stays_bounded_over_200_reloads() {
         "RSS grew from {warm} KiB to {end} KiB over 150 reloads"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_missing_plugins_and_recovers_when_they_arrive() {
+    let upstream = TestUpstream::start(handler::echo);
+    // The `versioned` plugin is not there yet.
+    let gateway = TestGateway::start_with_plugins(&config(&upstream), &[]);
+    let admin = admin_addr(&gateway);
+    let live = get(&format!("http://{admin}/health/live")).await;
+    assert_eq!(live.status, StatusCode::OK);
+    let ready = get(&format!("http://{admin}/health/ready")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reasons = ready.json()["reasons"].to_string();
+    assert!(
+        reasons.contains("plugin `versioned` is not loaded"),
+        "{reasons}"
+    );
+    let alias = get(&format!("http://{admin}/health")).await;
+    assert_eq!(alias.status, StatusCode::SERVICE_UNAVAILABLE);
+    let before = generation(admin).await;
+    install(&gateway.plugins_dir(), "versioned", VERSION_A);
+    wait_generation(admin, before).await;
+    let ready = get(&format!("http://{admin}/health/ready")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    assert_eq!(ready.json()["ready"], true);
+}

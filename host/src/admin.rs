@@ -1,5 +1,7 @@
 //! The admin API (keep it on loopback): `GET /status` with the loaded plugins, their worlds,
-//! hashes, load times, routes and last errors, plus the reload generation; `GET /health`.
+//! hashes, load times, routes and last errors, plus the reload generation; `GET /health/live`
+//! (the process answers) and `GET /health/ready` (every route can serve; `/health` is an
+//! alias), 503 with the reasons when not.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,13 +58,43 @@ fn answer(request: &Request<Incoming>, gateway: &Gateway, status: &SharedStatus)
         );
     }
     match request.uri().path() {
-        "/health" => json_response(StatusCode::OK, &json!({"ok": true})),
+        "/health/live" => json_response(StatusCode::OK, &json!({"live": true})),
+        "/health/ready" | "/health" => readiness(gateway),
         "/status" => json_response(StatusCode::OK, &status_json(gateway, status)),
         path => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": "not_found", "message": format!("no admin endpoint {path}; try /status")}),
         ),
     }
+}
+
+/// `/health/ready`: 200 when every route can serve (every plugin a route names is loaded),
+/// else 503 with the reasons.
+fn readiness(gateway: &Gateway) -> Response<Body> {
+    let state = gateway.state();
+    let mut reasons = Vec::new();
+    for route in &state.config.routes {
+        for (index, stage) in route.stages.iter().enumerate() {
+            if !state.plugins.loaded.contains_key(&stage.plugin) {
+                let why = state
+                    .plugins
+                    .rejected
+                    .get(&stage.plugin)
+                    .map_or("its file is missing", |_| "it was rejected (see /status)");
+                reasons.push(format!(
+                    "route `{}` stage {index}: plugin `{}` is not loaded: {why}",
+                    route.name, stage.plugin
+                ));
+            }
+        }
+    }
+    let ready = reasons.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &json!({"ready": ready, "reasons": reasons}))
 }
 
 /// The `/status` document.
