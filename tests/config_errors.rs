@@ -90,6 +90,7 @@ snapshot_tests! {
     unknown_keys_everywhere,
     wrong_types,
     decode_and_check_errors,
+    compress_errors,
 }
 
 /// Every `.toml` in the cases directory has a test (and a snapshot), and nothing is stale.

@@ -47,6 +47,13 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A stage needs the request body, and it is in a content coding the gateway cannot
+    /// decode (one other than `gzip`, `br` or `zstd`, or several).
+    #[error("the request body's content coding `{coding}` is not supported: use gzip, br or zstd")]
+    UnsupportedEncoding {
+        /// The request's `Content-Encoding`.
+        coding: String,
+    },
     /// No target of the upstream could be reached, or it broke off.
     #[error("upstream `{upstream}` is unreachable")]
     UpstreamUnreachable {
@@ -108,6 +115,10 @@ impl GatewayError {
                 "headers_too_large",
             ),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UnsupportedEncoding { .. } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+            ),
             Self::UpstreamUnreachable { .. } => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             Self::UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Self::ResponseTooLarge { .. } => {
@@ -147,6 +158,13 @@ impl GatewayError {
             if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
                 headers.insert(header::ALLOW, value);
             }
+        }
+        if let Self::UnsupportedEncoding { .. } = &self {
+            // RFC 9110 §15.5.16: name the codings that would have been accepted.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, br, zstd"),
+            );
         }
         if matches!(
             self,

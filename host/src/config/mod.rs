@@ -3,6 +3,7 @@
 //! Loading never stops at the first problem: every error found is reported, each naming the
 //! file, line, column and key (see [`ConfigError`]).
 
+mod compress;
 mod decode;
 mod error;
 pub mod raw;
@@ -19,6 +20,7 @@ use http::Method;
 use http::uri::Authority;
 use toml::Spanned;
 
+pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use units::{ByteSize, ConfigDuration};
 
@@ -349,6 +351,8 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     /// The stages, in order.
     pub stages: Vec<StageConfig>,
+    /// Response compression; `None` sends responses as the terminal and stages leave them.
+    pub compress: Option<CompressConfig>,
     /// Where the route is written (`file:line:column`).
     pub location: String,
 }
@@ -1004,6 +1008,10 @@ impl Checker<'_, '_> {
             preserve_host: route.preserve_host.unwrap_or(false),
             max_body_bytes: route.max_body_bytes.map(|b| b.0).or(server.max_body_bytes),
             stages,
+            compress: route
+                .compress
+                .as_ref()
+                .and_then(|compress| self.compress(&format!("{key}.compress"), compress)),
             location: self.location(&route.name.span()),
         })
     }

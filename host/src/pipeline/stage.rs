@@ -65,6 +65,8 @@ pub struct StageInfo<'a> {
     pub plugin: Option<&'a str>,
     /// Its instance pool, when it reuses instances.
     pub pool: Option<&'a dyn PoolStatus>,
+    /// Its position in the route's `stages`; `None` for a native stage a route key adds.
+    pub position: Option<usize>,
 }
 
 /// One stage of a route. Hooks default to "continue" and "pass the response on".
