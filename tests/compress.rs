@@ -7,7 +7,7 @@
 //! encoded ones, `no-transform`, images, `HEAD`, 204, 304), `Vary` and weak `ETag`s, a
 //! 100 MiB response in bounded memory, a trickling response flushed as it comes, request
 //! bodies decoded for a buffering stage, a decompression bomb stopped at the stage's cap,
-//! and gzip output the size of nginx's.
+//! gzip output the size of nginx's, and the positions of configured stages next to it.
 
 mod common;
 
@@ -767,4 +767,66 @@ async fn gzip_output_matches_nginx_gzip_on() {
     eprintln!("gzip level 6, gateway vs nginx:\n{}", table.join("\n"));
     let _ = nginx.kill();
     let _ = nginx.wait();
+}
+
+// === The compress stage next to configured stages ===
+
+#[test]
+fn a_compress_stage_does_not_shift_the_positions_of_configured_stages() {
+    // A plugin's config error names its stage as written: 1, not 2.
+    let config = format!(
+        "[plugins]\ncache-dir = {PLUGIN_CACHE:?}\nwatch = false\n\n\
+         [upstreams.echo]\ntargets = [\"127.0.0.1:9\"]\n\n\
+         [[routes]]\nname = \"picky\"\npath = \"/picky\"\nupstream = \"echo\"\ncompress = true\n\
+         stages = [{{ plugin = \"transform\" }}, {{ plugin = \"badconfig\", config = {{ threshold = 0 }} }}]\n"
+    );
+    let checked = common::check_as(
+        "gateway.toml",
+        &config,
+        &[
+            ("transform", Path::new(fx::FX_TRANSFORM)),
+            ("badconfig", Path::new(fx::FX_BADCONFIG)),
+        ],
+    );
+    assert_ne!(checked.code, Some(0), "check must fail: {checked:?}");
+    let line = checked
+        .stderr
+        .lines()
+        .find(|line| line.contains("threshold must be positive"))
+        .unwrap_or_else(|| panic!("no line carries the plugin's message: {checked:?}"));
+    assert!(
+        line.contains("stage 1 (`badconfig`)") && line.contains("gateway.toml:13:"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_numbers_reused_stages_as_configured() {
+    let up = upstream(Default::default());
+    let config = format!(
+        "[plugins]\ncache-dir = {PLUGIN_CACHE:?}\nwatch = false\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [upstreams.up]\ntargets = [\"{}\"]\n\n\
+         [[routes]]\nname = \"pooled\"\nprefix = \"/\"\nupstream = \"up\"\ncompress = true\n\
+         stages = [{{ plugin = \"transform\", limits = {{ reuse = {{ max-calls = 10 }} }} }}]\n",
+        up.addr()
+    );
+    let gateway =
+        TestGateway::start_with_plugins(&config, &[("transform", Path::new(fx::FX_TRANSFORM))]);
+    let reply = get_with(&gateway.url("/json"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        reply.header("x-response-tag"),
+        Some("v1"),
+        "the transform ran too"
+    );
+    let status = common::get(&format!("http://{}/status", gateway.admin_addr()))
+        .await
+        .json();
+    let pools = status["reuse_pools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pools.len(), 1, "{status}");
+    assert_eq!(pools[0]["stage"], 0, "{status}");
+    assert_eq!(pools[0]["plugin"], "transform", "{status}");
 }

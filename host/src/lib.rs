@@ -9,7 +9,8 @@
 //!    sandboxed instance of a WASM plugin; a stage may answer the request itself.
 //! 4. [`proxy`] forwards the request to the route's upstream (or an aggregate stage fans out
 //!    and merges), streaming bodies both ways.
-//! 5. Response stages run in reverse order; [`access_log`] writes one line when the body ends.
+//! 5. Response stages run in reverse order, native ones such as compression last;
+//!    [`access_log`] writes one line when the body ends.
 //!
 //! Every failure becomes a JSON response in exactly one place, [`rescue`].
 
