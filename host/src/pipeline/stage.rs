@@ -24,8 +24,8 @@ pub type ValidateFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + 
 pub enum Decision {
     /// Go on; this stage's response hook runs on the way out.
     Continue,
-    /// Go on without this stage (a fail-open stage that could not run): its response hook
-    /// does not run.
+    /// Go on without this stage: its response hook does not run (a fail-open stage that
+    /// could not run, or a stage with nothing to do for this request).
     Skip,
     /// Answer with this response; later stages and the terminal do not run.
     Respond(Response<Body>),
