@@ -666,10 +666,22 @@ async fn a_decompression_bomb_stops_at_the_stage_cap() {
 
 // === nginx, the reference ===
 
+/// A running nginx, stopped when dropped (also when an assertion fails).
+struct Nginx {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: common::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// nginx with `gzip on; gzip_comp_level 6;` in front of `upstream`, on a free port.
-fn start_nginx(
-    upstream: std::net::SocketAddr,
-) -> Option<(std::process::Child, common::TempDir, std::net::SocketAddr)> {
+fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| Path::new(p).exists())?;
@@ -700,18 +712,23 @@ fn start_nginx(
         .spawn()
         .ok()?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let nginx = Nginx {
+        child,
+        addr,
+        _dir: dir,
+    };
     let up = common::wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_ok()
     });
     assert!(up, "nginx did not start");
-    Some((child, dir, addr))
+    Some(nginx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_output_matches_nginx_gzip_on() {
     let up = upstream(Default::default());
     let gateway = gateway(&up);
-    let Some((mut nginx, _dir, nginx_addr)) = start_nginx(up.addr()) else {
+    let Some(nginx) = start_nginx(up.addr()) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "nginx is required in CI (scripts/test.sh installs it)"
@@ -725,7 +742,7 @@ async fn gzip_output_matches_nginx_gzip_on() {
         let path = format!("/json?records={records}");
         let expected = json_body(records);
         let ours = get_with(&gateway.url(&format!("/gzip{path}")), &accept).await;
-        let theirs = get_with(&format!("http://{nginx_addr}{path}"), &accept).await;
+        let theirs = get_with(&format!("http://{}{path}", nginx.addr), &accept).await;
         assert_eq!(
             theirs.header("content-encoding"),
             Some("gzip"),
@@ -765,8 +782,6 @@ async fn gzip_output_matches_nginx_gzip_on() {
         assert_eq!(ours.header_all("vary"), theirs.header_all("vary"));
     }
     eprintln!("gzip level 6, gateway vs nginx:\n{}", table.join("\n"));
-    let _ = nginx.kill();
-    let _ = nginx.wait();
 }
 
 // === The compress stage next to configured stages ===
