@@ -92,6 +92,7 @@ snapshot_tests! {
     decode_and_check_errors,
     bad_names,
     respond_and_upstream,
+    compress_errors,
 }
 
 /// Every `.toml` in the cases directory has a test (and a snapshot), and nothing is stale.

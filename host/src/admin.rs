@@ -135,15 +135,18 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         .pipelines
         .iter()
         .flat_map(|pipeline| {
-            let stages = pipeline.stages.iter().map(|stage| {
+            let stages = pipeline.stages.iter().filter_map(|stage| {
                 let info = stage.info();
-                (info.plugin, info.pool)
+                Some((info.position?, info.plugin, info.pool))
             });
-            let terminal = std::iter::once((pipeline.terminal.plugin(), pipeline.terminal.pool()));
+            let terminal = std::iter::once((
+                pipeline.terminal_position(),
+                pipeline.terminal.plugin(),
+                pipeline.terminal.pool(),
+            ));
             stages
                 .chain(terminal)
-                .enumerate()
-                .filter_map(move |(index, (plugin, pool))| {
+                .filter_map(move |(index, plugin, pool)| {
                     let pool = pool?;
                     let (policy, stats) = (pool.policy(), pool.stats());
                     Some(json!({

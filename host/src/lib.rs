@@ -11,7 +11,8 @@
 //!    stage may answer the request itself.
 //! 4. The route's one terminal answers: [`proxy`] to the upstream (streaming both ways), an
 //!    aggregate plugin's plan and merge, or a static `respond`.
-//! 5. Response-phase hooks run in reverse order; [`framing`] frames the answer from its body;
+//! 5. Response-phase hooks run in reverse order (native ones such as compression last);
+//!    [`framing`] frames the answer from its body;
 //!    [`access_log`] writes one line when the body ends.
 //!
 //! Every failure becomes a JSON response in exactly one place, [`rescue`].

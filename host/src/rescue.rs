@@ -46,6 +46,13 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A stage needs the request body, and it is in a content coding the gateway cannot
+    /// decode (one other than `gzip`, `br` or `zstd`, or several).
+    #[error("the request body's content coding `{coding}` is not supported: use gzip, br or zstd")]
+    UnsupportedEncoding {
+        /// The request's `Content-Encoding`.
+        coding: String,
+    },
     /// Proxying to the upstream failed (unreachable, timed out, or the request body
     /// passed its limit on the way).
     #[error(transparent)]
@@ -97,6 +104,10 @@ impl GatewayError {
                 "headers_too_large",
             ),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UnsupportedEncoding { .. } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+            ),
             Self::Upstream(ProxyError::Unreachable { .. }) => {
                 (StatusCode::BAD_GATEWAY, "upstream_unreachable")
             }
@@ -143,6 +154,13 @@ impl GatewayError {
             if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
                 headers.insert(header::ALLOW, value);
             }
+        }
+        if let Self::UnsupportedEncoding { .. } = &self {
+            // RFC 9110 §15.5.16: name the codings that would have been accepted.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, br, zstd"),
+            );
         }
         if matches!(
             self,

@@ -554,6 +554,10 @@ impl Checker<'_, '_> {
             preserve_host: route.preserve_host.unwrap_or(false),
             max_body_bytes: route.max_body_bytes.map(|b| b.0).or(server.max_body_bytes),
             stages,
+            compress: route
+                .compress
+                .as_ref()
+                .and_then(|compress| self.compress(&format!("{key}.compress"), compress)),
             location: self.location(&route.name.span()),
         })
     }

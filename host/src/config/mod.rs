@@ -4,6 +4,7 @@
 //! file, line, column and key (see [`ConfigError`]).
 
 mod checker;
+mod compress;
 mod decode;
 mod error;
 mod keypath;
@@ -15,6 +16,7 @@ mod units;
 use std::path::Path;
 
 pub use checker::default_cache_dir;
+pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use model::*;
 pub use template::{PathTemplate, TemplatePart, path_captures};

@@ -315,6 +315,8 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     /// The stages, in order.
     pub stages: Vec<StageConfig>,
+    /// Response compression; `None` sends responses as the terminal and stages leave them.
+    pub compress: Option<super::compress::CompressConfig>,
     /// Where the route is written (`file:line:column`).
     pub location: String,
 }

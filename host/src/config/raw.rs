@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use super::units::{ByteSize, ConfigDuration};
@@ -237,6 +238,8 @@ pub struct RawRoute {
     pub max_body_bytes: Option<ByteSize>,
     /// A static answer (or redirect) instead of an upstream.
     pub respond: Option<Spanned<RawRespond>>,
+    /// Response compression: `true` for the defaults, or a table.
+    pub compress: Option<Spanned<RawCompress>>,
     /// The WASM stages, in order.
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
@@ -284,4 +287,85 @@ pub struct RawBody {
     pub buffer: bool,
     /// The largest body buffered; a larger one gets 413.
     pub max_bytes: Option<ByteSize>,
+}
+
+/// A route's `compress`: `true` (or `false`) for the defaults, or a table of settings.
+#[derive(Debug)]
+pub enum RawCompress {
+    /// `compress = true` or `compress = false`.
+    Enabled(bool),
+    /// `compress = { … }`.
+    Table(RawCompressTable),
+}
+
+impl<'de> Deserialize<'de> for RawCompress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CompressVisitor;
+        impl<'de> Visitor<'de> for CompressVisitor {
+            type Value = RawCompress;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a table such as { encodings = [\"gzip\"] }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawCompress, E> {
+                Ok(RawCompress::Enabled(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCompress, A::Error> {
+                // Through the table's own derive, so unknown keys are named as everywhere else.
+                RawCompressTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawCompress::Table)
+            }
+        }
+        deserializer.deserialize_any(CompressVisitor)
+    }
+}
+
+/// The settings of a route's `compress` table; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCompressTable {
+    /// Content codings offered (`br`, `zstd`, `gzip`), in the gateway's order of preference.
+    pub encodings: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Compression level per coding.
+    pub level: Option<RawCompressLevels>,
+    /// Bodies known to be smaller than this are sent as they are.
+    pub min_bytes: Option<ByteSize>,
+    /// Media types worth compressing: `text/*`, `application/json`, `application/*+json`, …
+    pub types: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A `compress.level` table: the level of each coding.
+#[derive(Debug, Default)]
+pub struct RawCompressLevels {
+    /// gzip: 1 (fastest) to 9 (smallest).
+    pub gzip: Option<Spanned<i64>>,
+    /// Brotli: 0 (fastest) to 11 (smallest).
+    pub br: Option<Spanned<i64>>,
+    /// zstd: 1 (fastest) to 19 (smallest).
+    pub zstd: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RawCompressLevels {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The table as written; the wrapper only words the error for anything else.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Levels {
+            gzip: Option<Spanned<i64>>,
+            br: Option<Spanned<i64>>,
+            zstd: Option<Spanned<i64>>,
+        }
+        struct LevelsVisitor;
+        impl<'de> Visitor<'de> for LevelsVisitor {
+            type Value = RawCompressLevels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a level per coding, such as { gzip = 6, br = 4, zstd = 3 }")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCompressLevels, A::Error> {
+                let Levels { gzip, br, zstd } =
+                    Levels::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawCompressLevels { gzip, br, zstd })
+            }
+        }
+        deserializer.deserialize_any(LevelsVisitor)
+    }
 }

@@ -56,6 +56,9 @@ pub struct Flow<'a> {
     pub path_override: Option<PathAndQuery>,
     /// The upstream the terminal called, for the access log.
     pub upstream_used: Option<String>,
+    /// What native stages carry from their request hook to their response hook, one value
+    /// per type (a stage keeps a private type, so stages cannot see each other's).
+    pub extensions: http::Extensions,
 }
 
 impl<'a> Flow<'a> {
@@ -87,6 +90,7 @@ impl<'a> Flow<'a> {
             response_headers: Vec::new(),
             path_override: None,
             upstream_used: None,
+            extensions: http::Extensions::new(),
         }
     }
 

@@ -41,6 +41,7 @@ impl Stage for MissingStage {
             kind: "missing",
             plugin: Some(&self.config.plugin),
             pool: None,
+            position: Some(self.index),
         }
     }
 }

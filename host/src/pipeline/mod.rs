@@ -4,9 +4,11 @@
 //! rest. The route's [`terminal`] then answers (upstream, aggregate, or a static answer),
 //! and response-phase hooks run in reverse order for the stages that continued. WASM stages
 //! (one file per WIT world: [`auth`], [`rate_limit`], [`transform`]) and native stages
-//! implement the one [`Stage`] seam.
+//! (one file each: [`compress`]) implement the one [`Stage`] seam. Native stages come from
+//! route keys and run before the configured stages, so their response hooks run last.
 
 pub mod auth;
+pub mod compress;
 pub mod convert;
 mod flow;
 mod missing;
@@ -156,7 +158,9 @@ impl Pipeline {
             });
             None
         };
-        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(stage_configs.len());
+        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(stage_configs.len() + 1);
+        // Native stages, from route keys.
+        stages.extend(compress::CompressStage::for_route(route));
         for (index, config) in stage_configs.iter().enumerate() {
             let stage = match plugins.get(&config.plugin) {
                 Some(plugin) if plugin.kind == PluginKind::Aggregate => {
@@ -195,23 +199,33 @@ impl Pipeline {
     /// Runs every stage's and the terminal's config check; returns the problems.
     pub async fn validate(&self, runtime: &Runtime) -> Vec<BuildProblem> {
         let mut problems = Vec::new();
-        for (index, stage) in self.stages.iter().enumerate() {
+        for stage in &self.stages {
             if let Err(message) = stage.validate(runtime).await {
+                let info = stage.info();
                 problems.push(BuildProblem {
-                    stage: Some(index),
-                    plugin: stage.info().plugin.map(str::to_string),
+                    stage: info.position,
+                    plugin: info.plugin.map(str::to_string),
                     message,
                 });
             }
         }
         if let Err(message) = self.terminal.validate(runtime).await {
             problems.push(BuildProblem {
-                stage: Some(self.stages.len()),
+                stage: Some(self.terminal_position()),
                 plugin: self.terminal.plugin().map(str::to_string),
                 message,
             });
         }
         problems
+    }
+
+    /// The terminal's position in the route's `stages` (an aggregate plugin is written last):
+    /// the number of configured stages before it.
+    pub fn terminal_position(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|stage| stage.info().position.is_some())
+            .count()
     }
 
     /// Serves a matched request: request-phase hooks, the terminal, response-phase hooks.

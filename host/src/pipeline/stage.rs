@@ -24,8 +24,8 @@ pub type ValidateFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + 
 pub enum Decision {
     /// Go on; this stage's response hook runs on the way out.
     Continue,
-    /// Go on without this stage (a fail-open stage that could not run): its response hook
-    /// does not run.
+    /// Go on without this stage: its response hook does not run (a fail-open stage that
+    /// could not run, or a stage with nothing to do for this request).
     Skip,
     /// Answer with this response; later stages and the terminal do not run.
     Respond(Response<Body>),
@@ -65,6 +65,8 @@ pub struct StageInfo<'a> {
     pub plugin: Option<&'a str>,
     /// Its instance pool, when it reuses instances.
     pub pool: Option<&'a dyn PoolStatus>,
+    /// Its position in the route's `stages`; `None` for a native stage a route key adds.
+    pub position: Option<usize>,
 }
 
 /// One stage of a route. Hooks default to "continue" and "pass the response on".

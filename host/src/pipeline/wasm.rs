@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::HeaderMap;
+use http::header::{self, HeaderMap, HeaderValue};
 use http_body_util::BodyExt;
 use wasmtime::Store;
 
-use super::stage::{Decision, RequestBody, StageInfo, ValidateFuture};
-use super::{Flow, convert};
+use super::stage::{Decision, RequestBody, RequestParts, StageInfo, ValidateFuture};
+use super::{Flow, compress, convert};
 use crate::body::Body;
 use crate::config::{OnError, StageConfig};
 use crate::rescue::GatewayError;
@@ -95,29 +95,20 @@ impl<W: World> WasmStage<W> {
         })
     }
 
-    /// The body a buffering stage sees: read whole (413 past the stage's cap) when the stage
-    /// asks for it.
-    pub async fn buffered_body<'b>(
-        &self,
-        body: &'b mut RequestBody,
-    ) -> Result<Option<&'b Bytes>, GatewayError> {
-        let Some(limit) = self.config.buffer_body else {
-            return Ok(None);
-        };
-        buffer_request(body, limit).await?;
-        Ok(match body {
-            RequestBody::Buffered(bytes) => Some(bytes),
-            RequestBody::Streaming(_) => None,
-        })
-    }
-
-    /// The WIT request a stage sees.
+    /// The WIT request a stage sees, with the body read whole (see [`buffer_request`]) when
+    /// the stage asks for it.
     pub async fn wit_request(
         &self,
         flow: &Flow<'_>,
-        request: &mut super::RequestParts,
+        request: &mut RequestParts,
     ) -> Result<types::Request, GatewayError> {
-        let body = self.buffered_body(&mut request.body).await?;
+        if let Some(limit) = self.config.buffer_body {
+            buffer_request(request, limit).await?;
+        }
+        let body = match &request.body {
+            RequestBody::Buffered(bytes) if self.config.buffer_body.is_some() => Some(bytes),
+            _ => None,
+        };
         let parts = &request.parts;
         Ok(convert::request_to_wit(
             &parts.method,
@@ -159,17 +150,32 @@ impl<W: World> WasmStage<W> {
             kind: self.plugin.kind.world(),
             plugin: Some(&self.config.plugin),
             pool: self.pool.as_ref().map(|pool| pool as &dyn PoolStatus),
+            position: Some(self.index),
         }
     }
 }
 
 /// Reads the request body into memory (once), refusing more than `limit` bytes with 413.
-pub async fn buffer_request(body: &mut RequestBody, limit: u64) -> Result<(), GatewayError> {
-    if let RequestBody::Streaming(stream) = body {
-        let stream = std::mem::replace(stream, crate::body::empty());
-        let collected = crate::proxy::limit_body(stream, limit).collect().await;
-        match collected {
-            Ok(collected) => *body = RequestBody::Buffered(collected.to_bytes()),
+///
+/// A body in a content coding ([`compress::request_coding`]: `gzip`, `br` or `zstd`) is
+/// decoded on the way, so that stages see what the client meant; `limit` bounds the decoded
+/// bytes, while decoding. The request goes on without `Content-Encoding`, with the decoded
+/// `Content-Length`. A coding the gateway cannot decode is refused with 415.
+pub async fn buffer_request(request: &mut RequestParts, limit: u64) -> Result<(), GatewayError> {
+    let RequestBody::Streaming(stream) = &mut request.body else {
+        return Ok(());
+    };
+    let stream = std::mem::replace(stream, crate::body::empty());
+    let headers = &mut request.parts.headers;
+    let bytes = match compress::request_coding(headers)? {
+        Some(coding) => {
+            let decoded = compress::decode_request_body(stream, coding, limit).await?;
+            headers.remove(header::CONTENT_ENCODING);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(decoded.len()));
+            decoded
+        }
+        None => match crate::proxy::limit_body(stream, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
             Err(error) => {
                 let too_large = crate::proxy::is_body_limit(error.as_ref());
                 return Err(if too_large {
@@ -178,8 +184,9 @@ pub async fn buffer_request(body: &mut RequestBody, limit: u64) -> Result<(), Ga
                     GatewayError::BadRequest(format!("could not read the request body: {error}"))
                 });
             }
-        }
-    }
+        },
+    };
+    request.body = RequestBody::Buffered(bytes);
     Ok(())
 }
 
