@@ -700,3 +700,81 @@ async fn metrics_can_be_turned_off() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
     assert_eq!(reply.json()["error"], "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_timed_out_connections_are_counted() {
+    let config = "[server]\nheader-read-timeout = \"300ms\"\nmax-connections = 1\n\n\
+                  [[routes]]\nname = \"pong\"\npath = \"/ping\"\nrespond = { status = 200, body = \"pong\" }\n";
+    let (gateway, admin) = start(config, &[]);
+    let addr = gateway.addr();
+    let refused = |scraped: &Scrape, reason: &str| {
+        scraped.sum("wasmgate_connections_refused_total", &[("reason", reason)])
+    };
+    // hyper's own refusals, answered with the gateway's JSON: not HTTP (400), and more than
+    // 100 header fields (431).
+    let garbage =
+        tokio::task::spawn_blocking(move || common::raw_exchange(addr, b"GARBAGE\r\n\r\n"))
+            .await
+            .expect("exchange");
+    assert_eq!(garbage.status, 400);
+    let fields: String = (0..101).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let head = format!("GET /ping HTTP/1.1\r\nHost: gw.test\r\n{fields}\r\n");
+    let many = tokio::task::spawn_blocking(move || common::raw_exchange(addr, head.as_bytes()))
+        .await
+        .expect("exchange");
+    assert_eq!(many.status, 431);
+    // A head that never completes: closed at the header-read timeout.
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut stream = common::raw_connect(addr);
+        std::io::Write::write_all(&mut stream, b"GET /ping HTTP/1.1\r\nHost: gw").expect("write");
+        common::time_until_closed(&mut stream, Duration::from_secs(5))
+    })
+    .await
+    .expect("slow client");
+    assert!(closed.is_some(), "the slow head was not cut off");
+    let scraped = scrape_until(admin, |s| refused(s, "header_timeout") >= 1.0).await;
+    assert_eq!(refused(&scraped, "bad_head"), 1.0, "{}", scraped.text);
+    assert_eq!(refused(&scraped, "head_too_large"), 1.0);
+    assert_eq!(refused(&scraped, "header_timeout"), 1.0);
+
+    // At the connection limit (1) the listener stops accepting: one connection held open,
+    // a second waits in the backlog until the first closes.
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut stream = common::raw_connect(addr);
+        std::io::Write::write_all(&mut stream, b"GET /ping HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .expect("write");
+        let reply = common::RawResponse::read_from(&mut stream).expect("reply");
+        assert_eq!(reply.status, 200);
+        held_rx.recv().ok();
+    });
+    let open = scrape_until(admin, |s| {
+        s.sum("wasmgate_connections_open", &[("protocol", "http1")]) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        open.sum("wasmgate_connections_open", &[("protocol", "http1")]),
+        1.0,
+        "{}",
+        open.text
+    );
+    let waiting = tokio::task::spawn_blocking(move || {
+        common::raw_exchange(
+            addr,
+            b"GET /ping HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        )
+    });
+    let limited = scrape_until(admin, |s| refused(s, "limit") >= 1.0).await;
+    assert!(refused(&limited, "limit") >= 1.0, "{}", limited.text);
+    held_tx.send(()).expect("release");
+    holder.join().expect("holder");
+    assert_eq!(waiting.await.expect("second client").status, 200);
+    let closed = scrape_until(admin, |s| s.sum("wasmgate_connections_open", &[]) == 0.0).await;
+    assert_eq!(
+        closed.sum("wasmgate_connections_open", &[]),
+        0.0,
+        "{}",
+        closed.text
+    );
+    promtool_check(&closed.text);
+}
