@@ -15,11 +15,19 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 host_target=$(rustc -vV | sed -n 's/^host: //p')
 
 echo "== test peers (Debian packages)"
-# nginx is the reference the path-normalization test compares the gateway with.
+# nginx is the reference the path-normalization test compares the gateway with; promtool
+# (package `prometheus`) checks the metrics exposition.
+packages=()
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    packages+=(nginx-light)
+fi
+if ! command -v promtool >/dev/null; then
+    packages+=(prometheus)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
     sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nginx-light >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
 echo "== format"

@@ -40,6 +40,7 @@ impl Core {
         let settings = RuntimeSettings {
             max_instances: 64,
             cache_dir: Some(config.plugins.cache_dir.clone()),
+            metrics: None,
         };
         let runtime = Arc::new(
             Runtime::new(&settings, Arc::new(MemoryCounters::default())).expect("runtime"),

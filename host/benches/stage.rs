@@ -28,6 +28,7 @@ fn runtime() -> Runtime {
     let settings = RuntimeSettings {
         max_instances: 64,
         cache_dir: None,
+        metrics: None,
     };
     Runtime::new(&settings, Arc::new(MemoryCounters::default())).expect("runtime starts")
 }
@@ -114,6 +115,7 @@ impl<W: World> Stage<W> {
             limits: self.limits,
             vars: Vec::new(),
             pool: self.pool.as_ref(),
+            metrics: None,
         }
     }
 }

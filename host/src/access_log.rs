@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed};
 
@@ -61,12 +61,21 @@ impl AccessLog {
     }
 
     /// Attaches the record to the response body; the line is written when the body ends.
-    pub fn finish(mut self, response: Response<Body>) -> Response<Body> {
-        if !self.enabled {
-            return response;
+    pub fn finish(self, response: Response<Body>) -> Response<Body> {
+        match self.into_hook(response.status()) {
+            Some(hook) => response.map(|inner| boxed(Hooked::new(inner, hook))),
+            None => response,
         }
-        self.status = response.status().as_u16();
-        response.map(|inner| boxed(Hooked::new(inner, Logged(Some(self)))))
+    }
+
+    /// The record as a hook for a response body with `status` (which writes the line when
+    /// the body ends), or `None` when access logging is off.
+    pub fn into_hook(mut self, status: StatusCode) -> Option<Logged> {
+        if !self.enabled {
+            return None;
+        }
+        self.status = status.as_u16();
+        Some(Logged(Some(self)))
     }
 }
 
@@ -106,7 +115,7 @@ pub fn refused(status: u16, request_id: &str, started: Instant, bytes: usize) {
 }
 
 /// Counts the response's bytes and writes the line when the body ends (or is dropped).
-struct Logged(Option<AccessLog>);
+pub struct Logged(Option<AccessLog>);
 
 impl BodyHook for Logged {
     fn on_data(&mut self, len: usize) -> Result<(), BoxError> {

@@ -1,7 +1,9 @@
 //! The admin API (keep it on loopback): `GET /status` with the loaded plugins, their worlds,
 //! hashes, load times, routes and last errors, plus the reload generation; `GET /health/live`
 //! (the process answers) and `GET /health/ready` (every route can serve; `/health` is an
-//! alias), 503 with the reasons when not.
+//! alias), 503 with the reasons when not; `GET /metrics`, the Prometheus metrics (text
+//! 0.0.4, or OpenMetrics 1.0 when the `Accept` header asks for
+//! `application/openmetrics-text`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,11 +63,34 @@ fn answer(request: &Request<Incoming>, gateway: &Gateway, status: &SharedStatus)
         "/health/live" => json_response(StatusCode::OK, &json!({"live": true})),
         "/health/ready" | "/health" => readiness(gateway),
         "/status" => json_response(StatusCode::OK, &status_json(gateway, status)),
+        "/metrics" => metrics(request, gateway),
         path => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": "not_found", "message": format!("no admin endpoint {path}; try /status")}),
         ),
     }
+}
+
+/// `/metrics`: the exposition, in the format the scraper asks for.
+fn metrics(request: &Request<Incoming>, gateway: &Gateway) -> Response<Body> {
+    let Some(metrics) = gateway.runtime().metrics() else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": "metrics are off (`admin.metrics = false`)"}),
+        );
+    };
+    let openmetrics = crate::metrics::wants_openmetrics(request.headers().get(header::ACCEPT));
+    let content_type = if openmetrics {
+        crate::metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        crate::metrics::PROMETHEUS_CONTENT_TYPE
+    };
+    let mut response = Response::new(full(metrics.encode(openmetrics)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 /// `/health/ready`: 200 when every route can serve (every plugin a route names is loaded),

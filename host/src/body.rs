@@ -43,6 +43,32 @@ pub trait BodyHook: Send + Sync + 'static {
     fn on_end(&mut self, _clean: bool) {}
 }
 
+/// No hook: nothing happens.
+impl<H: BodyHook> BodyHook for Option<H> {
+    fn on_data(&mut self, len: usize) -> Result<(), BoxError> {
+        self.as_mut().map_or(Ok(()), |hook| hook.on_data(len))
+    }
+
+    fn on_end(&mut self, clean: bool) {
+        if let Some(hook) = self {
+            hook.on_end(clean);
+        }
+    }
+}
+
+/// Two hooks on one body, in order (one wrapper instead of two).
+impl<A: BodyHook, B: BodyHook> BodyHook for (A, B) {
+    fn on_data(&mut self, len: usize) -> Result<(), BoxError> {
+        self.0.on_data(len)?;
+        self.1.on_data(len)
+    }
+
+    fn on_end(&mut self, clean: bool) {
+        self.0.on_end(clean);
+        self.1.on_end(clean);
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A body that passes its frames through and tells `hook` about them: the one wrapper
     /// behind size limits, the access log, in-flight accounting and end-of-body signals.

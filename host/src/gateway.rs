@@ -11,9 +11,10 @@ use http::{Request, Response};
 use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
-use crate::body::{Body, boxed};
+use crate::body::{Body, Hooked, boxed};
 use crate::config::{Config, RouteConfig};
 use crate::framing;
+use crate::metrics::RouteMetrics;
 use crate::normalize::{self, PathPolicy};
 use crate::pipeline::{
     BuildProblem, Client, Flow, Pipeline, RequestBody, RequestParts, UpstreamMap,
@@ -45,6 +46,8 @@ pub struct LiveState {
     /// The gateway-wide reserve of bytes that aggregate calls' responses draw from
     /// (`plugins.aggregate-bytes-total`), kept across reloads that leave it unchanged.
     pub aggregate_reserve: Arc<Semaphore>,
+    /// Request metrics of requests no route matched (`route=""`), when metrics are on.
+    pub unmatched: Option<Arc<RouteMetrics>>,
 }
 
 /// A route, stage or terminal that cannot serve as configured.
@@ -83,6 +86,7 @@ impl LiveState {
         runtime: &Runtime,
         previous: Option<&LiveState>,
     ) -> Result<Self, Vec<StageProblem>> {
+        let metrics = runtime.metrics().map(Arc::as_ref);
         let upstreams: UpstreamMap = config
             .upstreams
             .iter()
@@ -93,14 +97,14 @@ impl LiveState {
                     .cloned();
                 (
                     name.clone(),
-                    reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone()))),
+                    reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone(), metrics))),
                 )
             })
             .collect();
         let mut problems = Vec::new();
         let mut pipelines = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let built = match Pipeline::build(route, &plugins.loaded, &upstreams) {
+            let built = match Pipeline::build(route, &plugins.loaded, &upstreams, metrics) {
                 Ok(pipeline) => {
                     let invalid = pipeline.validate(runtime).await;
                     if invalid.is_empty() {
@@ -153,6 +157,7 @@ impl LiveState {
             upstreams,
             pipelines,
             aggregate_reserve,
+            unmatched: metrics.map(|m| m.route("")),
         })
     }
 }
@@ -235,6 +240,7 @@ impl Gateway {
             .map_or_else(new_request_id, str::to_string);
         let mut log = AccessLog::start(&request, &request_id, started);
         let method = request.method().clone();
+        let mut matched = None;
         let result = serve(
             &self.runtime,
             &state,
@@ -242,13 +248,28 @@ impl Gateway {
             client_ip,
             &request_id,
             &mut log,
+            &mut matched,
         )
         .await;
         let mut response = result.unwrap_or_else(|error| error.into_response(&request_id));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
         }
-        log.finish(framing::frame_response(&method, response))
+        let response = framing::frame_response(&method, response);
+        let status = response.status();
+        let route_metrics = match matched {
+            Some(index) => state.pipelines[index].metrics.as_ref(),
+            None => state.unmatched.as_ref(),
+        };
+        let record = route_metrics.map(|m| m.response(&method, status, started));
+        match (log.into_hook(status), record) {
+            (None, None) => response,
+            (Some(log), None) => response.map(|body| boxed(Hooked::new(body, log))),
+            (None, Some(record)) => response.map(|body| boxed(Hooked::new(body, record))),
+            (Some(log), Some(record)) => {
+                response.map(|body| boxed(Hooked::new(body, (log, record))))
+            }
+        }
     }
 }
 
@@ -278,6 +299,7 @@ async fn serve(
     client_ip: &str,
     request_id: &str,
     log: &mut AccessLog,
+    matched: &mut Option<usize>,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
     // HTTP/1 heads over the field limit never get here (hyper refuses them); HTTP/2 ones do.
@@ -309,7 +331,13 @@ async fn serve(
     let route = &config.routes[route_index];
     let pipeline = &state.pipelines[route_index];
     log.route(&route.name);
+    *matched = Some(route_index);
     let (parts, mut body) = request.into_parts();
+    if let Some(metrics) = &pipeline.metrics
+        && !http_body::Body::is_end_stream(&body)
+    {
+        body = boxed(Hooked::new(body, metrics.request_body()));
+    }
     if let Some(limit) = route.max_body_bytes {
         let declared = parts
             .headers

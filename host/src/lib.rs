@@ -15,7 +15,9 @@
 //!    [`framing`] frames the answer from its body;
 //!    [`access_log`] writes one line when the body ends.
 //!
-//! Every failure becomes a JSON response in exactly one place, [`rescue`].
+//! Every failure becomes a JSON response in exactly one place, [`rescue`]. Along the way,
+//! handles resolved when the live state was built count the request, its upstream attempts
+//! and its plugin calls in [`metrics`], which the [`admin`] listener serves to Prometheus.
 
 pub mod access_log;
 pub mod admin;
@@ -23,6 +25,7 @@ pub mod body;
 pub mod config;
 pub mod framing;
 pub mod gateway;
+pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod plugins;

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use wasmgate::config::{Config, ConfigError};
 use wasmgate::gateway::{Gateway, LiveState};
+use wasmgate::metrics::Metrics;
 use wasmgate::plugins::{self, PluginSet};
 use wasmgate::reload::{Reloader, SharedStatus};
 use wasmgate::runtime::{MemoryCounters, Runtime, RuntimeSettings};
@@ -100,9 +101,18 @@ fn load(path: &Path) -> anyhow::Result<Option<Config>> {
 
 /// The sandbox runtime and the plugins the config's plugin directory holds.
 fn start_runtime(config: &Config) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
+    start_runtime_with(config, None)
+}
+
+/// Like [`start_runtime`], recording into `metrics` when given.
+fn start_runtime_with(
+    config: &Config,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<(Arc<Runtime>, PluginSet)> {
     let settings = RuntimeSettings {
         max_instances: config.plugins.max_instances,
         cache_dir: Some(config.plugins.cache_dir.clone()),
+        metrics,
     };
     let runtime = Arc::new(Runtime::new(
         &settings,
@@ -193,7 +203,12 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let (sandbox, plugins) = start_runtime(&config)?;
+        // Metrics are collected only when the admin listener serves them.
+        let metrics = config
+            .admin
+            .filter(|admin| admin.metrics)
+            .map(|_| Arc::new(Metrics::new()));
+        let (sandbox, plugins) = start_runtime_with(&config, metrics)?;
         for route in &config.routes {
             for stage in &route.stages {
                 if !plugins.loaded.contains_key(&stage.plugin) {
@@ -220,8 +235,8 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
                 .spawn()
                 .context("cannot watch the plugin directory and config file")?;
         }
-        if let Some(addr) = admin {
-            let bound = wasmgate::admin::spawn(addr, gateway.clone(), status.clone()).await?;
+        if let Some(admin) = admin {
+            let bound = wasmgate::admin::spawn(admin.listen, gateway.clone(), status.clone()).await?;
             tracing::info!(addr = %bound, "admin API listening");
         }
         let server = Server::bind(settings, gateway).await?;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError};
 use crate::gateway::{Gateway, LiveState};
+use crate::metrics::{RejectReason, ReloadKind, ReloadOutcome};
 use crate::plugins::{self, PluginSet};
 use crate::runtime::PluginError;
 
@@ -149,12 +150,17 @@ impl Reloader {
             if let Some(Err(reason)) = kind {
                 tracing::error!(plugin = %name, file = %path.display(), %reason, "plugin rejected; the last good version keeps serving");
                 self.event(format!("plugin `{name}` rejected: {reason}"));
+                self.count(
+                    ReloadKind::Plugin,
+                    ReloadOutcome::Rejected(RejectReason::Read),
+                );
                 candidate.rejected.insert(name.clone(), reason);
                 continue;
             }
             if kind.is_none() {
                 if candidate.loaded.remove(&name).is_some() {
                     self.event(format!("plugin `{name}` unloaded (file removed)"));
+                    self.count(ReloadKind::Plugin, ReloadOutcome::Unloaded);
                     tracing::warn!(plugin = %name, "plugin unloaded: its file was removed; routes using it answer 503");
                     changed.push(name.clone());
                 }
@@ -199,6 +205,14 @@ impl Reloader {
                 Ok(Err(error)) => {
                     tracing::error!(plugin = %name, %error, "plugin rejected; the last good version keeps serving");
                     self.event(format!("plugin `{name}` rejected: {error}"));
+                    let reason = match &error {
+                        PluginError::Read { .. } => RejectReason::Read,
+                        PluginError::Compile { .. } => RejectReason::Compile,
+                        PluginError::WrongWorld { .. } | PluginError::Link { .. } => {
+                            RejectReason::World
+                        }
+                    };
+                    self.count(ReloadKind::Plugin, ReloadOutcome::Rejected(reason));
                     candidate.rejected.insert(name, error.to_string());
                 }
                 Err(join) => tracing::error!(plugin = %name, error = %join, "plugin load panicked"),
@@ -231,6 +245,10 @@ impl Reloader {
                         .collect();
                     tracing::error!(plugin = %name, problems = %message.join("; "), "plugin rejected by a stage's validate-config; the last good version keeps serving");
                     self.event(format!("plugin `{name}` rejected: {}", message.join("; ")));
+                    self.count(
+                        ReloadKind::Plugin,
+                        ReloadOutcome::Rejected(RejectReason::Validate),
+                    );
                     match current.plugins.loaded.get(name) {
                         Some(previous) => {
                             candidate.loaded.insert(name.to_string(), previous.clone())
@@ -274,6 +292,7 @@ impl Reloader {
                     plugin.kind,
                     &plugin.hash[..12]
                 ));
+                self.count(ReloadKind::Plugin, ReloadOutcome::Loaded);
             }
         }
         self.swap(state);
@@ -291,6 +310,10 @@ impl Reloader {
                 };
                 tracing::error!("config rejected; the current config keeps serving:\n{message}");
                 self.event("config rejected".to_string());
+                self.count(
+                    ReloadKind::Config,
+                    ReloadOutcome::Rejected(RejectReason::Config),
+                );
                 self.status.lock().expect("status lock").config_error = Some(message);
                 return;
             }
@@ -317,6 +340,7 @@ impl Reloader {
                 self.status.lock().expect("status lock").restart_required = pending;
                 tracing::info!(routes = state.config.routes.len(), "config reloaded");
                 self.event("config reloaded".to_string());
+                self.count(ReloadKind::Config, ReloadOutcome::Loaded);
                 self.status.lock().expect("status lock").config_error = None;
                 self.swap(state);
             }
@@ -327,6 +351,10 @@ impl Reloader {
                     message.join("\n")
                 );
                 self.event("config rejected".to_string());
+                self.count(
+                    ReloadKind::Config,
+                    ReloadOutcome::Rejected(RejectReason::Validate),
+                );
                 self.status.lock().expect("status lock").config_error = Some(message.join("\n"));
             }
         }
@@ -338,6 +366,12 @@ impl Reloader {
         status.last_swap_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+    }
+
+    fn count(&self, kind: ReloadKind, outcome: ReloadOutcome) {
+        if let Some(metrics) = self.gateway.runtime().metrics() {
+            metrics.reload(kind, outcome);
+        }
     }
 
     fn event(&self, text: String) {
@@ -473,7 +507,14 @@ pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
             "server.max-connections",
             a.server.max_connections != b.server.max_connections,
         ),
-        ("admin.listen", a.admin != b.admin),
+        (
+            "admin.listen",
+            a.admin.map(|a| a.listen) != b.admin.map(|b| b.listen),
+        ),
+        (
+            "admin.metrics",
+            a.admin.map(|a| a.metrics) != b.admin.map(|b| b.metrics),
+        ),
         ("plugins.dir", a.plugins.dir != b.plugins.dir),
         (
             "plugins.cache-dir",

@@ -43,6 +43,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// The path of the `wasmgate` binary under test.
 pub const WASMGATE: &str = env!("CARGO_BIN_EXE_wasmgate");
 
+/// The binary [`TestGateway`] and [`check`] run: `$WASMGATE_BIN` when set, else
+/// [`WASMGATE`]. Checkouts that share one target directory overwrite each other's
+/// `target/debug/wasmgate`; the variable pins a copy of the build under test.
+pub fn wasmgate_bin() -> String {
+    std::env::var("WASMGATE_BIN").unwrap_or_else(|_| WASMGATE.to_string())
+}
+
 /// How long [`TestGateway::start`] waits for the `listening` log line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -539,7 +546,7 @@ impl TestGateway {
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, with_ephemeral_listen(config_toml))
             .expect("writing the config");
-        let mut child = Command::new(WASMGATE)
+        let mut child = Command::new(wasmgate_bin())
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -869,7 +876,7 @@ pub fn check_as(file_name: &str, config_toml: &str, plugins: &[(&str, &Path)]) -
     }
     let path = dir.path().join(file_name);
     std::fs::write(&path, config_toml).expect("writing the config");
-    let mut child = Command::new(WASMGATE)
+    let mut child = Command::new(wasmgate_bin())
         .arg("check")
         .arg("--config")
         .arg(&path)

@@ -88,10 +88,13 @@ impl Checker<'_, '_> {
                     .map_or(DEFAULT_COUNTER_BYTES, |b| b.0 as usize),
             },
         };
-        let admin = raw
-            .admin
-            .as_ref()
-            .and_then(|admin| self.socket_addr(&admin.listen, "admin.listen"));
+        let admin = raw.admin.as_ref().and_then(|admin| {
+            let listen = self.socket_addr(&admin.listen, "admin.listen")?;
+            Some(AdminConfig {
+                listen,
+                metrics: admin.metrics.unwrap_or(DEFAULT_ADMIN_METRICS),
+            })
+        });
         let upstreams: BTreeMap<String, Arc<UpstreamConfig>> = raw
             .upstreams
             .iter()

@@ -23,12 +23,21 @@ pub struct Config {
     pub server: ServerConfig,
     /// The plugin directory and default sandbox limits.
     pub plugins: PluginsConfig,
-    /// The admin API's address, when enabled.
-    pub admin: Option<SocketAddr>,
+    /// The admin API, when enabled.
+    pub admin: Option<AdminConfig>,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[admin]`, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The admin API's address.
+    pub listen: SocketAddr,
+    /// Whether metrics are collected and served at `/metrics`.
+    pub metrics: bool,
 }
 
 /// The most header fields a request head may have (431 above), as in Envoy.
@@ -84,6 +93,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 << 10;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 /// `server.shutdown-grace` by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `admin.metrics` by default.
+pub const DEFAULT_ADMIN_METRICS: bool = true;
 /// `plugins.dir` by default (relative to the config file).
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins";
 /// `plugins.max-instances` by default.
@@ -392,6 +403,7 @@ mod tests {
         );
         assert_eq!(duration("server.shutdown-grace"), DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(table["plugins.dir"], DEFAULT_PLUGIN_DIR);
+        assert_eq!(table["admin.metrics"], DEFAULT_ADMIN_METRICS.to_string());
         assert_eq!(
             number("plugins.max-instances"),
             u64::from(DEFAULT_MAX_INSTANCES)
@@ -435,6 +447,6 @@ mod tests {
             duration("upstreams.NAME.idle-timeout"),
             DEFAULT_UPSTREAM_IDLE_TIMEOUT
         );
-        assert_eq!(table.len(), 23, "every row is checked: {table:?}");
+        assert_eq!(table.len(), 24, "every row is checked: {table:?}");
     }
 }

@@ -190,6 +190,8 @@ pub struct RawReuse {
 pub struct RawAdmin {
     /// Address of the admin API (keep it on loopback).
     pub listen: Spanned<String>,
+    /// Serve Prometheus metrics at `/metrics` (and collect them).
+    pub metrics: Option<bool>,
 }
 
 /// `[upstreams.NAME]`

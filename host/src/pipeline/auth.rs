@@ -9,6 +9,7 @@ use super::stage::{Decision, RequestParts, Stage, StageFuture, StageInfo, Valida
 use super::wasm::{self, WasmStage};
 use super::{CLAIM_HEADER_PREFIX, Flow, SUBJECT_HEADER};
 use crate::config::OutputLimits;
+use crate::metrics::{Export, Outcome};
 use crate::runtime::bindings::{Auth, AuthPre, types};
 use crate::runtime::{Runtime, StageError, StageState, World};
 
@@ -50,7 +51,7 @@ impl Stage for AuthStage {
             let stage = &self.0;
             let wit = stage.wit_request(flow, request).await?;
             let outcome = stage
-                .run(flow, async |store, instance, ctx| {
+                .run(flow, Export::Authenticate, async |store, instance, ctx| {
                     instance.call_authenticate(store, &wit, ctx).await
                 })
                 .await;
@@ -58,7 +59,10 @@ impl Stage for AuthStage {
                 Ok(Ok(identity)) => identity,
                 Ok(Err(refusal)) => {
                     return match wasm::answer(flow, refusal) {
-                        Ok(response) => Ok(Decision::Respond(response)),
+                        Ok(response) => {
+                            stage.outcome(Outcome::Refused);
+                            Ok(Decision::Respond(response))
+                        }
                         Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
                     };
                 }
@@ -69,6 +73,7 @@ impl Stage for AuthStage {
             }
             set_identity_headers(&mut request.parts.headers, &identity);
             flow.ctx().identity = Some(identity);
+            stage.outcome(Outcome::Continue);
             Ok(Decision::Continue)
         })
     }

@@ -29,6 +29,7 @@ pub use terminal::Terminal;
 
 use crate::body::Body;
 use crate::config::{RouteConfig, StageConfig};
+use crate::metrics::{Metrics, RouteMetrics, StageMetrics};
 use crate::rescue::GatewayError;
 use crate::runtime::{Plugin, PluginKind, PluginPre, Runtime};
 use terminal::aggregate::AggregateTerminal;
@@ -51,6 +52,8 @@ pub struct Pipeline {
     pub terminal: Box<dyn Terminal>,
     /// Whether a stage may establish identity (client identity headers are then removed).
     may_authenticate: bool,
+    /// The route's request metrics, when metrics are on.
+    pub metrics: Option<Arc<RouteMetrics>>,
 }
 
 /// A stage or terminal that cannot serve as configured.
@@ -66,7 +69,12 @@ pub struct BuildProblem {
 
 /// Turns a loaded plugin into the stage of its world; `None` for an aggregate plugin,
 /// which is a terminal, not a stage. A new WIT world is one more file and one more arm here.
-fn wasm_stage(index: usize, config: &StageConfig, plugin: &Arc<Plugin>) -> Option<Box<dyn Stage>> {
+fn wasm_stage(
+    index: usize,
+    config: &StageConfig,
+    plugin: &Arc<Plugin>,
+    metrics: Option<StageMetrics>,
+) -> Option<Box<dyn Stage>> {
     let (config, owned) = (config.clone(), plugin.clone());
     Some(match &plugin.pre {
         PluginPre::Auth(pre) => Box::new(auth::AuthStage(WasmStage::new(
@@ -74,18 +82,21 @@ fn wasm_stage(index: usize, config: &StageConfig, plugin: &Arc<Plugin>) -> Optio
             config,
             owned,
             pre.clone(),
+            metrics,
         ))),
         PluginPre::RateLimit(pre) => Box::new(rate_limit::RateLimitStage(WasmStage::new(
             index,
             config,
             owned,
             pre.clone(),
+            metrics,
         ))),
         PluginPre::Transform(pre) => Box::new(transform::TransformStage(WasmStage::new(
             index,
             config,
             owned,
             pre.clone(),
+            metrics,
         ))),
         PluginPre::Aggregate(_) => return None,
     })
@@ -93,13 +104,18 @@ fn wasm_stage(index: usize, config: &StageConfig, plugin: &Arc<Plugin>) -> Optio
 
 impl Pipeline {
     /// Builds a route's pipeline from its config, the loaded plugins and the live
-    /// upstreams. Stages whose plugin is missing answer 503 until it arrives (or are skipped
-    /// when fail-open); anything that cannot serve as configured is a problem.
+    /// upstreams, recording into `metrics` when given. Stages whose plugin is missing
+    /// answer 503 until it arrives (or are skipped when fail-open); anything that cannot
+    /// serve as configured is a problem.
     pub fn build(
         route: &RouteConfig,
         plugins: &std::collections::BTreeMap<String, Arc<Plugin>>,
         upstreams: &UpstreamMap,
+        metrics: Option<&Metrics>,
     ) -> Result<Self, Vec<BuildProblem>> {
+        let stage_metrics = |index: usize, plugin: &Plugin| {
+            metrics.map(|m| m.stage(&route.name, index, &plugin.name, &plugin.hash))
+        };
         let mut problems = Vec::new();
         let mut stage_configs: &[StageConfig] = &route.stages;
         // A route without `upstream` or `respond` is answered by its last stage, which must
@@ -125,14 +141,16 @@ impl Pipeline {
             stage_configs = rest;
             let index = rest.len();
             match plugins.get(&last.plugin) {
-                Some(plugin) => {
-                    match &plugin.pre {
-                        PluginPre::Aggregate(pre) => Some(Box::new(AggregateTerminal(
-                            WasmStage::new(index, last.clone(), plugin.clone(), pre.clone()),
-                        ))
-                            as Box<dyn Terminal>),
-                        _ => {
-                            problems.push(BuildProblem {
+                Some(plugin) => match &plugin.pre {
+                    PluginPre::Aggregate(pre) => Some(Box::new(AggregateTerminal(WasmStage::new(
+                        index,
+                        last.clone(),
+                        plugin.clone(),
+                        pre.clone(),
+                        stage_metrics(index, plugin),
+                    ))) as Box<dyn Terminal>),
+                    _ => {
+                        problems.push(BuildProblem {
                             stage: Some(index),
                             plugin: Some(last.plugin.clone()),
                             message: format!(
@@ -140,10 +158,9 @@ impl Pipeline {
                                 plugin.kind
                             ),
                         });
-                            None
-                        }
+                        None
                     }
-                }
+                },
                 // Its world is unknown until it loads: the route answers 503 meanwhile.
                 None => Some(Box::new(terminal::MissingPlugin {
                     plugin: last.plugin.clone(),
@@ -176,7 +193,7 @@ impl Pipeline {
                     });
                     None
                 }
-                Some(plugin) => wasm_stage(index, config, plugin),
+                Some(plugin) => wasm_stage(index, config, plugin, stage_metrics(index, plugin)),
                 None => Some(Box::new(missing::MissingStage {
                     index,
                     config: config.clone(),
@@ -193,6 +210,7 @@ impl Pipeline {
             stages,
             terminal,
             may_authenticate,
+            metrics: metrics.map(|m| m.route(&route.name)),
         })
     }
 

@@ -5,6 +5,7 @@
 use super::stage::{Decision, RequestParts, Stage, StageFuture, StageInfo, ValidateFuture};
 use super::wasm::{self, WasmStage};
 use super::{Flow, convert};
+use crate::metrics::{Export, Outcome};
 use crate::runtime::bindings::{RateLimit, RateLimitPre};
 use crate::runtime::{Runtime, StageError, StageState, World};
 
@@ -46,7 +47,7 @@ impl Stage for RateLimitStage {
             let stage = &self.0;
             let wit = stage.wit_request(flow, request).await?;
             let outcome = stage
-                .run(flow, async |store, instance, ctx| {
+                .run(flow, Export::Check, async |store, instance, ctx| {
                     instance.call_check(store, &wit, ctx).await
                 })
                 .await;
@@ -54,7 +55,10 @@ impl Stage for RateLimitStage {
                 Ok(Ok(headers)) => headers,
                 Ok(Err(refusal)) => {
                     return match wasm::answer(flow, refusal) {
-                        Ok(response) => Ok(Decision::Respond(response)),
+                        Ok(response) => {
+                            stage.outcome(Outcome::Refused);
+                            Ok(Decision::Respond(response))
+                        }
                         Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
                     };
                 }
@@ -63,6 +67,7 @@ impl Stage for RateLimitStage {
             match convert::header_fields_from_wit(&headers, flow.limits) {
                 Ok(fields) => {
                     flow.response_headers.extend(fields);
+                    stage.outcome(Outcome::Continue);
                     Ok(Decision::Continue)
                 }
                 Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),

@@ -13,6 +13,7 @@ use super::stage::{
 use super::wasm::{self, WasmStage};
 use crate::body::{Body, full};
 use crate::config::OutputLimits;
+use crate::metrics::{Export, Outcome};
 use crate::runtime::bindings::{Transform, TransformPre, types};
 use crate::runtime::{Runtime, StageError, StageState, World};
 
@@ -54,7 +55,7 @@ impl Stage for TransformStage {
             let stage = &self.0;
             let wit = stage.wit_request(flow, request).await?;
             let outcome = stage
-                .run(flow, async |store, instance, ctx| {
+                .run(flow, Export::OnRequest, async |store, instance, ctx| {
                     instance.call_on_request(store, &wit, ctx).await
                 })
                 .await;
@@ -62,14 +63,20 @@ impl Stage for TransformStage {
                 Ok(Ok(rewritten)) => rewritten,
                 Ok(Err(answer)) => {
                     return match wasm::answer(flow, answer) {
-                        Ok(response) => Ok(Decision::Respond(response)),
+                        Ok(response) => {
+                            stage.outcome(Outcome::Answered);
+                            Ok(Decision::Respond(response))
+                        }
                         Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
                     };
                 }
                 Err(error) => return stage.failed(flow, error),
             };
             match apply_request(flow, rewritten, request) {
-                Ok(()) => Ok(Decision::Continue),
+                Ok(()) => {
+                    stage.outcome(Outcome::Continue);
+                    Ok(Decision::Continue)
+                }
                 Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
             }
         })
@@ -96,7 +103,7 @@ impl Stage for TransformStage {
                 body: buffered.map(|b| b.to_vec()),
             };
             let outcome = stage
-                .run(flow, async |store, instance, ctx| {
+                .run(flow, Export::OnResponse, async |store, instance, ctx| {
                     instance.call_on_response(store, &wit, ctx).await
                 })
                 .await;

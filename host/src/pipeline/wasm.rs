@@ -2,6 +2,7 @@
 //! request's context, body buffering, and the fail-open / fail-closed policy.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -12,6 +13,7 @@ use super::stage::{Decision, RequestBody, RequestParts, StageInfo, ValidateFutur
 use super::{Flow, compress, convert};
 use crate::body::Body;
 use crate::config::{OnError, StageConfig};
+use crate::metrics::{CallFailure, Export, Outcome, StageMetrics};
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types;
 use crate::runtime::{
@@ -28,11 +30,19 @@ pub struct WasmStage<W: World> {
     pub plugin: Arc<Plugin>,
     pre: W::Pre,
     pool: Option<InstancePool<W::Instance>>,
+    metrics: Option<StageMetrics>,
 }
 
 impl<W: World> WasmStage<W> {
-    /// A stage at `index` running `plugin` (whose component is `pre`) with `config`.
-    pub fn new(index: usize, config: StageConfig, plugin: Arc<Plugin>, pre: W::Pre) -> Self {
+    /// A stage at `index` running `plugin` (whose component is `pre`) with `config`,
+    /// recording into `metrics` when given.
+    pub fn new(
+        index: usize,
+        config: StageConfig,
+        plugin: Arc<Plugin>,
+        pre: W::Pre,
+        metrics: Option<StageMetrics>,
+    ) -> Self {
         let pool = config.limits.reuse.map(InstancePool::new);
         Self {
             index,
@@ -40,6 +50,7 @@ impl<W: World> WasmStage<W> {
             plugin,
             pre,
             pool,
+            metrics,
         }
     }
 
@@ -52,14 +63,16 @@ impl<W: World> WasmStage<W> {
             limits: self.config.limits,
             vars,
             pool: self.pool.as_ref(),
+            metrics: self.metrics.as_ref(),
         }
     }
 
-    /// Runs `invoke` on an instance for this request, with the request's context; keeps the
-    /// request variables the call set.
+    /// Runs `invoke` (a call of `export`) on an instance for this request, with the
+    /// request's context; keeps the request variables the call set.
     pub async fn run<T>(
         &self,
         flow: &mut Flow<'_>,
+        export: Export,
         invoke: impl AsyncFnOnce(
             &mut Store<StageState>,
             &W::Instance,
@@ -70,11 +83,16 @@ impl<W: World> WasmStage<W> {
         let ctx = flow.ctx();
         let call = self.call(route, ctx.vars.clone());
         let ctx = &*ctx;
-        let (value, vars) = runtime
+        let started = self.metrics.as_ref().map(|_| Instant::now());
+        let outcome = runtime
             .run(call, async |store, instance| {
                 invoke(store, instance, ctx).await
             })
-            .await?;
+            .await;
+        if let (Some(metrics), Some(started)) = (&self.metrics, started) {
+            metrics.call(export, started.elapsed());
+        }
+        let (value, vars) = outcome?;
         flow.set_vars(vars);
         Ok(value)
     }
@@ -118,10 +136,34 @@ impl<W: World> WasmStage<W> {
         ))
     }
 
+    /// Records what the stage decided for a request.
+    pub fn outcome(&self, outcome: Outcome) {
+        if let Some(metrics) = &self.metrics {
+            metrics.outcome(outcome);
+        }
+    }
+
+    /// Records a failed call (its kind, and the `failed` outcome).
+    fn count_failure(&self, error: &StageError) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        metrics.failure(match error {
+            StageError::Trap(_) => CallFailure::Trap,
+            StageError::Deadline(_) => CallFailure::Deadline,
+            StageError::OutOfFuel => CallFailure::Fuel,
+            StageError::MemoryCap(_) => CallFailure::MemoryCap,
+            StageError::InvalidOutput(_) => CallFailure::InvalidOutput,
+            StageError::Overloaded => CallFailure::PoolExhausted,
+        });
+        metrics.outcome(Outcome::Failed);
+    }
+
     /// A call that failed: the stage is skipped if fail-open, else the mapped error.
     pub fn failed(&self, flow: &Flow<'_>, error: StageError) -> Result<Decision, GatewayError> {
         match self.config.on_error {
             OnError::FailOpen => {
+                self.count_failure(&error);
                 tracing::warn!(route = %flow.route_name, stage = self.index, plugin = %self.config.plugin, request_id = flow.client.request_id, error = %error, "stage failed; continuing (fail-open)");
                 Ok(Decision::Skip)
             }
@@ -131,6 +173,7 @@ impl<W: World> WasmStage<W> {
 
     /// Logs a stage failure and maps it to the client-facing error (no guest detail).
     pub fn fatal(&self, flow: &Flow<'_>, error: StageError) -> GatewayError {
+        self.count_failure(&error);
         tracing::error!(route = %flow.route_name, stage = self.index, plugin = %self.config.plugin, request_id = flow.client.request_id, error = %error, "stage failed");
         let (plugin, stage) = (self.config.plugin.clone(), self.index);
         match error {

@@ -17,6 +17,7 @@ pub use pool::{PoolSettings, SendError, TargetPool};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
+use crate::metrics::{UpstreamError, UpstreamMetrics};
 
 /// The `Via` pseudonym the gateway adds.
 pub const VIA: &str = "1.1 wasmgate";
@@ -115,8 +116,17 @@ pub async fn forward(
         {
             request.headers_mut().insert(header::HOST, host.clone());
         }
+        let metrics = upstream.metrics(target);
+        let sent_at = metrics.map(|m| {
+            m.requests.inc();
+            Instant::now()
+        });
         let sent = pool.send(request);
-        match tokio::time::timeout_at(deadline, sent).await {
+        let outcome = tokio::time::timeout_at(deadline, sent).await;
+        if let (Some(metrics), Some(sent_at)) = (metrics, sent_at) {
+            record_attempt(metrics, &outcome, sent_at);
+        }
+        match outcome {
             Err(_) => {
                 return Err(ProxyError::Timeout {
                     upstream: name(),
@@ -151,6 +161,27 @@ pub async fn forward(
                 });
             }
         }
+    }
+}
+
+/// Counts one attempt's result: its latency when the target answered, or why it failed.
+fn record_attempt<E>(
+    metrics: &UpstreamMetrics,
+    outcome: &Result<Result<Response<Body>, SendError>, E>,
+    sent_at: Instant,
+) {
+    match outcome {
+        Err(_) => metrics.error(UpstreamError::Timeout),
+        Ok(Ok(response)) => {
+            metrics.duration.observe(sent_at.elapsed().as_secs_f64());
+            if response.status().is_server_error() {
+                metrics.error(UpstreamError::ServerError);
+            }
+        }
+        Ok(Err(SendError::Connect(_))) => metrics.error(UpstreamError::Connect),
+        // A request body over the route's limit is the client's doing, not the target's.
+        Ok(Err(SendError::Http(error))) if body_limit_exceeded(error).is_some() => {}
+        Ok(Err(SendError::Http(_))) => metrics.error(UpstreamError::Reset),
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyHook, Hooked, boxed};
+use crate::metrics::{ActiveConnection, UpstreamMetrics};
 
 /// Idle time after which the kernel starts probing an upstream connection.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -53,6 +54,7 @@ pub struct TargetPool {
     host: Option<HeaderValue>,
     settings: PoolSettings,
     idle: Mutex<Idle>,
+    metrics: Option<UpstreamMetrics>,
 }
 
 #[derive(Default)]
@@ -60,9 +62,22 @@ struct Idle {
     /// Oldest first; each with the time it became idle.
     connections: VecDeque<(SendRequest<Body>, Instant)>,
     sweeping: bool,
+    /// How many idle connections the metrics count for this pool.
+    counted: usize,
 }
 
 impl Idle {
+    /// Brings the idle-connections gauge up to date after the list changed.
+    fn sync(&mut self, metrics: Option<&UpstreamMetrics>) {
+        let now = self.connections.len();
+        if let Some(metrics) = metrics
+            && now != self.counted
+        {
+            metrics.idle.inc_by(now as i64 - self.counted as i64);
+            self.counted = now;
+        }
+    }
+
     fn evict_expired(&mut self, idle_timeout: Duration, now: Instant) {
         while self
             .connections
@@ -75,13 +90,18 @@ impl Idle {
 }
 
 impl TargetPool {
-    /// An empty pool for `authority`.
-    pub fn new(authority: Authority, settings: PoolSettings) -> Self {
+    /// An empty pool for `authority`, counting its connections in `metrics` when given.
+    pub fn new(
+        authority: Authority,
+        settings: PoolSettings,
+        metrics: Option<UpstreamMetrics>,
+    ) -> Self {
         Self {
             host: HeaderValue::from_str(authority.as_str()).ok(),
             authority,
             settings,
             idle: Mutex::new(Idle::default()),
+            metrics,
         }
     }
 
@@ -101,13 +121,17 @@ impl TargetPool {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
+            let active = self
+                .metrics
+                .as_ref()
+                .map(|m| ActiveConnection::new(&m.active));
             // A kept connection may still be finishing its previous exchange, or may have
             // been closed by the upstream meanwhile.
             if reused && sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.track(sender, response)),
+                Ok(response) => return Ok(self.track(sender, response, active)),
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => request = unsent,
                     _ => return Err(SendError::Http(error.into_error())),
@@ -151,12 +175,15 @@ impl TargetPool {
     /// expired ones).
     fn take_idle(&self) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
+        let mut taken = None;
         while let Some((sender, _)) = idle.connections.pop_back() {
             if !sender.is_closed() {
-                return Some(sender);
+                taken = Some(sender);
+                break;
             }
         }
-        None
+        idle.sync(self.metrics.as_ref());
+        taken
     }
 
     /// Keeps `sender` for the next request, dropping (closing) the oldest idle connection
@@ -172,6 +199,7 @@ impl TargetPool {
             idle.connections.pop_front();
         }
         idle.connections.push_back((sender, now));
+        idle.sync(self.metrics.as_ref());
         if !idle.sweeping && tokio::runtime::Handle::try_current().is_ok() {
             idle.sweeping = true;
             tokio::spawn(sweep(self.clone()));
@@ -189,13 +217,15 @@ impl TargetPool {
         self: &Arc<Self>,
         sender: SendRequest<Body>,
         response: Response<Incoming>,
+        active: Option<ActiveConnection>,
     ) -> Response<Body> {
         if http_body::Body::is_end_stream(response.body()) {
+            drop(active);
             self.put(sender);
             return response.map(boxed);
         }
         let pool = self.clone();
-        response.map(|inner| boxed(Hooked::new(inner, Release(Some((pool, sender))))))
+        response.map(|inner| boxed(Hooked::new(inner, Release(Some((pool, sender, active))))))
     }
 }
 
@@ -207,6 +237,7 @@ async fn sweep(pool: Arc<TargetPool>) {
         tokio::time::sleep_until(wake).await;
         let mut idle = pool.lock();
         idle.evict_expired(idle_timeout, Instant::now());
+        idle.sync(pool.metrics.as_ref());
         match idle.connections.front() {
             Some((_, since)) => wake = *since + idle_timeout,
             None => {
@@ -220,14 +251,25 @@ async fn sweep(pool: Arc<TargetPool>) {
 /// Gives an upstream connection back when its response body ends cleanly; dropped before
 /// its end (or after an error), the body takes the connection with it: it cannot carry
 /// another request.
-struct Release(Option<(Arc<TargetPool>, SendRequest<Body>)>);
+struct Release(Option<(Arc<TargetPool>, SendRequest<Body>, Option<ActiveConnection>)>);
 
 impl BodyHook for Release {
     fn on_end(&mut self, clean: bool) {
-        if let Some((pool, sender)) = self.0.take()
-            && clean
-        {
-            pool.put(sender);
+        if let Some((pool, sender, active)) = self.0.take() {
+            drop(active);
+            if clean {
+                pool.put(sender);
+            }
+        }
+    }
+}
+
+impl Drop for TargetPool {
+    fn drop(&mut self) {
+        // Its idle connections close with it.
+        if let Some(metrics) = &self.metrics {
+            let idle = self.lock();
+            metrics.idle.dec_by(idle.counted as i64);
         }
     }
 }

@@ -8,6 +8,7 @@ use http::uri::Authority;
 
 use super::pool::{PoolSettings, TargetPool};
 use crate::config::{Balance, UpstreamConfig};
+use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::workers;
 
 /// How long a target that refused a connection is skipped by target selection.
@@ -20,6 +21,8 @@ pub struct Upstream {
     /// Keep-alive connections per worker and target (`worker * targets + target`): a
     /// connection is only ever used by the worker thread that opened it.
     pools: Box<[Arc<TargetPool>]>,
+    /// Per target, when metrics are on.
+    metrics: Option<Vec<UpstreamMetrics>>,
     next: AtomicUsize,
     /// Per target: milliseconds since `epoch` until which it is ejected (0: healthy).
     ejected_until: Vec<AtomicU64>,
@@ -35,20 +38,32 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds an empty connection pool per worker and target of `config`.
-    pub fn new(config: Arc<UpstreamConfig>) -> Self {
+    /// Builds an empty connection pool per worker and target of `config`, recording into
+    /// `metrics` when given.
+    pub fn new(config: Arc<UpstreamConfig>, metrics: Option<&Metrics>) -> Self {
         let settings = PoolSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_idle: config.max_idle_per_target,
         };
+        let target_metrics: Option<Vec<UpstreamMetrics>> = metrics.map(|metrics| {
+            config
+                .targets
+                .iter()
+                .map(|target| metrics.target(&config.name, target.as_str()))
+                .collect()
+        });
         let pools = (0..workers::count())
-            .flat_map(|_| config.targets.iter())
-            .map(|target| Arc::new(TargetPool::new(target.clone(), settings)))
+            .flat_map(|_| config.targets.iter().enumerate())
+            .map(|(index, target)| {
+                let metrics = target_metrics.as_ref().map(|m| m[index].clone());
+                Arc::new(TargetPool::new(target.clone(), settings, metrics))
+            })
             .collect();
         let ejected_until = config.targets.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
             config,
+            metrics: target_metrics,
             pools,
             next: AtomicUsize::new(0),
             ejected_until,
@@ -84,6 +99,11 @@ impl Upstream {
     /// The target to try after `target` failed to connect.
     pub fn next_after(&self, target: usize) -> usize {
         (target + 1) % self.config.targets.len()
+    }
+
+    /// A target's metrics, when metrics are on.
+    pub fn metrics(&self, target: usize) -> Option<&UpstreamMetrics> {
+        self.metrics.as_ref().map(|m| &m[target])
     }
 
     /// The authority of a target.

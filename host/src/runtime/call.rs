@@ -12,6 +12,7 @@ use super::host::{CallerInfo, StageState};
 use super::plugin::Plugin;
 use super::reuse::{InstancePool, Warm};
 use crate::config::StageLimits;
+use crate::metrics::StageMetrics;
 
 /// Extra time past the deadline before the host gives up on a call that is blocked in a
 /// host import (guest code itself is interrupted at the deadline by the epoch).
@@ -79,6 +80,8 @@ pub struct Call<'a, W: World> {
     pub vars: Vec<(String, String)>,
     /// The stage's instance pool when it reuses instances; `None` for a fresh instance.
     pub pool: Option<&'a InstancePool<W::Instance>>,
+    /// The stage's metrics (`None` while validating config, or with metrics off).
+    pub metrics: Option<&'a StageMetrics>,
 }
 
 /// A call's answer and the request variables after it.
@@ -96,6 +99,7 @@ impl Runtime {
             plugin: call.plugin.name.as_str().into(),
             route: call.route.clone(),
             log_budget: call.plugin.log_budget.clone(),
+            counter_errors: call.metrics.map(|m| m.counter_errors.clone()),
         });
         let state = StageState::new(
             caller,
@@ -130,16 +134,32 @@ impl Runtime {
             }
             None => (self.store(&call, vars), None, 0),
         };
+        let metrics = call.metrics;
+        if reused.is_some()
+            && let Some(metrics) = metrics
+        {
+            metrics.reused();
+        }
         let _ticking = self.ticker.enter();
         let outcome = guarded(limits.deadline, async {
             let instance = match reused {
                 Some(instance) => instance,
-                None => W::instantiate(call.pre, &mut store).await?,
+                None => {
+                    let started = metrics.map(|_| Instant::now());
+                    let instance = W::instantiate(call.pre, &mut store).await?;
+                    if let (Some(metrics), Some(started)) = (metrics, started) {
+                        metrics.instantiated(started.elapsed());
+                    }
+                    instance
+                }
             };
             let value = invoke(&mut store, &instance).await?;
             Ok((instance, value))
         })
         .await;
+        if let Some(metrics) = metrics {
+            metrics.memory(store.data().limiter.held_bytes);
+        }
         match outcome {
             Some(Ok((instance, value))) => {
                 let vars = std::mem::take(&mut store.data_mut().vars);
@@ -159,6 +179,7 @@ impl Runtime {
         mut call: Call<'_, W>,
     ) -> Answer<Result<(), String>> {
         call.pool = None;
+        call.metrics = None;
         let config = call.config_json.clone();
         self.run(call, async |store, instance| {
             W::validate_config(instance, store, &config).await

@@ -47,6 +47,8 @@ pub struct CallerInfo {
     pub route: Arc<str>,
     /// Shared per-plugin log budget.
     pub log_budget: Arc<LogBudget>,
+    /// Where errors of the counter store are counted (with metrics on).
+    pub counter_errors: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl StageState {
@@ -184,7 +186,13 @@ impl counters::Host for StageState {
     ) -> wasmtime::Result<Result<u64, String>> {
         let window = Duration::from_millis(window_ms.max(1));
         let plugin = self.identity.plugin.clone();
-        Ok(self.counters.increment(&plugin, &key, delta, window).await)
+        let result = self.counters.increment(&plugin, &key, delta, window).await;
+        if result.is_err()
+            && let Some(errors) = &self.identity.counter_errors
+        {
+            errors.inc();
+        }
+        Ok(result)
     }
 }
 

@@ -13,11 +13,13 @@ mod ticker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::metrics::Metrics;
 
 pub use cache::CacheError;
 pub use call::{Answer, Call, StageError, World};
@@ -38,6 +40,8 @@ pub struct RuntimeSettings {
     pub max_instances: u32,
     /// Where compiled plugins are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// The process's metrics, which every live state records into; `None` turns them off.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for RuntimeSettings {
@@ -45,6 +49,7 @@ impl Default for RuntimeSettings {
         Self {
             max_instances: 1000,
             cache_dir: None,
+            metrics: None,
         }
     }
 }
@@ -56,6 +61,7 @@ pub struct Runtime {
     counters: Arc<dyn Counters>,
     cache: Option<cache::ArtifactCache>,
     ticker: ticker::EpochTicker,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Why the runtime could not start.
@@ -124,7 +130,13 @@ impl Runtime {
             counters,
             cache,
             ticker,
+            metrics: settings.metrics.clone(),
         })
+    }
+
+    /// The process's metrics, kept for its whole life (across reloads); `None` when off.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The shared counter store.
@@ -170,12 +182,16 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
+                let started = Instant::now();
                 let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
                     PluginError::Compile {
                         plugin: name.to_string(),
                         message: crate::text::untrusted(&format!("{e:#}")),
                     }
                 })?;
+                if let Some(metrics) = &self.metrics {
+                    metrics.compiled(name, started.elapsed());
+                }
                 if let Some(cache) = &self.cache {
                     cache.put(&hash, &component);
                 }

@@ -22,22 +22,28 @@ use tokio::time::{Instant, Sleep};
 use crate::body::{BodyHook, Hooked, boxed};
 use crate::config::{MAX_HEADER_FIELDS, ServerConfig};
 use crate::gateway::Gateway;
+use crate::metrics::{OpenConnection, Protocol};
 
 use super::refusal;
 
 /// Serves one accepted connection on the current runtime until the client or the idle
 /// timeout ends it; `permit` (the connection limit) is held until then.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection, what it holds while open, and the worker's shared parts"
+)]
 pub(super) fn spawn(
     stream: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
+    open: Option<OpenConnection>,
     gateway: &Arc<Gateway>,
     settings: &ServerConfig,
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
 ) {
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(open));
     let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone()));
     let gateway = gateway.clone();
     let client_ip: Arc<str> = peer.ip().to_string().into();
@@ -154,10 +160,12 @@ struct Activity {
     /// Whether the last bytes read (between requests, or after the request in flight was
     /// read whole) ended inside a head: part of a pipelined request waits in hyper.
     partial_head: AtomicBool,
+    /// Counts the connection as open until the connection is gone (metrics on).
+    open: Option<OpenConnection>,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(open: Option<OpenConnection>) -> Self {
         Self {
             started: Instant::now(),
             requests: AtomicU64::new(0),
@@ -166,6 +174,7 @@ impl Activity {
             http2: AtomicBool::new(false),
             body_done: AtomicBool::new(false),
             partial_head: AtomicBool::new(false),
+            open,
         }
     }
 }
@@ -210,6 +219,14 @@ impl TimedStream {
             let written: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
             self.refusal = refusal::replacement(&written, self.max_header_bytes, began.into_std())
                 .map(|answer| (answer, 0));
+            if let (Some((answer, _)), Some(open)) = (&self.refusal, &self.activity.open) {
+                let listener = open.listener();
+                if answer.starts_with(b"HTTP/1.1 431") {
+                    listener.head_too_large.inc();
+                } else {
+                    listener.bad_head.inc();
+                }
+            }
         }
     }
 
@@ -246,6 +263,13 @@ impl TimedStream {
             let partial = !read.ends_with(b"\r\n\r\n");
             activity.partial_head.store(partial, Ordering::Release);
         }
+    }
+
+    /// Whether the connection waits for (the rest of) a request head, rather than idles.
+    fn waiting_for_head(&self) -> bool {
+        self.head_began().is_some()
+            || (self.activity.partial_head.load(Ordering::Acquire)
+                && !self.activity.http2.load(Ordering::Relaxed))
     }
 
     /// When the connection is closed unless something happens first; `None` while a
@@ -292,6 +316,11 @@ impl AsyncRead for TimedStream {
                 let now = Instant::now();
                 let deadline = this.deadline();
                 if deadline.is_some_and(|deadline| now >= deadline) {
+                    if let Some(open) = &this.activity.open
+                        && this.waiting_for_head()
+                    {
+                        open.listener().header_timeout.inc();
+                    }
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "connection timed out",
@@ -316,7 +345,14 @@ impl InFlight {
         }
         activity.body_done.store(false, Ordering::Release);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.requests.fetch_add(1, Ordering::AcqRel);
+        let first = activity.requests.fetch_add(1, Ordering::AcqRel) == 0;
+        if first && let Some(open) = &activity.open {
+            open.identified(if version == Version::HTTP_2 {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            });
+        }
         Self(activity.clone())
     }
 }

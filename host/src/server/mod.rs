@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
+use crate::metrics::{ListenerMetrics, OpenConnection};
 use crate::workers;
 
 /// Bound listeners, ready to serve.
@@ -30,6 +31,8 @@ struct Shared {
     gateway: Arc<Gateway>,
     /// The process-wide connection limit.
     permits: Arc<Semaphore>,
+    /// Per listener (in `listen` order), when metrics are on.
+    listener_metrics: Vec<Option<Arc<ListenerMetrics>>>,
     builder: auto::Builder<TokioExecutor>,
 }
 
@@ -67,7 +70,18 @@ impl Server {
     /// period for its in-flight requests. Returns `true` when every connection drained in
     /// time; fails only when the workers cannot be started.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<bool> {
+        let metrics = self.gateway.runtime().metrics().cloned();
+        let listener_metrics: Vec<Option<Arc<ListenerMetrics>>> = self
+            .listeners
+            .iter()
+            .map(|listener| {
+                let metrics = metrics.as_ref()?;
+                let addr = listener.local_addr().ok()?;
+                Some(metrics.listener(&addr.to_string()))
+            })
+            .collect();
         let shared = Arc::new(Shared {
+            listener_metrics,
             permits: Arc::new(Semaphore::new(self.settings.max_connections)),
             builder: connection::builder(&self.settings),
             gateway: self.gateway,
@@ -143,13 +157,14 @@ async fn run_worker(
     let graceful = GracefulShutdown::new();
     let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
     let mut accept_tasks = Vec::new();
-    for listener in listeners {
+    for (index, listener) in listeners.into_iter().enumerate() {
         match TcpListener::from_std(listener) {
             Ok(listener) => accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 shared.permits.clone(),
                 stop.clone(),
                 conn_tx.clone(),
+                shared.listener_metrics.get(index).cloned().flatten(),
             ))),
             Err(error) => tracing::error!(%error, "a worker cannot use a listener"),
         }
@@ -159,11 +174,12 @@ async fn run_worker(
         tokio::select! {
             _ = stop.changed() => break,
             next = conn_rx.recv() => {
-                let Some((stream, peer, permit)) = next else { break };
+                let Some((stream, peer, permit, metrics)) = next else { break };
                 // Timeouts and head limits come from the live config, so a reload applies
                 // them to the next connection.
                 let settings = &shared.gateway.state().config.server;
-                connection::spawn(stream, peer, permit, &shared.gateway, settings, &shared.builder, &graceful);
+                let open = metrics.map(OpenConnection::new);
+                connection::spawn(stream, peer, permit, open, &shared.gateway, settings, &shared.builder, &graceful);
             }
         }
     }
@@ -180,6 +196,7 @@ type Accepted = (
     tokio::net::TcpStream,
     SocketAddr,
     tokio::sync::OwnedSemaphorePermit,
+    Option<Arc<ListenerMetrics>>,
 );
 
 /// Accepts connections while a connection permit is free, until `stop`.
@@ -188,11 +205,22 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     conn_tx: mpsc::UnboundedSender<Accepted>,
+    metrics: Option<Arc<ListenerMetrics>>,
 ) {
     loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => return,
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the limit: the listener stops accepting (new connections wait in the
+                // backlog) until a connection ends.
+                if let Some(metrics) = &metrics {
+                    metrics.limit.inc();
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                }
+            }
         };
         let accepted = tokio::select! {
             _ = stop.changed() => return,
@@ -200,7 +228,10 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                if conn_tx.send((stream, peer, permit)).is_err() {
+                if conn_tx
+                    .send((stream, peer, permit, metrics.clone()))
+                    .is_err()
+                {
                     return;
                 }
             }

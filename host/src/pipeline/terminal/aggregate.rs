@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::Terminal;
 use crate::body::{Body, empty, full};
 use crate::config::{OutputLimits, StageConfig};
+use crate::metrics::{Export, Outcome};
 use crate::pipeline::flow::UpstreamMap;
 use crate::pipeline::stage::{RequestParts, StageFuture, ValidateFuture};
 use crate::pipeline::wasm::{self, WasmStage};
@@ -68,7 +69,7 @@ impl Terminal for AggregateTerminal {
             // lift is bounded by the guest's memory cap: the host copy of a plan is a small
             // multiple of the guest memory it took.
             let plan = stage
-                .run(flow, async |store, instance, ctx| {
+                .run(flow, Export::Plan, async |store, instance, ctx| {
                     instance.call_plan(store, &wit, ctx).await
                 })
                 .await
@@ -83,13 +84,15 @@ impl Terminal for AggregateTerminal {
             }
             let calls = run_calls(flow, &stage.config, plan).await?;
             let merged = stage
-                .run(flow, async |store, instance, ctx| {
+                .run(flow, Export::Merge, async |store, instance, ctx| {
                     instance.call_merge(store, &wit, ctx, &calls.results).await
                 })
                 .await
                 .map_err(|error| stage.fatal(flow, error))?;
-            wasm::answer(flow, merged)
-                .map_err(|invalid| stage.fatal(flow, StageError::InvalidOutput(invalid.0)))
+            let answer = wasm::answer(flow, merged)
+                .map_err(|invalid| stage.fatal(flow, StageError::InvalidOutput(invalid.0)))?;
+            stage.outcome(Outcome::Answered);
+            Ok(answer)
         })
     }
 
