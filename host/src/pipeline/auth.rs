@@ -6,37 +6,14 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::convert::InvalidOutput;
 use super::stage::{Decision, RequestParts, Stage, StageFuture, StageInfo, ValidateFuture};
-use super::wasm::{self, WasmStage};
+use super::wasm::{WasmStage, wasm_world};
 use super::{CLAIM_HEADER_PREFIX, Flow, SUBJECT_HEADER};
 use crate::config::OutputLimits;
 use crate::metrics::{Export, Outcome};
 use crate::runtime::bindings::{Auth, AuthPre, types};
-use crate::runtime::{Runtime, StageError, StageState, World};
+use crate::runtime::{Runtime, StageError, StageState};
 
-/// The `auth` world.
-pub struct AuthWorld;
-
-impl World for AuthWorld {
-    type Pre = AuthPre<StageState>;
-    type Instance = Auth;
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut wasmtime::Store<StageState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
-        pre.instantiate_async(store)
-    }
-
-    fn validate_config<'a>(
-        instance: &'a Self::Instance,
-        store: &'a mut wasmtime::Store<StageState>,
-        config: &'a str,
-    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
-        instance
-            .wasmgate_plugin_config_check()
-            .call_validate_config(store, config)
-    }
-}
+wasm_world!(AuthWorld, AuthPre<StageState>, Auth, "auth");
 
 /// A stage running an auth plugin.
 pub struct AuthStage(pub WasmStage<AuthWorld>);
@@ -57,15 +34,7 @@ impl Stage for AuthStage {
                 .await;
             let identity = match outcome {
                 Ok(Ok(identity)) => identity,
-                Ok(Err(refusal)) => {
-                    return match wasm::answer(flow, refusal) {
-                        Ok(response) => {
-                            stage.outcome(Outcome::Refused);
-                            Ok(Decision::Respond(response))
-                        }
-                        Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
-                    };
-                }
+                Ok(Err(refusal)) => return stage.respond(flow, refusal, Outcome::Refused),
                 Err(error) => return stage.failed(flow, error),
             };
             if let Err(invalid) = check_identity(&identity, flow.limits) {

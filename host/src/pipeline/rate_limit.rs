@@ -3,36 +3,18 @@
 //! shared `counters`.
 
 use super::stage::{Decision, RequestParts, Stage, StageFuture, StageInfo, ValidateFuture};
-use super::wasm::{self, WasmStage};
+use super::wasm::{WasmStage, wasm_world};
 use super::{Flow, convert};
 use crate::metrics::{Export, Outcome};
 use crate::runtime::bindings::{RateLimit, RateLimitPre};
-use crate::runtime::{Runtime, StageError, StageState, World};
+use crate::runtime::{Runtime, StageError, StageState};
 
-/// The `rate-limit` world.
-pub struct RateLimitWorld;
-
-impl World for RateLimitWorld {
-    type Pre = RateLimitPre<StageState>;
-    type Instance = RateLimit;
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut wasmtime::Store<StageState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
-        pre.instantiate_async(store)
-    }
-
-    fn validate_config<'a>(
-        instance: &'a Self::Instance,
-        store: &'a mut wasmtime::Store<StageState>,
-        config: &'a str,
-    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
-        instance
-            .wasmgate_plugin_config_check()
-            .call_validate_config(store, config)
-    }
-}
+wasm_world!(
+    RateLimitWorld,
+    RateLimitPre<StageState>,
+    RateLimit,
+    "rate-limit"
+);
 
 /// A stage running a rate-limit plugin.
 pub struct RateLimitStage(pub WasmStage<RateLimitWorld>);
@@ -53,15 +35,7 @@ impl Stage for RateLimitStage {
                 .await;
             let headers = match outcome {
                 Ok(Ok(headers)) => headers,
-                Ok(Err(refusal)) => {
-                    return match wasm::answer(flow, refusal) {
-                        Ok(response) => {
-                            stage.outcome(Outcome::Refused);
-                            Ok(Decision::Respond(response))
-                        }
-                        Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
-                    };
-                }
+                Ok(Err(refusal)) => return stage.respond(flow, refusal, Outcome::Refused),
                 Err(error) => return stage.failed(flow, error),
             };
             match convert::header_fields_from_wit(&headers, flow.limits) {

@@ -10,37 +10,19 @@ use super::convert::{self, InvalidOutput};
 use super::stage::{
     Decision, RequestBody, RequestParts, Stage, StageFuture, StageInfo, ValidateFuture,
 };
-use super::wasm::{self, WasmStage};
+use super::wasm::{self, WasmStage, wasm_world};
 use crate::body::{Body, full};
 use crate::config::OutputLimits;
 use crate::metrics::{Export, Outcome};
 use crate::runtime::bindings::{Transform, TransformPre, types};
-use crate::runtime::{Runtime, StageError, StageState, World};
+use crate::runtime::{Runtime, StageError, StageState};
 
-/// The `transform` world.
-pub struct TransformWorld;
-
-impl World for TransformWorld {
-    type Pre = TransformPre<StageState>;
-    type Instance = Transform;
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut wasmtime::Store<StageState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
-        pre.instantiate_async(store)
-    }
-
-    fn validate_config<'a>(
-        instance: &'a Self::Instance,
-        store: &'a mut wasmtime::Store<StageState>,
-        config: &'a str,
-    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
-        instance
-            .wasmgate_plugin_config_check()
-            .call_validate_config(store, config)
-    }
-}
+wasm_world!(
+    TransformWorld,
+    TransformPre<StageState>,
+    Transform,
+    "transform"
+);
 
 /// A stage running a transform plugin.
 pub struct TransformStage(pub WasmStage<TransformWorld>);
@@ -61,15 +43,7 @@ impl Stage for TransformStage {
                 .await;
             let rewritten = match outcome {
                 Ok(Ok(rewritten)) => rewritten,
-                Ok(Err(answer)) => {
-                    return match wasm::answer(flow, answer) {
-                        Ok(response) => {
-                            stage.outcome(Outcome::Answered);
-                            Ok(Decision::Respond(response))
-                        }
-                        Err(invalid) => stage.failed(flow, StageError::InvalidOutput(invalid.0)),
-                    };
-                }
+                Ok(Err(answer)) => return stage.respond(flow, answer, Outcome::Answered),
                 Err(error) => return stage.failed(flow, error),
             };
             match apply_request(flow, rewritten, request) {

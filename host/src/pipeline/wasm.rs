@@ -159,6 +159,23 @@ impl<W: World> WasmStage<W> {
         metrics.outcome(Outcome::Failed);
     }
 
+    /// The plugin's own answer to the request (a refusal, or a transform answering
+    /// itself): checked and framed by the host and sent, or the stage fails.
+    pub fn respond(
+        &self,
+        flow: &Flow<'_>,
+        answer: types::Response,
+        outcome: Outcome,
+    ) -> Result<Decision, GatewayError> {
+        match self::answer(flow, answer) {
+            Ok(response) => {
+                self.outcome(outcome);
+                Ok(Decision::Respond(response))
+            }
+            Err(invalid) => self.failed(flow, StageError::InvalidOutput(invalid.0)),
+        }
+    }
+
     /// A call that failed: the stage is skipped if fail-open, else the mapped error.
     pub fn failed(&self, flow: &Flow<'_>, error: StageError) -> Result<Decision, GatewayError> {
         match self.config.on_error {
@@ -197,6 +214,40 @@ impl<W: World> WasmStage<W> {
         }
     }
 }
+
+/// Implements [`World`] for a marker type over one `bindgen!` world (every world exports
+/// `config-check`): `wasm_world!(AuthWorld, AuthPre<StageState>, Auth, "auth")`.
+macro_rules! wasm_world {
+    ($marker:ident, $pre:ty, $instance:ty, $name:literal) => {
+        #[doc = concat!("The `", $name, "` world.")]
+        pub struct $marker;
+
+        impl $crate::runtime::World for $marker {
+            type Pre = $pre;
+            type Instance = $instance;
+
+            fn instantiate<'a>(
+                pre: &'a Self::Pre,
+                store: &'a mut wasmtime::Store<$crate::runtime::StageState>,
+            ) -> impl std::future::Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a
+            {
+                pre.instantiate_async(store)
+            }
+
+            fn validate_config<'a>(
+                instance: &'a Self::Instance,
+                store: &'a mut wasmtime::Store<$crate::runtime::StageState>,
+                config: &'a str,
+            ) -> impl std::future::Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a
+            {
+                instance
+                    .wasmgate_plugin_config_check()
+                    .call_validate_config(store, config)
+            }
+        }
+    };
+}
+pub(crate) use wasm_world;
 
 /// Reads the request body into memory (once), refusing more than `limit` bytes with 413.
 ///

@@ -19,38 +19,20 @@ use crate::config::{OutputLimits, StageConfig};
 use crate::metrics::{Export, Outcome};
 use crate::pipeline::flow::UpstreamMap;
 use crate::pipeline::stage::{RequestParts, StageFuture, ValidateFuture};
-use crate::pipeline::wasm::{self, WasmStage};
+use crate::pipeline::wasm::{self, WasmStage, wasm_world};
 use crate::pipeline::{Flow, convert};
 use crate::proxy::{self, Forwarded, Outbound};
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types::{BackendCall, BackendResult, CallError, Response};
 use crate::runtime::bindings::{Aggregate, AggregatePre};
-use crate::runtime::{PoolStatus, Runtime, StageError, StageState, World};
+use crate::runtime::{PoolStatus, Runtime, StageError, StageState};
 
-/// The `aggregate` world.
-pub struct AggregateWorld;
-
-impl World for AggregateWorld {
-    type Pre = AggregatePre<StageState>;
-    type Instance = Aggregate;
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut wasmtime::Store<StageState>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a {
-        pre.instantiate_async(store)
-    }
-
-    fn validate_config<'a>(
-        instance: &'a Self::Instance,
-        store: &'a mut wasmtime::Store<StageState>,
-        config: &'a str,
-    ) -> impl Future<Output = wasmtime::Result<Result<(), String>>> + Send + 'a {
-        instance
-            .wasmgate_plugin_config_check()
-            .call_validate_config(store, config)
-    }
-}
+wasm_world!(
+    AggregateWorld,
+    AggregatePre<StageState>,
+    Aggregate,
+    "aggregate"
+);
 
 /// A route answered by an aggregate plugin.
 pub struct AggregateTerminal(pub WasmStage<AggregateWorld>);
