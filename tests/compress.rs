@@ -667,61 +667,13 @@ async fn a_decompression_bomb_stops_at_the_stage_cap() {
 // === nginx, the reference ===
 
 /// A running nginx, stopped when dropped (also when an assertion fails).
-struct Nginx {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    _dir: common::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// nginx with `gzip on; gzip_comp_level 6;` in front of `upstream`, on a free port.
-fn start_nginx(upstream: std::net::SocketAddr) -> Option<Nginx> {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let dir = common::TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {dir}; proxy_temp_path {dir};\n\
-         fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
-         gzip on; gzip_comp_level 6; gzip_types application/json; gzip_min_length 1024;\n\
-         gzip_proxied any; gzip_vary on;\n\
-         server {{\n  listen 127.0.0.1:{port};\n  location / {{ proxy_pass http://{upstream}; }}\n }}\n}}\n",
-        dir = dir.path().display()
-    );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).expect("nginx.conf");
-    let child = std::process::Command::new(nginx)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let nginx = Nginx {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let up = common::wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    assert!(up, "nginx did not start");
-    Some(nginx)
+/// nginx with `gzip on; gzip_comp_level 6;` in front of `upstream`.
+fn start_nginx(upstream: std::net::SocketAddr) -> Option<common::Nginx> {
+    common::Nginx::start(
+        "gzip on; gzip_comp_level 6; gzip_types application/json; gzip_min_length 1024;\n\
+         gzip_proxied any; gzip_vary on;",
+        &format!("  location / {{ proxy_pass http://{upstream}; }}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

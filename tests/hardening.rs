@@ -8,12 +8,10 @@ mod common;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    RawResponse, TestGateway, TestUpstream, get, handler, raw_connect, raw_exchange, wait_until,
-};
+use common::{RawResponse, TestGateway, TestUpstream, get, handler, raw_connect, raw_exchange};
 use http::StatusCode;
 
 const AUTH: &str = wasmgate_fixtures::FX_AUTH_HEADER;
@@ -52,44 +50,15 @@ const CROSSING: &[&str] = &[
     "/public/a/./b/../c",
 ];
 
-/// nginx on `port`: `/admin/` refused with 401 (as an auth stage would), `/public/`
-/// proxied to `upstream`. Returns the child and its prefix directory.
-fn start_nginx(upstream: SocketAddr) -> Option<(Child, common::TempDir, SocketAddr)> {
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let dir = common::TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {dir}; proxy_temp_path {dir};\n\
-         fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
-         server {{\n  listen 127.0.0.1:{port};\n\
-           location /admin/ {{ return 401; }}\n\
-           location /public/ {{ proxy_pass http://{upstream}; }}\n }}\n}}\n",
-        dir = dir.path().display()
-    );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).expect("nginx.conf");
-    let child = Command::new(nginx)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let up = wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    assert!(up, "nginx did not start");
-    Some((child, dir, addr))
+/// nginx: `/admin/` refused with 401 (as an auth stage would), `/public/` proxied to
+/// `upstream`.
+fn start_nginx(upstream: SocketAddr) -> Option<common::Nginx> {
+    common::Nginx::start(
+        "",
+        &format!(
+            "  location /admin/ {{ return 401; }}\n  location /public/ {{ proxy_pass http://{upstream}; }}"
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,8 +115,8 @@ stages = [{{ plugin = "auth" }}]
             );
         }
         let theirs = match &nginx {
-            Some((_, _, nginx_addr)) => {
-                let nginx_addr = *nginx_addr;
+            Some(nginx) => {
+                let nginx_addr = nginx.addr;
                 Some(
                     tokio::task::spawn_blocking(move || raw_get(nginx_addr, target))
                         .await
@@ -172,10 +141,6 @@ stages = [{{ plugin = "auth" }}]
         ));
     }
     eprintln!("{}", table.join("\n"));
-    if let Some((mut child, _dir, _)) = nginx {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

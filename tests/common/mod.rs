@@ -1171,3 +1171,64 @@ pub fn time_until_closed(stream: &mut TcpStream, timeout: Duration) -> Option<Du
         }
     }
 }
+
+// === nginx, the reference peer ===
+
+/// nginx (from Debian's packages) on a free loopback port, stopped on drop.
+pub struct Nginx {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    /// Starts nginx with `http` (directives of its `http` block, e.g. `gzip on;`) and
+    /// `locations` (its server's `location` blocks); `None` when nginx is not installed —
+    /// callers fail in CI (`CI` is set there), where `scripts/test.sh` installs it.
+    pub fn start(http: &str, locations: &str) -> Option<Self> {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let dir = TempDir::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {dir}; proxy_temp_path {dir};\n\
+             fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n{http}\n\
+             server {{\n  listen 127.0.0.1:{port};\n{locations}\n }}\n}}\n",
+            dir = dir.path().display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("nginx.conf");
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let nginx = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let up = wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok());
+        assert!(up, "nginx did not start");
+        Some(nginx)
+    }
+}
