@@ -696,3 +696,27 @@ stages = [{{ plugin = "tagged" }}]
     assert_eq!(get(&third.url("/x")).await.status, StatusCode::OK);
     assert!(third.wait_for_log("the compiled-plugin cache is off", Duration::from_secs(5)));
 }
+
+// === found by fuzzing ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclosed_ip_literal_host_gets_an_answer() {
+    let upstream = TestUpstream::start(handler::echo);
+    let config = format!(
+        "[upstreams.app]\ntargets = [\"{}\"]\n[[routes]]\nname = \"api\"\nhosts = [\"api.test\"]\nprefix = \"/\"\nupstream = \"app\"\n",
+        upstream.addr()
+    );
+    let gateway = tokio::task::spawn_blocking(move || TestGateway::start(&config))
+        .await
+        .expect("gateway");
+    let addr = gateway.addr();
+    // `scripts/fuzz.sh router` found that a Host of `[` made the router slice past its end.
+    for host in ["[", "[::1", "[nnhostsAz]n.n"] {
+        let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let reply = tokio::task::spawn_blocking(move || raw_exchange(addr, request.as_bytes()))
+            .await
+            .expect("an answer, not a dropped connection");
+        assert_eq!(reply.status, 404, "{host}");
+        assert_eq!(reply.json()["error"], "no_route");
+    }
+}

@@ -241,12 +241,11 @@ impl Router {
     }
 }
 
+/// The host without its port: `[::1]:80` → `[::1]`, `a.test:80` → `a.test`. An unclosed
+/// `[` (which no valid host has, but a client can send) stays as it is.
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+        return host.find(']').map_or(host, |end| &host[..=end]);
     }
     host.rsplit_once(':').map_or(host, |(name, port)| {
         if port.chars().all(|c| c.is_ascii_digit()) {
@@ -288,6 +287,16 @@ upstream = "a"
 
     fn config() -> Config {
         Config::parse(std::path::Path::new("routes.toml"), ROUTES).expect("a valid config")
+    }
+
+    #[test]
+    fn ports_come_off_hosts_and_broken_ip_literals_do_not_panic() {
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("a.test:80"), "a.test");
+        assert_eq!(strip_port("a.test:x"), "a.test:x");
+        // Found by `scripts/fuzz.sh router`: an unclosed `[` used to slice past the end.
+        assert_eq!(strip_port("["), "[");
+        assert_eq!(strip_port("[nnhostsAz]n.n"), "[nnhostsAz]");
     }
 
     proptest! {
