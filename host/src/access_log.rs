@@ -1,6 +1,8 @@
 //! One access-log line per request, written when the response body is done (or dropped).
+//! Its fields are documented in `docs/access-log.schema.json`.
 
-use std::time::Instant;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 
@@ -13,22 +15,36 @@ pub struct AccessLog {
     method: String,
     path: String,
     request_id: String,
+    client_ip: String,
+    protocol: &'static str,
+    trace_id: String,
     route: String,
     upstream: String,
+    upstream_target: String,
+    upstream_attempts: u32,
+    upstream_ms: Option<f64>,
+    stages: String,
     status: u16,
     bytes: u64,
     started: Instant,
 }
 
 impl AccessLog {
-    /// Starts a record for `request`. Costs nothing when access logging is off.
-    pub fn start<B>(request: &Request<B>, request_id: &str, started: Instant) -> Self {
+    /// Starts a record for `request` from `client_ip`. Costs nothing when access logging
+    /// is off.
+    pub fn start<B>(
+        request: &Request<B>,
+        request_id: &str,
+        client_ip: &str,
+        started: Instant,
+    ) -> Self {
         let enabled = tracing::enabled!(target: "wasmgate::access", tracing::Level::INFO);
-        let (method, path, request_id) = if enabled {
+        let (method, path, request_id, client_ip) = if enabled {
             (
                 request.method().to_string(),
                 request.uri().path().to_string(),
                 request_id.to_string(),
+                client_ip.to_string(),
             )
         } else {
             Default::default()
@@ -38,11 +54,53 @@ impl AccessLog {
             method,
             path,
             request_id,
+            client_ip,
+            protocol: protocol(request.version()),
+            trace_id: String::new(),
             route: String::new(),
             upstream: String::new(),
+            upstream_target: String::new(),
+            upstream_attempts: 0,
+            upstream_ms: None,
+            stages: String::new(),
             status: 0,
             bytes: 0,
             started,
+        }
+    }
+
+    /// Whether the line will be written (callers skip work for it otherwise).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Records the trace the request belongs to.
+    pub fn trace_id(&mut self, trace_id: String) {
+        if self.enabled {
+            self.trace_id = trace_id;
+        }
+    }
+
+    /// Records how the upstream call went: the target of its last attempt, the number of
+    /// attempts and the time to the response head.
+    pub fn upstream_call(&mut self, attempts: &crate::proxy::Attempts) {
+        if self.enabled {
+            self.upstream_target = attempts.target.clone().unwrap_or_default();
+            self.upstream_attempts = attempts.count;
+            self.upstream_ms = attempts.waited.map(|t| t.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Records the time spent in each stage, as `label=milliseconds` pairs.
+    pub fn stage_times<'l>(&mut self, times: impl Iterator<Item = (&'l str, Duration)>) {
+        if !self.enabled {
+            return;
+        }
+        for (label, time) in times {
+            if !self.stages.is_empty() {
+                self.stages.push(' ');
+            }
+            let _ = write!(self.stages, "{label}={:.3}", time.as_secs_f64() * 1000.0);
         }
     }
 
@@ -86,24 +144,44 @@ impl Drop for AccessLog {
                 target: "wasmgate::access",
                 method = %self.method,
                 path = %self.path,
+                protocol = self.protocol,
+                client_ip = %self.client_ip,
                 route = %self.route,
                 upstream = %self.upstream,
+                upstream_target = %self.upstream_target,
+                upstream_attempts = self.upstream_attempts,
+                upstream_ms = self.upstream_ms,
+                stages = %self.stages,
                 status = self.status,
                 bytes = self.bytes,
                 duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
                 request_id = %self.request_id,
+                trace_id = %self.trace_id,
                 "request"
             );
         }
     }
 }
 
+/// The protocol field: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
 /// Logs a request refused before its head could be read (so without method or path).
-pub fn refused(status: u16, request_id: &str, started: Instant, bytes: usize) {
+pub fn refused(status: u16, request_id: &str, client_ip: &str, started: Instant, bytes: usize) {
     tracing::info!(
         target: "wasmgate::access",
         method = "",
         path = "",
+        protocol = "HTTP/1.1",
+        client_ip,
         route = "",
         upstream = "",
         status,

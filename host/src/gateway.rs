@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
@@ -24,6 +24,8 @@ use crate::proxy::{self, Upstream};
 use crate::rescue::GatewayError;
 use crate::router::{RouteMatch, Router};
 use crate::runtime::Runtime;
+use crate::trace::{self, Trace, Tracing};
+use opentelemetry::KeyValue;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -182,6 +184,8 @@ impl StageProblem {
 pub struct Gateway {
     runtime: Arc<Runtime>,
     state: ArcSwap<LiveState>,
+    /// The tracer, when `[tracing]` is configured.
+    tracing: Option<Arc<Tracing>>,
     /// The version of the live state, bumped by every swap.
     version: tokio::sync::watch::Sender<u64>,
 }
@@ -192,8 +196,15 @@ impl Gateway {
         Self {
             runtime,
             state: ArcSwap::from_pointee(state),
+            tracing: None,
             version: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The gateway, recording spans with `tracing`.
+    pub fn with_tracing(mut self, tracing: Arc<Tracing>) -> Self {
+        self.tracing = Some(tracing);
+        self
     }
 
     /// The version of the live state: 0 at start, one more after every swap.
@@ -238,7 +249,14 @@ impl Gateway {
             .filter(|v| is_request_id(v.as_bytes()))
             .and_then(|v| v.to_str().ok())
             .map_or_else(new_request_id, str::to_string);
-        let mut log = AccessLog::start(&request, &request_id, started);
+        let mut log = AccessLog::start(&request, &request_id, client_ip, started);
+        let trace = self
+            .tracing
+            .as_ref()
+            .map(|tracing| start_request_span(tracing, &request, client_ip, &request_id));
+        if let Some(trace) = &trace {
+            log.trace_id(trace.trace_id());
+        }
         let method = request.method().clone();
         let mut matched = None;
         let result = serve(
@@ -248,6 +266,7 @@ impl Gateway {
             client_ip,
             &request_id,
             &mut log,
+            trace.as_ref(),
             &mut matched,
         )
         .await;
@@ -261,16 +280,54 @@ impl Gateway {
             Some(index) => state.pipelines[index].metrics.as_ref(),
             None => state.unmatched.as_ref(),
         };
-        let record = route_metrics.map(|m| m.response(&method, status, started));
-        match (log.into_hook(status), record) {
-            (None, None) => response,
-            (Some(log), None) => response.map(|body| boxed(Hooked::new(body, log))),
-            (None, Some(record)) => response.map(|body| boxed(Hooked::new(body, record))),
-            (Some(log), Some(record)) => {
-                response.map(|body| boxed(Hooked::new(body, (log, record))))
+        let record = route_metrics.map(|m| m.response(&method, status, started, trace.as_ref()));
+        let span = trace.map(|trace| {
+            trace.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                trace.fail(status.to_string());
             }
+            trace::EndWithBody(trace)
+        });
+        let log = log.into_hook(status);
+        if log.is_none() && record.is_none() && span.is_none() {
+            return response;
         }
+        response.map(|body| boxed(Hooked::new(body, (log, (record, span)))))
     }
+}
+
+/// The server span of a request, with the attributes known before routing.
+fn start_request_span<B>(
+    tracing: &Tracing,
+    request: &Request<B>,
+    client_ip: &str,
+    request_id: &str,
+) -> Trace {
+    let trace = tracing.request(request.method(), request.headers());
+    if trace.is_recording() {
+        trace.set(KeyValue::new(
+            "http.request.method",
+            request.method().to_string(),
+        ));
+        trace.set(KeyValue::new(
+            "url.path",
+            crate::text::bounded(request.uri().path(), 1024).into_owned(),
+        ));
+        trace.set(KeyValue::new("client.address", client_ip.to_string()));
+        trace.set(KeyValue::new(
+            "network.protocol.version",
+            match request.version() {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        ));
+        trace.set(KeyValue::new("wasmgate.request_id", request_id.to_string()));
+    }
+    trace
 }
 
 /// Whether a client's `x-request-id` may be kept: 1–200 characters from
@@ -299,6 +356,7 @@ async fn serve(
     client_ip: &str,
     request_id: &str,
     log: &mut AccessLog,
+    trace: Option<&Trace>,
     matched: &mut Option<usize>,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
@@ -331,6 +389,9 @@ async fn serve(
     let route = &config.routes[route_index];
     let pipeline = &state.pipelines[route_index];
     log.route(&route.name);
+    if let Some(trace) = trace {
+        trace.name_route(request.method(), &route.name);
+    }
     *matched = Some(route_index);
     let (parts, mut body) = request.into_parts();
     if let Some(metrics) = &pipeline.metrics
@@ -365,6 +426,10 @@ async fn serve(
         client,
         params,
     );
+    flow.trace = trace.cloned();
+    if log.enabled() {
+        flow.stage_times = Some(vec![Duration::ZERO; pipeline.stages.len()]);
+    }
     let request = RequestParts {
         parts,
         body: RequestBody::Streaming(body),
@@ -372,6 +437,13 @@ async fn serve(
     let result = pipeline.run(&mut flow, request).await;
     if let Some(upstream) = &flow.upstream_used {
         log.upstream(upstream);
+        log.upstream_call(&flow.upstream_attempts);
+    }
+    if let Some(times) = &flow.stage_times {
+        log.stage_times(pipeline.stages.iter().zip(times).map(|(stage, time)| {
+            let info = stage.info();
+            (info.plugin.unwrap_or(info.kind), *time)
+        }));
     }
     result
 }

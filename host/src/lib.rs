@@ -17,7 +17,8 @@
 //!
 //! Every failure becomes a JSON response in exactly one place, [`rescue`]. Along the way,
 //! handles resolved when the live state was built count the request, its upstream attempts
-//! and its plugin calls in [`metrics`], which the [`admin`] listener serves to Prometheus.
+//! and its plugin calls in [`metrics`], which the [`admin`] listener serves to Prometheus,
+//! and [`trace`] records the request, its stage calls and upstream attempts as spans.
 
 pub mod access_log;
 pub mod admin;
@@ -36,4 +37,5 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod text;
+pub mod trace;
 pub mod workers;

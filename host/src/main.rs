@@ -15,6 +15,7 @@ use wasmgate::plugins::{self, PluginSet};
 use wasmgate::reload::{Reloader, SharedStatus};
 use wasmgate::runtime::{MemoryCounters, Runtime, RuntimeSettings};
 use wasmgate::server::Server;
+use wasmgate::trace::Tracing;
 
 /// mimalloc: the request path allocates many small short-lived objects (headers, futures,
 /// buffers); it serves them measurably cheaper than the system allocator (see bench/).
@@ -228,7 +229,19 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
         };
         let admin = state.config.admin;
         let watch = state.config.plugins.watch;
-        let gateway = Arc::new(Gateway::new(sandbox, state));
+        let tracer = match &state.config.tracing {
+            Some(settings) => {
+                let tracer = Tracing::start(settings, tokio::runtime::Handle::current())?;
+                tracing::info!(endpoint = %settings.endpoint, ratio = settings.sampling_ratio, "exporting traces");
+                Some(Arc::new(tracer))
+            }
+            None => None,
+        };
+        let mut gateway = Gateway::new(sandbox, state);
+        if let Some(tracer) = &tracer {
+            gateway = gateway.with_tracing(tracer.clone());
+        }
+        let gateway = Arc::new(gateway);
         let status = SharedStatus::default();
         if watch {
             Reloader::new(gateway.clone(), path.to_path_buf(), status.clone())
@@ -251,6 +264,10 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
             tracing::info!("shut down cleanly");
         } else {
             tracing::warn!("grace period over; closing remaining connections");
+        }
+        if let Some(tracer) = tracer {
+            // Flushing waits on exports that run on this runtime: block elsewhere.
+            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
         }
         Ok(ExitCode::SUCCESS)
     })

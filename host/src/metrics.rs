@@ -21,10 +21,12 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::body::{BodyHook, BoxError};
+use crate::trace::Trace;
 
 /// `Content-Type` of the OpenMetrics exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -149,9 +151,32 @@ struct ReloadLabels {
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+/// A latency histogram whose buckets keep the trace id of a sampled observation.
+type TracedHistogram = HistogramWithExemplars<TraceExemplar>;
+type TracedFamily<L> = Family<L, TracedHistogram, fn() -> TracedHistogram>;
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+/// The exemplar label of a latency observation: the trace it belongs to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    trace_id: String,
+}
+
+/// Observes `took` in `histogram`, with the trace as exemplar when it is sampled.
+fn observe_traced(histogram: &TracedHistogram, took: Duration, trace: Option<&Trace>) {
+    let exemplar = trace
+        .filter(|trace| trace.is_sampled())
+        .map(|trace| TraceExemplar {
+            trace_id: trace.trace_id(),
+        });
+    histogram.observe(took.as_secs_f64(), exemplar, None);
+}
+
+fn latency_histogram() -> TracedHistogram {
+    HistogramWithExemplars::new(LATENCY_BUCKETS.into_iter())
+}
+
+fn traced_call_histogram() -> TracedHistogram {
+    HistogramWithExemplars::new(CALL_BUCKETS.into_iter())
 }
 
 fn call_histogram() -> Histogram {
@@ -168,17 +193,17 @@ fn compile_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: HistogramFamily<RouteLabels>,
+    request_duration: TracedFamily<RouteLabels>,
     request_bytes: Family<RouteLabels, Counter>,
     response_bytes: Family<RouteLabels, Counter>,
     connections_open: Family<ConnectionLabels, Gauge>,
     connections_refused: Family<RefusalLabels, Counter>,
     upstream_requests: Family<TargetLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
-    upstream_duration: HistogramFamily<TargetLabels>,
+    upstream_duration: TracedFamily<TargetLabels>,
     upstream_connections: Family<PoolLabels, Gauge>,
     plugin_calls: Family<CallLabels, Counter>,
-    plugin_duration: HistogramFamily<StageLabels>,
+    plugin_duration: TracedFamily<StageLabels>,
     plugin_outcomes: Family<OutcomeLabels, Counter>,
     plugin_errors: Family<StageKindLabels, Counter>,
     plugin_memory: Family<StageLabels, Gauge>,
@@ -217,7 +242,7 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_connections: Family::default(),
             plugin_calls: Family::default(),
-            plugin_duration: Family::new_with_constructor(call_histogram),
+            plugin_duration: Family::new_with_constructor(traced_call_histogram),
             plugin_outcomes: Family::default(),
             plugin_errors: Family::default(),
             plugin_memory: Family::default(),
@@ -587,7 +612,7 @@ pub struct RouteMetrics {
     family: Family<RequestLabels, Counter>,
     route: Arc<str>,
     requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
-    duration: Histogram,
+    duration: TracedHistogram,
     bytes_in: Counter,
     bytes_out: Counter,
 }
@@ -615,6 +640,7 @@ impl RouteMetrics {
         method: &Method,
         status: StatusCode,
         started: Instant,
+        trace: Option<&Trace>,
     ) -> ResponseRecord {
         ResponseRecord {
             route: self.clone(),
@@ -623,6 +649,7 @@ impl RouteMetrics {
             started,
             bytes: 0,
             recorded: false,
+            trace: trace.filter(|t| t.is_sampled()).cloned(),
         }
     }
 }
@@ -645,6 +672,7 @@ pub struct ResponseRecord {
     started: Instant,
     bytes: u64,
     recorded: bool,
+    trace: Option<Trace>,
 }
 
 impl ResponseRecord {
@@ -656,7 +684,7 @@ impl ResponseRecord {
         route
             .requests(usize::from(self.method), usize::from(self.status))
             .inc();
-        route.duration.observe(self.started.elapsed().as_secs_f64());
+        observe_traced(&route.duration, self.started.elapsed(), self.trace.as_ref());
         if self.bytes > 0 {
             route.bytes_out.inc_by(self.bytes);
         }
@@ -766,7 +794,7 @@ pub struct UpstreamMetrics {
     /// Requests sent (attempts).
     pub requests: Counter,
     /// Time to the response head.
-    pub duration: Histogram,
+    duration: TracedHistogram,
     errors: [Counter; 4],
     /// Idle pooled connections.
     pub idle: Gauge,
@@ -778,6 +806,11 @@ impl UpstreamMetrics {
     /// Counts a failed attempt.
     pub fn error(&self, kind: UpstreamError) {
         self.errors[kind as usize].inc();
+    }
+
+    /// Records the time an attempt took to its response head.
+    pub fn observe(&self, took: Duration, trace: Option<&Trace>) {
+        observe_traced(&self.duration, took, trace);
     }
 }
 
@@ -882,7 +915,7 @@ pub struct StageMetrics {
     calls: [OnceLock<Counter>; EXPORTS.len()],
     outcomes: [OnceLock<Counter>; OUTCOMES.len()],
     errors: [OnceLock<Counter>; ERROR_KINDS.len()],
-    duration: Histogram,
+    duration: TracedHistogram,
     instantiate: Histogram,
     memory: Gauge,
     reused: Counter,
@@ -899,8 +932,8 @@ impl std::fmt::Debug for StageMetrics {
 }
 
 impl StageMetrics {
-    /// Records a call of `export` that took `took`.
-    pub fn call(&self, export: Export, took: Duration) {
+    /// Records a call of `export` that took `took`, under `trace` when it is traced.
+    pub fn call(&self, export: Export, took: Duration, trace: Option<&Trace>) {
         let index = export as usize;
         self.calls[index]
             .get_or_init(|| {
@@ -910,7 +943,7 @@ impl StageMetrics {
                 })
             })
             .inc();
-        self.duration.observe(took.as_secs_f64());
+        observe_traced(&self.duration, took, trace);
     }
 
     /// Records a request-phase decision.
@@ -990,7 +1023,7 @@ mod tests {
     fn both_expositions_name_every_family() {
         let metrics = Metrics::new();
         let route = metrics.route("r");
-        drop(route.response(&Method::GET, StatusCode::OK, Instant::now()));
+        drop(route.response(&Method::GET, StatusCode::OK, Instant::now(), None));
         let prometheus = metrics.encode(false);
         assert!(
             prometheus

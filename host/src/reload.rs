@@ -496,7 +496,7 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// The keys whose values in `new` differ from those the process started with and that only
 /// a restart applies: listeners, the admin listener, the connection limit, the plugin
-/// directory and watcher, the compile cache and the sandbox pool size. Everything else
+/// directory and watcher, the compile cache, the sandbox pool size and tracing. Everything else
 /// (routes, upstreams, stages, limits, timeouts, path policy, plugin output bounds)
 /// applies on reload.
 pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
@@ -525,6 +525,7 @@ pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
             "plugins.max-instances",
             a.plugins.max_instances != b.plugins.max_instances,
         ),
+        ("tracing", a.tracing != b.tracing),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

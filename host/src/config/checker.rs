@@ -13,7 +13,9 @@ use toml::Spanned;
 
 use super::error::Reporter;
 use super::model::*;
-use super::raw::{self, RawConfig, RawLimits, RawPlugins, RawRoute, RawStage, RawUpstream};
+use super::raw::{
+    self, RawConfig, RawLimits, RawPlugins, RawRoute, RawStage, RawTracing, RawUpstream,
+};
 use super::template::{PathTemplate, path_captures};
 use crate::normalize::{EscapedSlashes, PathPolicy};
 use crate::router::RouteKey;
@@ -95,6 +97,7 @@ impl Checker<'_, '_> {
                 metrics: admin.metrics.unwrap_or(DEFAULT_ADMIN_METRICS),
             })
         });
+        let tracing = raw.tracing.as_ref().and_then(|t| self.tracing(t));
         let upstreams: BTreeMap<String, Arc<UpstreamConfig>> = raw
             .upstreams
             .iter()
@@ -112,8 +115,62 @@ impl Checker<'_, '_> {
             server,
             plugins,
             admin,
+            tracing,
             upstreams,
             routes,
+        })
+    }
+
+    fn tracing(&mut self, raw: &RawTracing) -> Option<TracingConfig> {
+        let endpoint = match raw.endpoint.get_ref().parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
+            _ => {
+                self.report.error(
+                    raw.endpoint.span(),
+                    "tracing.endpoint",
+                    format!(
+                        "`{}` is not an OTLP/HTTP endpoint: expected http://HOST:PORT/v1/traces",
+                        crate::text::escape_control(raw.endpoint.get_ref())
+                    ),
+                );
+                None
+            }
+        };
+        let sampling_ratio = match &raw.sampling_ratio {
+            Some(ratio) if !(0.0..=1.0).contains(ratio.get_ref()) => {
+                self.report.error(
+                    ratio.span(),
+                    "tracing.sampling-ratio",
+                    "must be between 0.0 and 1.0",
+                );
+                None
+            }
+            Some(ratio) => Some(*ratio.get_ref()),
+            None => Some(DEFAULT_SAMPLING_RATIO),
+        };
+        let service_name = match &raw.service_name {
+            Some(name) if name.get_ref().is_empty() || name.get_ref().chars().any(char::is_control) => {
+                self.report.error(
+                    name.span(),
+                    "tracing.service-name",
+                    "must be a non-empty name without control characters",
+                );
+                None
+            }
+            Some(name) => Some(name.get_ref().clone()),
+            None => Some(DEFAULT_SERVICE_NAME.to_string()),
+        };
+        Some(TracingConfig {
+            endpoint: endpoint?,
+            sampling_ratio: sampling_ratio?,
+            trust_incoming_sampled: raw
+                .trust_incoming_sampled
+                .unwrap_or(DEFAULT_TRUST_INCOMING_SAMPLED),
+            service_name: service_name?,
+            export_interval: raw
+                .export_interval
+                .map_or(DEFAULT_EXPORT_INTERVAL, |d| d.0),
+            export_timeout: raw.export_timeout.map_or(DEFAULT_EXPORT_TIMEOUT, |d| d.0),
         })
     }
 

@@ -25,6 +25,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The admin API, when enabled.
     pub admin: Option<AdminConfig>,
+    /// Distributed tracing, when configured.
+    pub tracing: Option<TracingConfig>,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
@@ -39,6 +41,34 @@ pub struct AdminConfig {
     /// Whether metrics are collected and served at `/metrics`.
     pub metrics: bool,
 }
+
+/// `[tracing]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans are exported (OTLP/HTTP, protobuf).
+    pub endpoint: http::Uri,
+    /// The share of new traces recorded.
+    pub sampling_ratio: f64,
+    /// Whether an incoming `traceparent`'s sampled flag decides instead of the ratio.
+    pub trust_incoming_sampled: bool,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How often finished spans are exported.
+    pub export_interval: Duration,
+    /// How long one export may take.
+    pub export_timeout: Duration,
+}
+
+/// `tracing.sampling-ratio` by default.
+pub const DEFAULT_SAMPLING_RATIO: f64 = 1.0;
+/// `tracing.trust-incoming-sampled` by default: an edge does not let clients decide.
+pub const DEFAULT_TRUST_INCOMING_SAMPLED: bool = false;
+/// `tracing.service-name` by default.
+pub const DEFAULT_SERVICE_NAME: &str = "wasmgate";
+/// `tracing.export-interval` by default.
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(5);
+/// `tracing.export-timeout` by default.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most header fields a request head may have (431 above), as in Envoy.
 pub const MAX_HEADER_FIELDS: usize = 100;
@@ -447,6 +477,20 @@ mod tests {
             duration("upstreams.NAME.idle-timeout"),
             DEFAULT_UPSTREAM_IDLE_TIMEOUT
         );
-        assert_eq!(table.len(), 24, "every row is checked: {table:?}");
+        assert_eq!(
+            table["tracing.sampling-ratio"].parse::<f64>().expect("ratio"),
+            DEFAULT_SAMPLING_RATIO
+        );
+        assert_eq!(
+            table["tracing.trust-incoming-sampled"],
+            DEFAULT_TRUST_INCOMING_SAMPLED.to_string()
+        );
+        assert_eq!(table["tracing.service-name"], DEFAULT_SERVICE_NAME);
+        assert_eq!(
+            duration("tracing.export-interval"),
+            DEFAULT_EXPORT_INTERVAL
+        );
+        assert_eq!(duration("tracing.export-timeout"), DEFAULT_EXPORT_TIMEOUT);
+        assert_eq!(table.len(), 29, "every row is checked: {table:?}");
     }
 }

@@ -93,6 +93,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// The admin API.
     pub admin: Option<RawAdmin>,
+    /// Distributed tracing (OTLP export).
+    pub tracing: Option<RawTracing>,
     /// Named upstreams.
     #[serde(default)]
     pub upstreams: BTreeMap<UpstreamName, Spanned<RawUpstream>>,
@@ -192,6 +194,24 @@ pub struct RawAdmin {
     pub listen: Spanned<String>,
     /// Serve Prometheus metrics at `/metrics` (and collect them).
     pub metrics: Option<bool>,
+}
+
+/// `[tracing]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTracing {
+    /// The OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`).
+    pub endpoint: Spanned<String>,
+    /// The share of new traces recorded, 0.0 to 1.0.
+    pub sampling_ratio: Option<Spanned<f64>>,
+    /// Follow an incoming `traceparent`'s sampled flag instead of deciding here.
+    pub trust_incoming_sampled: Option<bool>,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<Spanned<String>>,
+    /// How often finished spans are exported.
+    pub export_interval: Option<ConfigDuration>,
+    /// How long one export may take.
+    pub export_timeout: Option<ConfigDuration>,
 }
 
 /// `[upstreams.NAME]`

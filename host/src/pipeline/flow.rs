@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Response;
 use http::header::{HeaderName, HeaderValue};
@@ -10,9 +11,10 @@ use tokio::sync::Semaphore;
 
 use crate::body::Body;
 use crate::config::{OutputLimits, RouteConfig};
-use crate::proxy::Upstream;
+use crate::proxy::{Attempts, Upstream};
 use crate::runtime::Runtime;
 use crate::runtime::bindings::types;
+use crate::trace::Trace;
 
 /// Upstreams by name.
 pub type UpstreamMap = BTreeMap<String, Arc<Upstream>>;
@@ -56,6 +58,13 @@ pub struct Flow<'a> {
     pub path_override: Option<PathAndQuery>,
     /// The upstream the terminal called, for the access log.
     pub upstream_used: Option<String>,
+    /// How the terminal's upstream call went (target, attempts, time), for the access log.
+    pub upstream_attempts: Attempts,
+    /// The span now running (the request's, or a stage's while it runs) when tracing is on:
+    /// the parent of spans started beneath it and the context sent upstream.
+    pub trace: Option<Trace>,
+    /// Time spent in each stage of the pipeline (both phases), when the access log wants it.
+    pub stage_times: Option<Vec<Duration>>,
     /// What native stages carry from their request hook to their response hook, one value
     /// per type (a stage keeps a private type, so stages cannot see each other's).
     pub extensions: http::Extensions,
@@ -90,6 +99,9 @@ impl<'a> Flow<'a> {
             response_headers: Vec::new(),
             path_override: None,
             upstream_used: None,
+            upstream_attempts: Attempts::default(),
+            trace: None,
+            stage_times: None,
             extensions: http::Extensions::new(),
         }
     }

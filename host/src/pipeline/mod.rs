@@ -19,8 +19,10 @@ pub mod transform;
 mod wasm;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::Response;
+use opentelemetry::KeyValue;
 use http::header::{HeaderMap, HeaderName};
 
 pub use flow::{Client, Flow, UpstreamMap};
@@ -32,6 +34,7 @@ use crate::config::{RouteConfig, StageConfig};
 use crate::metrics::{Metrics, RouteMetrics, StageMetrics};
 use crate::rescue::GatewayError;
 use crate::runtime::{Plugin, PluginKind, PluginPre, Runtime};
+use crate::trace::{self, Trace};
 use terminal::aggregate::AggregateTerminal;
 use terminal::respond::RespondTerminal;
 use terminal::upstream::UpstreamTerminal;
@@ -256,14 +259,20 @@ impl Pipeline {
             strip_identity_headers(&mut request.parts.headers);
         }
         let mut continued = Vec::with_capacity(self.stages.len());
-        for stage in &self.stages {
-            match stage.on_request(flow, &mut request).await? {
-                Decision::Continue => continued.push(stage),
+        for (index, stage) in self.stages.iter().enumerate() {
+            let span = StageSpan::enter(flow, index, stage.info());
+            let decision = stage.on_request(flow, &mut request).await;
+            span.exit(flow, decision.as_ref().err());
+            match decision? {
+                Decision::Continue => continued.push((index, stage)),
                 Decision::Skip => {}
                 Decision::Respond(response) => return Ok(response),
             }
         }
-        let mut response = match self.terminal.serve(flow, request).await {
+        let span = StageSpan::enter_terminal(flow, self.terminal.as_ref());
+        let served = self.terminal.serve(flow, request).await;
+        span.exit(flow, served.as_ref().err());
+        let mut response = match served {
             Ok(response) => response,
             // A failed terminal's answer still carries the headers rate-limit stages asked
             // for; response hooks do not run on it.
@@ -272,10 +281,82 @@ impl Pipeline {
                 return Ok(flow.with_response_headers(response));
             }
         };
-        for stage in continued.into_iter().rev() {
-            response = stage.on_response(flow, response).await?;
+        for (index, stage) in continued.into_iter().rev() {
+            let span = StageSpan::enter(flow, index, stage.info());
+            let answer = stage.on_response(flow, response).await;
+            span.exit(flow, answer.as_ref().err());
+            response = answer?;
         }
         Ok(flow.with_response_headers(response))
+    }
+}
+
+/// One stage or terminal call as the request's trace and access log see it: a child span
+/// of the request's (the parent of anything the call starts), and its time.
+struct StageSpan {
+    /// The request's span, restored when the call ends.
+    parent: Option<Trace>,
+    /// Where the call's time is added in `Flow::stage_times`.
+    slot: Option<usize>,
+    started: Option<Instant>,
+}
+
+impl StageSpan {
+    fn enter(flow: &mut Flow<'_>, index: usize, info: StageInfo<'_>) -> Self {
+        Self::start(flow, Some(index), info.kind, info.plugin)
+    }
+
+    fn enter_terminal(flow: &mut Flow<'_>, terminal: &dyn Terminal) -> Self {
+        Self::start(flow, None, terminal.kind(), terminal.plugin())
+    }
+
+    /// Starts the span `KIND PLUGIN` (or `KIND`) when the request is traced, and the clock
+    /// when stage times are kept.
+    fn start(
+        flow: &mut Flow<'_>,
+        slot: Option<usize>,
+        kind: &'static str,
+        plugin: Option<&str>,
+    ) -> Self {
+        let parent = flow.trace.as_mut().map(|request| {
+            let child = match plugin {
+                Some(plugin) => {
+                    let child = request.child(format!("{kind} {plugin}"), trace::Kind::Internal);
+                    child.set(KeyValue::new("wasmgate.plugin", plugin.to_string()));
+                    child
+                }
+                None => request.child(kind, trace::Kind::Internal),
+            };
+            std::mem::replace(request, child)
+        });
+        let timed = flow.stage_times.is_some();
+        Self {
+            parent,
+            slot: slot.filter(|_| timed),
+            started: timed.then(Instant::now),
+        }
+    }
+
+    fn exit(self, flow: &mut Flow<'_>, error: Option<&GatewayError>) {
+        if let (Some(slot), Some(started), Some(times)) =
+            (self.slot, self.started, flow.stage_times.as_mut())
+            && let Some(time) = times.get_mut(slot)
+        {
+            *time += started.elapsed();
+        }
+        if let Some(parent) = self.parent {
+            if let Some(span) = flow.trace.replace(parent) {
+                if let Some(error) = error {
+                    let status = error.status_and_code().0;
+                    span.set(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    span.fail(error.to_string());
+                }
+                span.end();
+            }
+        }
     }
 }
 

@@ -90,7 +90,7 @@ impl<W: World> WasmStage<W> {
             })
             .await;
         if let (Some(metrics), Some(started)) = (&self.metrics, started) {
-            metrics.call(export, started.elapsed());
+            metrics.call(export, started.elapsed(), flow.trace.as_ref());
         }
         let (value, vars) = outcome?;
         flow.set_vars(vars);

@@ -18,6 +18,8 @@ pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
 use crate::metrics::{UpstreamError, UpstreamMetrics};
+use crate::trace::{self, Trace};
+use opentelemetry::KeyValue;
 
 /// The `Via` pseudonym the gateway adds.
 pub const VIA: &str = "1.1 wasmgate";
@@ -38,6 +40,20 @@ pub struct Outbound {
     pub preserve_host: bool,
     /// Time allowed until the response headers arrive, retries included.
     pub timeout: Duration,
+    /// The span the call is made under, when tracing is on: each attempt is a child span,
+    /// and its context is what the upstream receives as `traceparent`.
+    pub trace: Option<Trace>,
+}
+
+/// How a call to an upstream went, for the access log.
+#[derive(Debug, Default, Clone)]
+pub struct Attempts {
+    /// Attempts made (1 unless a connect failure was retried).
+    pub count: u32,
+    /// The target of the last attempt (`host:port`).
+    pub target: Option<String>,
+    /// Time from the last attempt's start to its response head (or failure).
+    pub waited: Option<std::time::Duration>,
 }
 
 /// Why a request could not be proxied. `rescue` turns it into the client's answer; the
@@ -70,10 +86,11 @@ pub enum ProxyError {
 }
 
 /// Sends `outbound` to `upstream` and returns its response, with hop-by-hop fields removed
-/// and `Via` added.
+/// and `Via` added; records in `attempts` how it went.
 pub async fn forward(
     upstream: &Upstream,
     outbound: Outbound,
+    attempts_made: &mut Attempts,
 ) -> Result<Response<Body>, ProxyError> {
     let Outbound {
         method,
@@ -83,6 +100,7 @@ pub async fn forward(
         retryable,
         preserve_host,
         timeout,
+        trace,
     } = outbound;
     // The client frames the request from its body; no header may say otherwise.
     crate::framing::unframe_request(&mut headers);
@@ -116,15 +134,26 @@ pub async fn forward(
         {
             request.headers_mut().insert(header::HOST, host.clone());
         }
-        let metrics = upstream.metrics(target);
-        let sent_at = metrics.map(|m| {
-            m.requests.inc();
-            Instant::now()
+        let span = trace.as_ref().map(|parent| {
+            attempt_span(parent, &upstream.config.name, authority.as_str(), attempt, request.headers_mut())
         });
+        let metrics = upstream.metrics(target);
+        if let Some(metrics) = metrics {
+            metrics.requests.inc();
+        }
+        let sent_at = Instant::now();
         let sent = pool.send(request);
         let outcome = tokio::time::timeout_at(deadline, sent).await;
-        if let (Some(metrics), Some(sent_at)) = (metrics, sent_at) {
-            record_attempt(metrics, &outcome, sent_at);
+        *attempts_made = Attempts {
+            count: attempt as u32,
+            target: Some(authority.to_string()),
+            waited: Some(sent_at.elapsed()),
+        };
+        if let Some(metrics) = metrics {
+            record_attempt(metrics, &outcome, sent_at, trace.as_ref());
+        }
+        if let Some(span) = span {
+            end_attempt_span(span, &outcome);
         }
         match outcome {
             Err(_) => {
@@ -164,16 +193,58 @@ pub async fn forward(
     }
 }
 
-/// Counts one attempt's result: its latency when the target answered, or why it failed.
+/// The span of one attempt, a child of `parent`, whose context replaces the client's
+/// `traceparent` in `headers`.
+fn attempt_span(
+    parent: &Trace,
+    upstream: &str,
+    authority: &str,
+    attempt: usize,
+    headers: &mut HeaderMap,
+) -> Trace {
+    let span = parent.child(format!("upstream {upstream}"), trace::Kind::Client);
+    if span.is_recording() {
+        span.set(KeyValue::new("wasmgate.upstream", upstream.to_string()));
+        span.set(KeyValue::new("server.address", authority.to_string()));
+        span.set(KeyValue::new("wasmgate.attempt", attempt as i64));
+        if attempt > 1 {
+            span.set(KeyValue::new("http.request.resend_count", attempt as i64 - 1));
+        }
+    }
+    span.inject(headers);
+    span
+}
+
+fn end_attempt_span<E>(span: Trace, outcome: &Result<Result<Response<Body>, SendError>, E>) {
+    match outcome {
+        Err(_) => span.fail("timeout"),
+        Ok(Ok(response)) => {
+            let status = response.status();
+            span.set(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                span.fail(status.to_string());
+            }
+        }
+        Ok(Err(error)) => span.fail(error_chain(error)),
+    }
+    span.end();
+}
+
+/// Counts one attempt's result: its latency when the target answered (with the trace as
+/// exemplar), or why it failed.
 fn record_attempt<E>(
     metrics: &UpstreamMetrics,
     outcome: &Result<Result<Response<Body>, SendError>, E>,
     sent_at: Instant,
+    trace: Option<&Trace>,
 ) {
     match outcome {
         Err(_) => metrics.error(UpstreamError::Timeout),
         Ok(Ok(response)) => {
-            metrics.duration.observe(sent_at.elapsed().as_secs_f64());
+            metrics.observe(sent_at.elapsed(), trace);
             if response.status().is_server_error() {
                 metrics.error(UpstreamError::ServerError);
             }

@@ -43,10 +43,10 @@ pub(super) fn spawn(
     graceful: &GracefulShutdown,
 ) {
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new(open));
+    let client_ip: Arc<str> = peer.ip().to_string().into();
+    let activity = Arc::new(Activity::new(open, client_ip.clone()));
     let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone()));
     let gateway = gateway.clone();
-    let client_ip: Arc<str> = peer.ip().to_string().into();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         let client_ip = client_ip.clone();
@@ -162,10 +162,12 @@ struct Activity {
     partial_head: AtomicBool,
     /// Counts the connection as open until the connection is gone (metrics on).
     open: Option<OpenConnection>,
+    /// The client's address, for the access log of a refused head.
+    client_ip: Arc<str>,
 }
 
 impl Activity {
-    fn new(open: Option<OpenConnection>) -> Self {
+    fn new(open: Option<OpenConnection>, client_ip: Arc<str>) -> Self {
         Self {
             started: Instant::now(),
             requests: AtomicU64::new(0),
@@ -175,6 +177,7 @@ impl Activity {
             body_done: AtomicBool::new(false),
             partial_head: AtomicBool::new(false),
             open,
+            client_ip,
         }
     }
 }
@@ -217,8 +220,13 @@ impl TimedStream {
         }
         if let Some(began) = self.reading_head() {
             let written: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
-            self.refusal = refusal::replacement(&written, self.max_header_bytes, began.into_std())
-                .map(|answer| (answer, 0));
+            self.refusal = refusal::replacement(
+                &written,
+                self.max_header_bytes,
+                &self.activity.client_ip,
+                began.into_std(),
+            )
+            .map(|answer| (answer, 0));
             if let (Some((answer, _)), Some(open)) = (&self.refusal, &self.activity.open) {
                 let listener = open.listener();
                 if answer.starts_with(b"HTTP/1.1 431") {

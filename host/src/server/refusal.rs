@@ -10,10 +10,11 @@ use crate::gateway::new_request_id;
 use crate::rescue::GatewayError;
 
 /// The JSON answer to send instead of `head`, when `head` is hyper's own answer to a
-/// request head it refused; `started` is when that head began to arrive.
+/// request head it refused from `client_ip`; `started` is when that head began to arrive.
 pub(super) fn replacement(
     head: &[u8],
     max_header_bytes: usize,
+    client_ip: &str,
     started: Instant,
 ) -> Option<Vec<u8>> {
     let rest = head.strip_prefix(b"HTTP/1.1 ")?;
@@ -50,6 +51,7 @@ pub(super) fn replacement(
     access_log::refused(
         error.status_and_code().0.as_u16(),
         &request_id,
+        client_ip,
         started,
         body.len(),
     );
@@ -70,7 +72,7 @@ mod tests {
 
     #[test]
     fn hyper_refusals_become_json_errors() {
-        let answer = replacement(HYPER_431, 4096, Instant::now()).expect("replaced");
+        let answer = replacement(HYPER_431, 4096, "127.0.0.1", Instant::now()).expect("replaced");
         let text = String::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -97,7 +99,7 @@ mod tests {
         )));
 
         let bad = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-        let text = String::from_utf8(replacement(bad, 4096, Instant::now()).unwrap()).unwrap();
+        let text = String::from_utf8(replacement(bad, 4096, "127.0.0.1", Instant::now()).unwrap()).unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(text.contains("\"error\":\"bad_request\""), "{text}");
     }
@@ -105,14 +107,14 @@ mod tests {
     #[test]
     fn other_writes_are_left_alone() {
         let response = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        assert!(replacement(response, 4096, Instant::now()).is_none());
+        assert!(replacement(response, 4096, "127.0.0.1", Instant::now()).is_none());
         let body = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\n";
         assert!(
-            replacement(body, 4096, Instant::now()).is_none(),
+            replacement(body, 4096, "127.0.0.1", Instant::now()).is_none(),
             "not a whole head"
         );
         assert!(
-            replacement(b"\0\0\x12\x04\0\0\0\0\0", 4096, Instant::now()).is_none(),
+            replacement(b"\0\0\x12\x04\0\0\0\0\0", 4096, "127.0.0.1", Instant::now()).is_none(),
             "HTTP/2 SETTINGS"
         );
     }

@@ -22,6 +22,7 @@ use crate::pipeline::stage::{RequestParts, StageFuture, ValidateFuture};
 use crate::pipeline::wasm::{self, WasmStage, wasm_world};
 use crate::pipeline::{Flow, convert};
 use crate::proxy::{self, Forwarded, Outbound};
+use crate::trace::Trace;
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types::{BackendCall, BackendResult, CallError, Response};
 use crate::runtime::bindings::{Aggregate, AggregatePre};
@@ -165,6 +166,7 @@ async fn run_calls(
         stage,
         request_id: flow.client.request_id,
         client_ip: flow.client.ip,
+        trace: flow.trace.as_ref(),
     };
     let calls = plan.into_iter().map(|call| {
         let (budget, target) = (&budget, &target);
@@ -208,6 +210,8 @@ struct Target<'a> {
     stage: &'a StageConfig,
     request_id: &'a str,
     client_ip: &'a str,
+    /// The aggregate stage's span: each call's attempts are its children.
+    trace: Option<&'a Trace>,
 }
 
 async fn one_call(
@@ -300,8 +304,9 @@ async fn send_call(
         retryable,
         preserve_host: false,
         timeout,
+        trace: target.trace.cloned(),
     };
-    match proxy::forward(upstream, outbound).await {
+    match proxy::forward(upstream, outbound, &mut proxy::Attempts::default()).await {
         Ok(response) => Ok((response, timeout)),
         Err(proxy::ProxyError::Timeout { .. }) => Err(CallError::Timeout),
         Err(error) => Err(CallError::Unreachable(error.to_string())),

@@ -77,8 +77,9 @@ impl Terminal for UpstreamTerminal {
                 retryable,
                 preserve_host: route.preserve_host,
                 timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
+                trace: flow.trace.clone(),
             };
-            Ok(proxy::forward(&self.upstream, outbound).await?)
+            Ok(proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await?)
         })
     }
 
