@@ -116,6 +116,7 @@ impl<W: World> Stage<W> {
             vars: Vec::new(),
             pool: self.pool.as_ref(),
             metrics: None,
+            span: None,
         }
     }
 }

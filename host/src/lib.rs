@@ -24,6 +24,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod custom_metrics;
 pub mod framing;
 pub mod gateway;
 pub mod metrics;

@@ -26,6 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::body::{BodyHook, BoxError};
+use crate::custom_metrics::{CustomCollector, CustomMetrics, MAX_SERIES};
 use crate::trace::Trace;
 
 /// `Content-Type` of the OpenMetrics exposition.
@@ -192,6 +193,8 @@ fn compile_histogram() -> Histogram {
 /// Every metric family the gateway exports, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
+    /// Metrics plugins define (`wasmgate_custom_*`).
+    pub custom: Arc<CustomMetrics>,
     requests: Family<RequestLabels, Counter>,
     request_duration: TracedFamily<RouteLabels>,
     request_bytes: Family<RouteLabels, Counter>,
@@ -231,6 +234,7 @@ impl Metrics {
     pub fn new() -> Self {
         let metrics = Self {
             registry: Registry::with_prefix("wasmgate"),
+            custom: Arc::new(CustomMetrics::new(MAX_SERIES)),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             request_bytes: Family::default(),
@@ -257,6 +261,7 @@ impl Metrics {
 
     fn registered(mut self) -> Self {
         let r = &mut self.registry;
+        r.register_collector(Box::new(CustomCollector(self.custom.clone())));
         r.register(
             "requests",
             "Requests answered, by route (empty: no route matched), method class and status class",

@@ -260,7 +260,7 @@ impl Pipeline {
         }
         let mut continued = Vec::with_capacity(self.stages.len());
         for (index, stage) in self.stages.iter().enumerate() {
-            let span = StageSpan::enter(flow, index, stage.info());
+            let span = StageSpan::enter(flow, index, stage.info(), "");
             let decision = stage.on_request(flow, &mut request).await;
             span.exit(flow, decision.as_ref().err());
             match decision? {
@@ -282,7 +282,7 @@ impl Pipeline {
             }
         };
         for (index, stage) in continued.into_iter().rev() {
-            let span = StageSpan::enter(flow, index, stage.info());
+            let span = StageSpan::enter(flow, index, stage.info(), " response");
             let answer = stage.on_response(flow, response).await;
             span.exit(flow, answer.as_ref().err());
             response = answer?;
@@ -302,30 +302,34 @@ struct StageSpan {
 }
 
 impl StageSpan {
-    fn enter(flow: &mut Flow<'_>, index: usize, info: StageInfo<'_>) -> Self {
-        Self::start(flow, Some(index), info.kind, info.plugin)
+    /// A stage's hook; `phase` is `""` for the request hook, `" response"` for the other.
+    fn enter(flow: &mut Flow<'_>, index: usize, info: StageInfo<'_>, phase: &str) -> Self {
+        Self::start(flow, Some(index), info.kind, info.plugin, phase)
     }
 
     fn enter_terminal(flow: &mut Flow<'_>, terminal: &dyn Terminal) -> Self {
-        Self::start(flow, None, terminal.kind(), terminal.plugin())
+        Self::start(flow, None, terminal.kind(), terminal.plugin(), "")
     }
 
-    /// Starts the span `KIND PLUGIN` (or `KIND`) when the request is traced, and the clock
+    /// Starts the span `KIND [PLUGIN][ response]` when the request is traced, and the clock
     /// when stage times are kept.
     fn start(
         flow: &mut Flow<'_>,
         slot: Option<usize>,
         kind: &'static str,
         plugin: Option<&str>,
+        phase: &str,
     ) -> Self {
         let parent = flow.trace.as_mut().map(|request| {
             let child = match plugin {
                 Some(plugin) => {
-                    let child = request.child(format!("{kind} {plugin}"), trace::Kind::Internal);
+                    let name = format!("{kind} {plugin}{phase}");
+                    let child = request.child(name, trace::Kind::Internal);
                     child.set(KeyValue::new("wasmgate.plugin", plugin.to_string()));
                     child
                 }
-                None => request.child(kind, trace::Kind::Internal),
+                None if phase.is_empty() => request.child(kind, trace::Kind::Internal),
+                None => request.child(format!("{kind}{phase}"), trace::Kind::Internal),
             };
             std::mem::replace(request, child)
         });

@@ -15,7 +15,9 @@ use crate::body::Body;
 use crate::config::{OnError, StageConfig};
 use crate::metrics::{CallFailure, Export, Outcome, StageMetrics};
 use crate::rescue::GatewayError;
+use crate::runtime::bindings::trace::SpanContext;
 use crate::runtime::bindings::types;
+use crate::trace::Trace;
 use crate::runtime::{
     Call, InstancePool, Plugin, PoolStatus, Runtime, StageError, StageState, World,
 };
@@ -54,7 +56,12 @@ impl<W: World> WasmStage<W> {
         }
     }
 
-    fn call<'a>(&'a self, route: &'a Arc<str>, vars: Vec<(String, String)>) -> Call<'a, W> {
+    fn call<'a>(
+        &'a self,
+        route: &'a Arc<str>,
+        vars: Vec<(String, String)>,
+        trace: Option<&Trace>,
+    ) -> Call<'a, W> {
         Call {
             plugin: &self.plugin,
             pre: &self.pre,
@@ -64,6 +71,11 @@ impl<W: World> WasmStage<W> {
             vars,
             pool: self.pool.as_ref(),
             metrics: self.metrics.as_ref(),
+            span: trace.map(|trace| SpanContext {
+                trace_id: trace.trace_id(),
+                span_id: trace.span_id(),
+                sampled: trace.is_sampled(),
+            }),
         }
     }
 
@@ -80,8 +92,9 @@ impl<W: World> WasmStage<W> {
         ) -> wasmtime::Result<T>,
     ) -> Result<T, StageError> {
         let (runtime, route) = (flow.runtime, flow.route_name);
+        let trace = flow.trace.clone();
         let ctx = flow.ctx();
-        let call = self.call(route, ctx.vars.clone());
+        let call = self.call(route, ctx.vars.clone(), trace.as_ref());
         let ctx = &*ctx;
         let started = self.metrics.as_ref().map(|_| Instant::now());
         let outcome = runtime
@@ -101,7 +114,9 @@ impl<W: World> WasmStage<W> {
     pub fn validate<'s>(&'s self, runtime: &'s Runtime) -> ValidateFuture<'s> {
         Box::pin(async move {
             let route: Arc<str> = Arc::from("");
-            let outcome = runtime.validate_config(self.call(&route, Vec::new())).await;
+            let outcome = runtime
+                .validate_config(self.call(&route, Vec::new(), None))
+                .await;
             match outcome {
                 Ok((Ok(()), _)) => Ok(()),
                 Ok((Err(message), _)) => Err(format!(

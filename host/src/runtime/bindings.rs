@@ -1,7 +1,8 @@
 //! Every `bindgen!` for the WIT package, in one place.
 //!
-//! The `auth` world generates the shared `types` and `host` interfaces; the other worlds
-//! reuse them through `with`, so there is one `Request` type and one `Host` trait.
+//! The `auth` world generates the shared `types`, `host`, `trace` and `metrics` interfaces;
+//! the other worlds reuse them through `with`, so there is one `Request` type and one
+//! `Host` trait of each.
 
 mod generated {
     /// The `auth` world, and the shared interfaces.
@@ -27,6 +28,8 @@ mod generated {
             with: {
                 "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+                "wasmgate:plugin/trace": super::auth::wasmgate::plugin::trace,
+                "wasmgate:plugin/metrics": super::auth::wasmgate::plugin::metrics,
             },
         });
     }
@@ -41,6 +44,8 @@ mod generated {
             with: {
                 "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+                "wasmgate:plugin/trace": super::auth::wasmgate::plugin::trace,
+                "wasmgate:plugin/metrics": super::auth::wasmgate::plugin::metrics,
             },
         });
     }
@@ -55,6 +60,8 @@ mod generated {
             with: {
                 "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+                "wasmgate:plugin/trace": super::auth::wasmgate::plugin::trace,
+                "wasmgate:plugin/metrics": super::auth::wasmgate::plugin::metrics,
             },
         });
     }
@@ -62,6 +69,8 @@ mod generated {
 
 pub use generated::aggregate::{Aggregate, AggregatePre};
 pub use generated::auth::wasmgate::plugin::host;
+pub use generated::auth::wasmgate::plugin::metrics;
+pub use generated::auth::wasmgate::plugin::trace;
 pub use generated::auth::wasmgate::plugin::types;
 pub use generated::auth::{Auth, AuthPre};
 pub use generated::rate_limit::wasmgate::plugin::counters;

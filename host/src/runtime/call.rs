@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Runtime;
+use super::bindings::trace::SpanContext;
 use super::host::{CallerInfo, StageState};
 use super::plugin::Plugin;
 use super::reuse::{InstancePool, Warm};
@@ -82,6 +83,8 @@ pub struct Call<'a, W: World> {
     pub pool: Option<&'a InstancePool<W::Instance>>,
     /// The stage's metrics (`None` while validating config, or with metrics off).
     pub metrics: Option<&'a StageMetrics>,
+    /// The trace context of the call, when the request is traced.
+    pub span: Option<SpanContext>,
 }
 
 /// A call's answer and the request variables after it.
@@ -100,11 +103,13 @@ impl Runtime {
             route: call.route.clone(),
             log_budget: call.plugin.log_budget.clone(),
             counter_errors: call.metrics.map(|m| m.counter_errors.clone()),
+            custom_metrics: self.metrics.as_ref().map(|m| m.custom.clone()),
         });
         let state = StageState::new(
             caller,
             call.config_json.clone(),
             vars,
+            call.span.clone(),
             call.limits.memory_bytes,
             self.counters.clone(),
         );
@@ -128,7 +133,7 @@ impl Runtime {
         let vars = std::mem::take(&mut call.vars);
         let (mut store, reused, calls) = match call.pool.and_then(InstancePool::take) {
             Some(mut warm) => {
-                warm.store.data_mut().begin_call(vars);
+                warm.store.data_mut().begin_call(vars, call.span.take());
                 arm(&mut warm.store, limits);
                 (warm.store, Some(warm.instance), warm.calls)
             }

@@ -12,8 +12,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{counters, host, types};
+use super::bindings::{counters, host, metrics, trace, types};
 use super::counters::Counters;
+use crate::custom_metrics::{CustomMetrics, Definition, Kind};
 use crate::text::escape_control;
 
 /// Request variables a single request may hold.
@@ -33,6 +34,8 @@ pub struct StageState {
     pub(crate) config_json: Arc<str>,
     /// Request variables: those the request already had, plus those set by this call.
     pub(crate) vars: Vec<(String, String)>,
+    /// The trace context of this call, when the request is traced.
+    pub(crate) span: Option<trace::SpanContext>,
     pub(crate) limiter: MemoryLimiter,
     counters: Arc<dyn Counters>,
     wasi: Option<Box<(WasiCtx, ResourceTable)>>,
@@ -49,6 +52,8 @@ pub struct CallerInfo {
     pub log_budget: Arc<LogBudget>,
     /// Where errors of the counter store are counted (with metrics on).
     pub counter_errors: Option<prometheus_client::metrics::counter::Counter>,
+    /// Where the plugin's own metrics go (with metrics on).
+    pub custom_metrics: Option<Arc<CustomMetrics>>,
 }
 
 impl StageState {
@@ -56,6 +61,7 @@ impl StageState {
         identity: Arc<CallerInfo>,
         config_json: Arc<str>,
         vars: Vec<(String, String)>,
+        span: Option<trace::SpanContext>,
         memory_bytes: u64,
         counters: Arc<dyn Counters>,
     ) -> Self {
@@ -63,6 +69,7 @@ impl StageState {
             identity,
             config_json,
             vars,
+            span,
             limiter: MemoryLimiter {
                 max_bytes: memory_bytes as usize,
                 hit_cap: false,
@@ -75,10 +82,15 @@ impl StageState {
 }
 
 impl StageState {
-    /// Prepares a reused store for its next call: that request's variables, and no
-    /// leftovers from the previous call.
-    pub(crate) fn begin_call(&mut self, vars: Vec<(String, String)>) {
+    /// Prepares a reused store for its next call: that request's variables and trace
+    /// context, and no leftovers from the previous call.
+    pub(crate) fn begin_call(
+        &mut self,
+        vars: Vec<(String, String)>,
+        span: Option<trace::SpanContext>,
+    ) {
         self.vars = vars;
+        self.span = span;
         self.limiter.hit_cap = false;
     }
 }
@@ -193,6 +205,63 @@ impl counters::Host for StageState {
             errors.inc();
         }
         Ok(result)
+    }
+}
+
+impl trace::Host for StageState {
+    fn current(&mut self) -> wasmtime::Result<Option<trace::SpanContext>> {
+        Ok(self.span.clone())
+    }
+}
+
+/// Plugin metrics go nowhere (successfully) when the gateway collects no metrics.
+impl metrics::Host for StageState {
+    fn define(&mut self, definition: metrics::Definition) -> wasmtime::Result<Result<(), String>> {
+        let Some(custom) = &self.identity.custom_metrics else {
+            return Ok(Ok(()));
+        };
+        let definition = Definition {
+            name: definition.name,
+            help: definition.help,
+            kind: match definition.kind {
+                metrics::Kind::Counter => Kind::Counter,
+                metrics::Kind::Histogram(buckets) => Kind::Histogram(buckets),
+            },
+            labels: definition.labels,
+        };
+        Ok(custom
+            .define(&self.identity.plugin, definition)
+            .map_err(|refused| refused.to_string()))
+    }
+
+    fn add(
+        &mut self,
+        name: String,
+        label_values: Vec<String>,
+        delta: u64,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let caller = &self.identity;
+        let Some(custom) = &caller.custom_metrics else {
+            return Ok(Ok(()));
+        };
+        Ok(custom
+            .add(&caller.plugin, &caller.route, &name, label_values, delta)
+            .map_err(|refused| refused.to_string()))
+    }
+
+    fn observe(
+        &mut self,
+        name: String,
+        label_values: Vec<String>,
+        value: f64,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let caller = &self.identity;
+        let Some(custom) = &caller.custom_metrics else {
+            return Ok(Ok(()));
+        };
+        Ok(custom
+            .observe(&caller.plugin, &caller.route, &name, label_values, value)
+            .map_err(|refused| refused.to_string()))
     }
 }
 
