@@ -778,3 +778,62 @@ async fn refused_and_timed_out_connections_are_counted() {
     );
     promtool_check(&closed.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_defined_metrics_are_exported_with_bounded_labels() {
+    let echo = TestUpstream::start(handler::echo);
+    let config = format!(
+        r#"
+[upstreams.echo]
+targets = ["{echo}"]
+
+[[routes]]
+name = "observed"
+prefix = "/observed"
+upstream = "echo"
+stages = [{{ plugin = "observe" }}]
+"#,
+        echo = echo.addr(),
+    );
+    let (_gateway, admin) = start(&config, &[("observe", fx::FX_OBSERVE)]);
+    let gateway_url = |path: &str| format!("http://{}{path}", _gateway.addr());
+    let client = client();
+    // 105 distinct tags: the plugin chose a client-controlled label, and the host keeps the
+    // metric to 100 label-value combinations (route included), refusing the rest.
+    let mut refused = 0;
+    for n in 0..105 {
+        let tag = format!("t{n}");
+        let reply = send(
+            &client,
+            request(
+                "GET",
+                &gateway_url("/observed/abc"),
+                &[("x-tag", &tag)],
+                empty(),
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let seen = &reply.json()["headers"];
+        if let Some(error) = seen["x-metric-error"].as_str() {
+            assert!(error.contains("label-value combinations"), "{error}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5, "the 101st combination and later are refused");
+    let seen = "wasmgate_custom_observe_seen_total";
+    let scraped = scrape_until(admin, |s| s.sum(seen, &[]) >= 100.0).await;
+    assert_eq!(
+        scraped.matching(seen, &[("route", "observed")]).count(),
+        100
+    );
+    assert_eq!(scraped.sum(seen, &[("tag", "t7"), ("method", "GET")]), 1.0);
+    // The histogram: the fixture observes a 13-byte URI after each counted request (100).
+    let buckets = "wasmgate_custom_observe_uri_bytes_bucket";
+    assert_eq!(scraped.sum(buckets, &[("le", "8")]), 0.0);
+    assert_eq!(
+        scraped.sum(buckets, &[("le", "64"), ("method", "GET")]),
+        100.0
+    );
+    promtool_check(&scraped.text);
+}

@@ -50,10 +50,7 @@ impl Collector {
             let received = received.clone();
             async move {
                 assert_eq!(request.uri().path(), "/v1/traces");
-                assert_eq!(
-                    request.headers()["content-type"],
-                    "application/x-protobuf"
-                );
+                assert_eq!(request.headers()["content-type"], "application/x-protobuf");
                 let body = request.into_body().collect().await.unwrap().to_bytes();
                 let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
                 let mut received = received.lock().unwrap();
@@ -66,20 +63,23 @@ impl Collector {
                         .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())));
                     assert_eq!(service.as_deref(), Some("wasmgate-test"));
                     for scope in resource.scope_spans {
-                        received.extend(scope.spans.into_iter().map(|span| Span {
-                            trace_id: hex(&span.trace_id),
-                            span_id: hex(&span.span_id),
-                            parent: hex(&span.parent_span_id),
-                            name: span.name,
-                            kind: span.kind,
-                            attributes: span
-                                .attributes
-                                .into_iter()
-                                .map(|kv| {
-                                    let value = text(kv.value.as_ref().and_then(|v| v.value.as_ref()));
-                                    (kv.key, value)
-                                })
-                                .collect(),
+                        received.extend(scope.spans.into_iter().map(|span| {
+                            Span {
+                                trace_id: hex(&span.trace_id),
+                                span_id: hex(&span.span_id),
+                                parent: hex(&span.parent_span_id),
+                                name: span.name,
+                                kind: span.kind,
+                                attributes: span
+                                    .attributes
+                                    .into_iter()
+                                    .map(|kv| {
+                                        let value =
+                                            text(kv.value.as_ref().and_then(|v| v.value.as_ref()));
+                                        (kv.key, value)
+                                    })
+                                    .collect(),
+                            }
                         }));
                     }
                 }
@@ -100,7 +100,11 @@ impl Collector {
     /// The spans of trace `trace_id`, once `count` of them arrived (within 20 s).
     async fn trace(&self, trace_id: &str, count: usize) -> Vec<Span> {
         let arrived = eventually(Duration::from_secs(20), || {
-            self.spans().iter().filter(|s| s.trace_id == trace_id).count() >= count
+            self.spans()
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .count()
+                >= count
         })
         .await;
         let spans: Vec<Span> = self
@@ -108,7 +112,10 @@ impl Collector {
             .into_iter()
             .filter(|s| s.trace_id == trace_id)
             .collect();
-        assert!(arrived, "expected {count} spans of {trace_id}, got {spans:#?}");
+        assert!(
+            arrived,
+            "expected {count} spans of {trace_id}, got {spans:#?}"
+        );
         spans
     }
 }
@@ -241,15 +248,55 @@ stages = [{{ plugin = "fanout", upstreams = ["api"], config = {{ calls = [
         [TRACE_ID.to_string(), stage.span_id.clone(), "true".into()],
         "the plugin reads its own stage span from the trace interface"
     );
-    assert_eq!(one(&spans, "transform observe response").parent, server.span_id);
+    assert_eq!(
+        one(&spans, "transform observe response").parent,
+        server.span_id
+    );
     let terminal = one(&spans, "upstream");
     assert_eq!(terminal.parent, server.span_id);
     let attempt = one(&spans, "upstream api");
     assert_eq!(attempt.kind, SpanKind::Client as i32);
     assert_eq!(attempt.parent, terminal.span_id);
-    assert_eq!(attempt.span_id, attempt_id, "the upstream's parent is the attempt");
+    assert_eq!(
+        attempt.span_id, attempt_id,
+        "the upstream's parent is the attempt"
+    );
     assert_eq!(attempt.attributes["wasmgate.attempt"], "1");
-    assert_eq!(attempt.attributes["server.address"], echo.addr().to_string());
+    assert_eq!(
+        attempt.attributes["server.address"],
+        echo.addr().to_string()
+    );
+
+    // The access line names the trace, the client, the attempt's target and the times.
+    let request_id = reply.header("x-request-id").unwrap().to_string();
+    let found = eventually(Duration::from_secs(10), || {
+        gateway
+            .log_records()
+            .iter()
+            .any(|r| r["target"] == "wasmgate::access" && r["request_id"] == request_id.as_str())
+    })
+    .await;
+    assert!(
+        found,
+        "an access line for {request_id}:\n{}",
+        gateway.logs()
+    );
+    let records = gateway.log_records();
+    let line = records
+        .iter()
+        .find(|r| r["target"] == "wasmgate::access" && r["request_id"] == request_id.as_str())
+        .unwrap();
+    assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+    assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+    assert_eq!(line["protocol"], "HTTP/1.1", "{line}");
+    assert_eq!(line["upstream_target"], echo.addr().to_string(), "{line}");
+    assert_eq!(line["upstream_attempts"], 1, "{line}");
+    assert!(line["upstream_ms"].as_f64().is_some(), "{line}");
+    let stages = line["stages"].as_str().unwrap();
+    assert!(
+        stages.starts_with("observe=") && stages[8..].parse::<f64>().is_ok(),
+        "{line}"
+    );
 
     // A request without a trace starts one; each aggregate call is a child of the
     // aggregate's span and carries its own context to the upstream.
@@ -262,7 +309,10 @@ stages = [{{ plugin = "fanout", upstreams = ["api"], config = {{ calls = [
         .collect();
     let trace_id = sent[0].0.clone();
     assert_ne!(trace_id, TRACE_ID);
-    assert_eq!(sent[1].0, trace_id, "both calls belong to the request's trace");
+    assert_eq!(
+        sent[1].0, trace_id,
+        "both calls belong to the request's trace"
+    );
     let spans = collector.trace(&trace_id, 4).await;
     let server = one(&spans, "GET fan");
     assert_eq!(server.parent, "", "a new trace has a root span");
@@ -291,7 +341,8 @@ stages = [{{ plugin = "fanout", upstreams = ["api"], config = {{ calls = [
     )
     .await
     .text();
-    let exemplar = format!("# {{trace_id=\"{TRACE_ID}\"}}");
+    // A bucket keeps its latest exemplar: one of the two traces made above.
+    let exemplars = [TRACE_ID, trace_id.as_str()].map(|id| format!("# {{trace_id=\"{id}\"}}"));
     for histogram in [
         "wasmgate_request_duration_seconds_bucket",
         "wasmgate_upstream_duration_seconds_bucket",
@@ -300,8 +351,9 @@ stages = [{{ plugin = "fanout", upstreams = ["api"], config = {{ calls = [
         assert!(
             exposition
                 .lines()
-                .any(|l| l.starts_with(histogram) && l.contains(&exemplar)),
-            "{histogram} has the exemplar {exemplar}:\n{exposition}"
+                .any(|l| l.starts_with(histogram)
+                    && exemplars.iter().any(|e| l.contains(e.as_str()))),
+            "{histogram} has an exemplar of {exemplars:?}:\n{exposition}"
         );
     }
 }
@@ -373,7 +425,11 @@ sampling-ratio = 2.0
 "#,
     );
     assert_ne!(output.code, Some(0), "{}", output.stderr);
-    assert!(output.stderr.contains("tracing.endpoint"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("tracing.endpoint"),
+        "{}",
+        output.stderr
+    );
     assert!(
         output.stderr.contains("tracing.sampling-ratio"),
         "{}",

@@ -125,15 +125,11 @@ impl CustomMetrics {
                     buckets.clone()
                 };
                 Series::Histogram(Family::new_with_constructor(Box::new(move || {
-                    Histogram::new(buckets.clone().into_iter())
+                    Histogram::new(buckets.clone())
                 })))
             }
         };
-        let full_name = format!(
-            "custom_{}_{}",
-            plugin.replace('-', "_"),
-            definition.name
-        );
+        let full_name = format!("custom_{}_{}", plugin.replace('-', "_"), definition.name);
         metrics.insert(
             key,
             Arc::new(Metric {
@@ -286,7 +282,9 @@ fn check_definition(definition: &Definition) -> Result<(), Refused> {
         )));
     }
     if definition.labels.len() > MAX_LABELS {
-        return Err(Refused(format!("a metric may have at most {MAX_LABELS} labels")));
+        return Err(Refused(format!(
+            "a metric may have at most {MAX_LABELS} labels"
+        )));
     }
     for (i, label) in definition.labels.iter().enumerate() {
         if !is_name(label) || label == "route" || definition.labels[..i].contains(label) {
@@ -387,8 +385,17 @@ mod tests {
         // Known combinations keep counting; a fourth is refused.
         metrics.add("p", "r", "hits", vec!["a".into()], 1).unwrap();
         let refused = metrics.add("p", "r", "hits", vec!["d".into()], 1);
-        assert!(refused.unwrap_err().0.contains("most label-value combinations"));
-        assert!(metrics.add("p", "r", "hits", vec!["x\ny".into()], 1).is_err());
+        assert!(
+            refused
+                .unwrap_err()
+                .0
+                .contains("most label-value combinations")
+        );
+        assert!(
+            metrics
+                .add("p", "r", "hits", vec!["x\ny".into()], 1)
+                .is_err()
+        );
         assert!(metrics.add("p", "r", "hits", vec![], 1).is_err());
         assert!(metrics.add("p", "r", "nope", vec![], 1).is_err());
     }

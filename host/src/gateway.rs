@@ -349,6 +349,10 @@ pub(crate) fn new_request_id() -> String {
         .collect()
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's context, and the two records it fills in"
+)]
 async fn serve(
     runtime: &Runtime,
     state: &LiveState,

@@ -149,7 +149,9 @@ impl Checker<'_, '_> {
             None => Some(DEFAULT_SAMPLING_RATIO),
         };
         let service_name = match &raw.service_name {
-            Some(name) if name.get_ref().is_empty() || name.get_ref().chars().any(char::is_control) => {
+            Some(name)
+                if name.get_ref().is_empty() || name.get_ref().chars().any(char::is_control) =>
+            {
                 self.report.error(
                     name.span(),
                     "tracing.service-name",
@@ -167,9 +169,7 @@ impl Checker<'_, '_> {
                 .trust_incoming_sampled
                 .unwrap_or(DEFAULT_TRUST_INCOMING_SAMPLED),
             service_name: service_name?,
-            export_interval: raw
-                .export_interval
-                .map_or(DEFAULT_EXPORT_INTERVAL, |d| d.0),
+            export_interval: raw.export_interval.map_or(DEFAULT_EXPORT_INTERVAL, |d| d.0),
             export_timeout: raw.export_timeout.map_or(DEFAULT_EXPORT_TIMEOUT, |d| d.0),
         })
     }

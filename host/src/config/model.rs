@@ -478,7 +478,9 @@ mod tests {
             DEFAULT_UPSTREAM_IDLE_TIMEOUT
         );
         assert_eq!(
-            table["tracing.sampling-ratio"].parse::<f64>().expect("ratio"),
+            table["tracing.sampling-ratio"]
+                .parse::<f64>()
+                .expect("ratio"),
             DEFAULT_SAMPLING_RATIO
         );
         assert_eq!(
@@ -486,10 +488,7 @@ mod tests {
             DEFAULT_TRUST_INCOMING_SAMPLED.to_string()
         );
         assert_eq!(table["tracing.service-name"], DEFAULT_SERVICE_NAME);
-        assert_eq!(
-            duration("tracing.export-interval"),
-            DEFAULT_EXPORT_INTERVAL
-        );
+        assert_eq!(duration("tracing.export-interval"), DEFAULT_EXPORT_INTERVAL);
         assert_eq!(duration("tracing.export-timeout"), DEFAULT_EXPORT_TIMEOUT);
         assert_eq!(table.len(), 29, "every row is checked: {table:?}");
     }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::Response;
-use opentelemetry::KeyValue;
 use http::header::{HeaderMap, HeaderName};
+use opentelemetry::KeyValue;
 
 pub use flow::{Client, Flow, UpstreamMap};
 pub use stage::{Decision, RequestBody, RequestParts, Stage, StageInfo};
@@ -348,18 +348,18 @@ impl StageSpan {
         {
             *time += started.elapsed();
         }
-        if let Some(parent) = self.parent {
-            if let Some(span) = flow.trace.replace(parent) {
-                if let Some(error) = error {
-                    let status = error.status_and_code().0;
-                    span.set(KeyValue::new(
-                        "http.response.status_code",
-                        i64::from(status.as_u16()),
-                    ));
-                    span.fail(error.to_string());
-                }
-                span.end();
+        if let Some(parent) = self.parent
+            && let Some(span) = flow.trace.replace(parent)
+        {
+            if let Some(error) = error {
+                let status = error.status_and_code().0;
+                span.set(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+                span.fail(error.to_string());
             }
+            span.end();
         }
     }
 }

@@ -17,10 +17,10 @@ use crate::metrics::{CallFailure, Export, Outcome, StageMetrics};
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::trace::SpanContext;
 use crate::runtime::bindings::types;
-use crate::trace::Trace;
 use crate::runtime::{
     Call, InstancePool, Plugin, PoolStatus, Runtime, StageError, StageState, World,
 };
+use crate::trace::Trace;
 
 /// A stage that runs a plugin of world `W`.
 pub struct WasmStage<W: World> {

@@ -135,7 +135,13 @@ pub async fn forward(
             request.headers_mut().insert(header::HOST, host.clone());
         }
         let span = trace.as_ref().map(|parent| {
-            attempt_span(parent, &upstream.config.name, authority.as_str(), attempt, request.headers_mut())
+            attempt_span(
+                parent,
+                &upstream.config.name,
+                authority.as_str(),
+                attempt,
+                request.headers_mut(),
+            )
         });
         let metrics = upstream.metrics(target);
         if let Some(metrics) = metrics {
@@ -208,7 +214,10 @@ fn attempt_span(
         span.set(KeyValue::new("server.address", authority.to_string()));
         span.set(KeyValue::new("wasmgate.attempt", attempt as i64));
         if attempt > 1 {
-            span.set(KeyValue::new("http.request.resend_count", attempt as i64 - 1));
+            span.set(KeyValue::new(
+                "http.request.resend_count",
+                attempt as i64 - 1,
+            ));
         }
     }
     span.inject(headers);

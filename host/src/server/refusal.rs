@@ -99,7 +99,8 @@ mod tests {
         )));
 
         let bad = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-        let text = String::from_utf8(replacement(bad, 4096, "127.0.0.1", Instant::now()).unwrap()).unwrap();
+        let text = String::from_utf8(replacement(bad, 4096, "127.0.0.1", Instant::now()).unwrap())
+            .unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(text.contains("\"error\":\"bad_request\""), "{text}");
     }

@@ -22,11 +22,11 @@ use crate::pipeline::stage::{RequestParts, StageFuture, ValidateFuture};
 use crate::pipeline::wasm::{self, WasmStage, wasm_world};
 use crate::pipeline::{Flow, convert};
 use crate::proxy::{self, Forwarded, Outbound};
-use crate::trace::Trace;
 use crate::rescue::GatewayError;
 use crate::runtime::bindings::types::{BackendCall, BackendResult, CallError, Response};
 use crate::runtime::bindings::{Aggregate, AggregatePre};
 use crate::runtime::{PoolStatus, Runtime, StageError, StageState};
+use crate::trace::Trace;
 
 wasm_world!(
     AggregateWorld,
