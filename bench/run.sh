@@ -230,6 +230,33 @@ start_nginx() {
     log "nginx     pid $NGINX_PID  http://127.0.0.1:$NGINX_PORT/  ($(nginx -v 2>&1 | sed 's/.*: //'))"
 }
 
+# Passthrough gateways that differ from `gateway` (metrics off: no admin listener) only in what
+# they observe: gateway-metrics serves /metrics; gateway-traced also records every request as a
+# trace (sampling-ratio 1.0), exported over OTLP to the demo upstream (which answers 200).
+declare -A VARIANT_PORT=() VARIANT_PID=()
+variant_toml() {
+    case $1 in
+        gateway-metrics) printf '[admin]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" ;;
+        gateway-traced)
+            printf '[admin]\nlisten = "127.0.0.1:%s"\n\n[tracing]\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsampling-ratio = 1.0\n' \
+                "$(free_port)" "$UPSTREAM_PORT"
+            ;;
+        *) die "unknown gateway variant $1" ;;
+    esac
+}
+
+start_variant() {
+    local name=$1 saved_port=$GATEWAY_PORT saved_pid=$GATEWAY_PID
+    GATEWAY_PORT=$(free_port)
+    local dir=$WORK/$name
+    mkdir -p "$dir/plugins"
+    { gateway_config; printf '\n'; variant_toml "$name"; } >"$dir/gateway.toml"
+    launch_gateway "$dir/gateway.toml" "http://127.0.0.1:$GATEWAY_PORT/"
+    VARIANT_PORT[$name]=$GATEWAY_PORT
+    VARIANT_PID[$name]=$GATEWAY_PID
+    GATEWAY_PORT=$saved_port GATEWAY_PID=$saved_pid
+}
+
 start_gateway() {
     [[ -x $GATEWAY_BIN ]] || die "$GATEWAY_BIN is missing; build it or leave gateway out of BENCH_TARGETS"
     GATEWAY_PORT=$(free_port)
@@ -255,6 +282,7 @@ target_url() {
         gateway-3stage) echo "http://127.0.0.1:$GATEWAY_PORT/s3/" ;;
         gateway-1stage-reuse) echo "http://127.0.0.1:$GATEWAY_PORT/r1/" ;;
         gateway-3stage-reuse) echo "http://127.0.0.1:$GATEWAY_PORT/r3/" ;;
+        gateway-metrics | gateway-traced) echo "http://127.0.0.1:${VARIANT_PORT[$1]}/" ;;
         *) die "unknown target $1" ;;
     esac
 }
@@ -265,6 +293,7 @@ target_pids() {
         direct) ;;
         nginx) echo "$NGINX_PID" "$(pgrep -d ' ' -P "$NGINX_PID")" ;;
         gateway | gateway-*stage*) echo "$GATEWAY_PID" ;;
+        gateway-metrics | gateway-traced) echo "${VARIANT_PID[$1]}" ;;
         *) die "unknown target $1" ;;
     esac
 }
@@ -436,7 +465,8 @@ main() {
             direct) ;;
             nginx) start_nginx ;;
             gateway | gateway-[13]stage | gateway-[13]stage-reuse) [[ -n ${GATEWAY_PID:-} ]] || start_gateway ;;
-            *) die "unknown target $target (known: direct nginx gateway gateway-1stage gateway-3stage gateway-1stage-reuse gateway-3stage-reuse)" ;;
+            gateway-metrics | gateway-traced) start_variant "$target" ;;
+            *) die "unknown target $target (known: direct nginx gateway gateway-1stage gateway-3stage gateway-1stage-reuse gateway-3stage-reuse gateway-metrics gateway-traced)" ;;
         esac
     done
     mkdir -p "$BENCH_RESULTS/config"

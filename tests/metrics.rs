@@ -15,6 +15,7 @@ use common::{
     TempDir, TestGateway, TestUpstream, client, empty, full, get, handler, request, send,
 };
 use http::StatusCode;
+use wasmgate::metrics::Metrics;
 use wasmgate_fixtures as fx;
 
 // === Reading the exposition ===
@@ -836,4 +837,158 @@ stages = [{{ plugin = "observe" }}]
         100.0
     );
     promtool_check(&scraped.text);
+}
+
+/// A real Prometheus (Debian's `prometheus`, which `scripts/test.sh` installs with promtool)
+/// scrapes the admin listener and answers a query with the gateway's counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_the_gateway() {
+    let Some(prometheus) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .find(|path| Path::new(path).is_file())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prometheus is required in CI (scripts/test.sh installs Debian's `prometheus`)"
+        );
+        eprintln!("prometheus not found; skipping the scrape");
+        return;
+    };
+    let (gateway, admin) = start(
+        r#"
+[[routes]]
+name = "pong"
+path = "/ping"
+respond = { status = 200, body = "pong" }
+"#,
+        &[],
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&gateway.url("/ping")).await.status, StatusCode::OK);
+    }
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: wasmgate\n    static_configs:\n      - targets: [\"{admin}\"]\n"
+        ),
+    )
+    .expect("writing prometheus.yml");
+    let mut server = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting prometheus");
+    let query = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query=wasmgate_requests_total%7Broute%3D%22pong%22%7D"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let value = loop {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not report the gateway's counter within 60s; last answer: {last}"
+        );
+        let answer = client().request(request("GET", &query, &[], empty())).await;
+        if let Ok(answer) = answer {
+            let body = http_body_util::BodyExt::collect(answer.into_body())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            last = String::from_utf8_lossy(&body).into_owned();
+            let parsed: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+            // The third request may be counted a moment after its answer arrived.
+            if let Some(value) = parsed["data"]["result"][0]["value"][1].as_str()
+                && value == "3"
+            {
+                break value.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(value, "3", "Prometheus saw the three requests");
+    drop(gateway);
+}
+
+/// Every query of the Grafana dashboard in `docs/` parses as PromQL (`promtool check
+/// rules`, with Grafana's interval variables filled in) and names only metrics the gateway
+/// exports.
+#[test]
+fn the_grafana_dashboard_queries_are_valid_promql() {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    )))
+    .expect("the dashboard is JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().expect("targets").iter())
+        .map(|target| {
+            target["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "1h")
+        })
+        .collect();
+    assert!(exprs.len() >= 10);
+    let exported = Metrics::new().encode(false);
+    for expr in &exprs {
+        let metric = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|word| word.starts_with("wasmgate_"))
+            .expect("a wasmgate metric");
+        let family = metric
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_total");
+        assert!(
+            exported.contains(&format!("# TYPE {family} ")),
+            "{metric} in `{expr}` is not exported"
+        );
+    }
+    let Some(promtool) = promtool() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI"
+        );
+        return;
+    };
+    let dir = TempDir::new();
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| format!("      - record: dashboard:q{i}\n        expr: {expr:?}\n"))
+        .collect();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .expect("writing rules");
+    let output = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("running promtool");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

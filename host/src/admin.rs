@@ -53,10 +53,15 @@ pub async fn spawn(
 }
 
 fn answer(request: &Request<Incoming>, gateway: &Gateway, status: &SharedStatus) -> Response<Body> {
+    if request.method() == Method::POST
+        && let Some(rest) = request.uri().path().strip_prefix("/upstreams/")
+    {
+        return drain(gateway, rest);
+    }
     if request.method() != Method::GET {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"error": "method_not_allowed", "message": "the admin API is read-only"}),
+            &json!({"error": "method_not_allowed", "message": "the admin API reads with GET; the one write is POST /upstreams/NAME/targets/HOST:PORT/drain (or /undrain)"}),
         );
     }
     match request.uri().path() {
@@ -93,11 +98,51 @@ fn metrics(request: &Request<Incoming>, gateway: &Gateway) -> Response<Body> {
     response
 }
 
-/// `/health/ready`: 200 when every route can serve (every plugin a route names is loaded),
-/// else 503 with the reasons.
+/// `POST /upstreams/NAME/targets/HOST:PORT/drain` (or `/undrain`): takes a target out of
+/// rotation (requests in flight finish) or puts it back. It lasts until the upstream is
+/// rebuilt by a reload that changes it.
+fn drain(gateway: &Gateway, rest: &str) -> Response<Body> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (name, target, drained) = match parts.as_slice() {
+        [name, "targets", target, "drain"] => (*name, *target, true),
+        [name, "targets", target, "undrain"] => (*name, *target, false),
+        _ => {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not_found", "message": "expected POST /upstreams/NAME/targets/HOST:PORT/drain or /undrain"}),
+            );
+        }
+    };
+    let state = gateway.state();
+    let Some(upstream) = state.upstreams.get(name) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": format!("no upstream `{}`", crate::text::escape_control(name))}),
+        );
+    };
+    if !upstream.drain(target, drained) {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": format!("upstream `{name}` has no target `{}`", crate::text::escape_control(target))}),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"upstream": name, "target": target, "drained": drained}),
+    )
+}
+
+/// `/health/ready`: 200 when every route can serve (every plugin a route names is loaded,
+/// and every upstream with health checks has a target passing them), else 503 with the
+/// reasons.
 fn readiness(gateway: &Gateway) -> Response<Body> {
     let state = gateway.state();
     let mut reasons = Vec::new();
+    for (name, upstream) in &state.upstreams {
+        if upstream.config.health_check.is_some() && !upstream.health.any_usable() {
+            reasons.push(format!("upstream `{name}` has no healthy target"));
+        }
+    }
     for route in &state.config.routes {
         for (index, stage) in route.stages.iter().enumerate() {
             if !state.plugins.loaded.contains_key(&stage.plugin) {
@@ -197,6 +242,11 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         "plugins": plugins,
         "missing_plugins": missing,
         "reuse_pools": reuse,
+        "upstreams": state.upstreams.iter().map(|(name, upstream)| json!({
+            "name": name,
+            "breaker": upstream.breaker.state(),
+            "targets": upstream.status(),
+        })).collect::<Vec<_>>(),
         "events": reload.events,
     })
 }

@@ -93,14 +93,20 @@ impl LiveState {
             .upstreams
             .iter()
             .map(|(name, settings)| {
-                let reused = previous
-                    .and_then(|p| p.upstreams.get(name))
+                let before = previous.and_then(|p| p.upstreams.get(name));
+                let reused = before
                     .filter(|old| format!("{:?}", old.config) == format!("{settings:?}"))
                     .cloned();
-                (
-                    name.clone(),
-                    reused.unwrap_or_else(|| Arc::new(Upstream::new(settings.clone(), metrics))),
-                )
+                let upstream = reused.unwrap_or_else(|| {
+                    let upstream = Arc::new(Upstream::new(
+                        settings.clone(),
+                        metrics,
+                        before.map(Arc::as_ref),
+                    ));
+                    upstream.start_checks();
+                    upstream
+                });
+                (name.clone(), upstream)
             })
             .collect();
         let mut problems = Vec::new();

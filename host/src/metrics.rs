@@ -88,6 +88,13 @@ struct TargetLabels {
     target: Arc<str>,
 }
 
+/// `upstream`, `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    upstream: Arc<str>,
+    reason: &'static str,
+}
+
 /// `upstream`, `target`, `kind`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamErrorLabels {
@@ -205,6 +212,11 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_duration: TracedFamily<TargetLabels>,
     upstream_connections: Family<PoolLabels, Gauge>,
+    upstream_usable: Family<TargetLabels, Gauge>,
+    upstream_ejections: Family<TargetLabels, Counter>,
+    upstream_retries: Family<TargetLabels, Counter>,
+    upstream_retries_refused: Family<TargetLabels, Counter>,
+    upstream_breaker_refusals: Family<BreakerLabels, Counter>,
     plugin_calls: Family<CallLabels, Counter>,
     plugin_duration: TracedFamily<StageLabels>,
     plugin_outcomes: Family<OutcomeLabels, Counter>,
@@ -245,6 +257,11 @@ impl Metrics {
             upstream_errors: Family::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram),
             upstream_connections: Family::default(),
+            upstream_usable: Family::default(),
+            upstream_ejections: Family::default(),
+            upstream_retries: Family::default(),
+            upstream_retries_refused: Family::default(),
+            upstream_breaker_refusals: Family::default(),
             plugin_calls: Family::default(),
             plugin_duration: Family::new_with_constructor(traced_call_histogram),
             plugin_outcomes: Family::default(),
@@ -315,6 +332,31 @@ impl Metrics {
             "upstream_connections",
             "Keep-alive connections to a target, by state: idle (pooled) or active (carrying a request)",
             self.upstream_connections.clone(),
+        );
+        r.register(
+            "upstream_target_healthy",
+            "Whether a target passes its active health checks and is not drained (1) or not (0); ejections count in upstream_ejections",
+            self.upstream_usable.clone(),
+        );
+        r.register(
+            "upstream_ejections",
+            "Times outlier detection ejected a target",
+            self.upstream_ejections.clone(),
+        );
+        r.register(
+            "upstream_retries",
+            "Attempts retried after a failed attempt on this target",
+            self.upstream_retries.clone(),
+        );
+        r.register(
+            "upstream_retries_refused",
+            "Retries the upstream's retry budget did not allow after a failed attempt on this target",
+            self.upstream_retries_refused.clone(),
+        );
+        r.register(
+            "upstream_breaker_refusals",
+            "Requests the upstream's circuit breaker refused at once (503), by reason: open, full",
+            self.upstream_breaker_refusals.clone(),
         );
         r.register(
             "plugin_calls",
@@ -459,7 +501,27 @@ impl Metrics {
             ],
             idle: pool("idle"),
             active: pool("active"),
+            usable: {
+                let gauge = self.upstream_usable.get_or_create_owned(&labels);
+                gauge.set(1);
+                gauge
+            },
+            ejections: self.upstream_ejections.get_or_create_owned(&labels),
+            retries: self.upstream_retries.get_or_create_owned(&labels),
+            retries_refused: self.upstream_retries_refused.get_or_create_owned(&labels),
         }
+    }
+
+    /// Counters of breaker refusals for `upstream`: `[open, full]`.
+    pub fn breaker_refusals(&self, upstream: &str) -> [Counter; 2] {
+        let upstream: Arc<str> = upstream.into();
+        ["open", "full"].map(|reason| {
+            self.upstream_breaker_refusals
+                .get_or_create_owned(&BreakerLabels {
+                    upstream: upstream.clone(),
+                    reason,
+                })
+        })
     }
 
     /// Handles for one stage: `plugin` (whose file has content hash `hash`) at position
@@ -805,12 +867,36 @@ pub struct UpstreamMetrics {
     pub idle: Gauge,
     /// Connections carrying a request.
     pub active: Gauge,
+    usable: Gauge,
+    ejections: Counter,
+    retries: Counter,
+    retries_refused: Counter,
 }
 
 impl UpstreamMetrics {
     /// Counts a failed attempt.
     pub fn error(&self, kind: UpstreamError) {
         self.errors[kind as usize].inc();
+    }
+
+    /// Records whether the target passes its health checks and is not drained.
+    pub fn set_healthy(&self, usable: bool) {
+        self.usable.set(i64::from(usable));
+    }
+
+    /// Counts an ejection (the target is unusable until it ends).
+    pub fn ejected(&self) {
+        self.ejections.inc();
+    }
+
+    /// Counts a retry after a failed attempt on this target.
+    pub fn retried(&self) {
+        self.retries.inc();
+    }
+
+    /// Counts a retry the budget refused.
+    pub fn retry_refused(&self) {
+        self.retries_refused.inc();
     }
 
     /// Records the time an attempt took to its response head.

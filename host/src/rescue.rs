@@ -117,6 +117,13 @@ impl GatewayError {
             Self::Upstream(ProxyError::BodyTooLarge { .. }) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
             }
+            Self::Upstream(ProxyError::Refused { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream_breaker_open")
+            }
+            Self::Upstream(ProxyError::NoTarget { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream_no_target")
+            }
+            Self::Upstream(ProxyError::ClientBody(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::ResponseTooLarge { .. } => {
                 (StatusCode::BAD_GATEWAY, "upstream_response_too_large")
             }

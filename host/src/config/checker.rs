@@ -332,6 +332,57 @@ impl Checker<'_, '_> {
         }
     }
 
+    fn balance(&mut self, key: &str, raw: &RawUpstream) -> Balance {
+        let span = raw.balance.as_ref().map_or(0..0, Spanned::span);
+        let balance = match raw.balance.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("least-request") => Balance::LeastRequest,
+            Some("round-robin") => Balance::RoundRobin,
+            Some("weighted-round-robin") => Balance::WeightedRoundRobin,
+            Some("random") => Balance::Random,
+            Some("hash") => match &raw.hash_on {
+                None => {
+                    self.report.error(
+                        span,
+                        format!("{key}.hash-on"),
+                        "`balance = \"hash\"` needs `hash-on`: `client-ip`, `header:NAME`, `cookie:NAME` or `param:NAME`",
+                    );
+                    Balance::LeastRequest
+                }
+                Some(on) => match parse_hash_on(on.get_ref()) {
+                    Some(on) => Balance::Hash(on),
+                    None => {
+                        self.report.error(
+                            on.span(),
+                            format!("{key}.hash-on"),
+                            format!(
+                                "`{}` is not `client-ip`, `header:NAME`, `cookie:NAME` or `param:NAME`",
+                                crate::text::escape_control(on.get_ref())
+                            ),
+                        );
+                        Balance::LeastRequest
+                    }
+                },
+            },
+            Some(other) => {
+                self.report.error(
+                    span,
+                    format!("{key}.balance"),
+                    format!("unknown policy `{other}`: expected `least-request`, `round-robin`, `weighted-round-robin`, `random` or `hash`"),
+                );
+                Balance::LeastRequest
+            }
+        };
+        if raw.hash_on.is_some() && !matches!(balance, Balance::Hash(_)) {
+            let span = raw.hash_on.as_ref().map_or(0..0, Spanned::span);
+            self.report.error(
+                span,
+                format!("{key}.hash-on"),
+                "only applies with `balance = \"hash\"`",
+            );
+        }
+        balance
+    }
+
     fn upstream(&mut self, name: &str, spanned: &Spanned<RawUpstream>) -> Option<UpstreamConfig> {
         let key = format!("upstreams.{name}");
         let raw = spanned.get_ref();
@@ -343,8 +394,26 @@ impl Checker<'_, '_> {
             );
         }
         let mut targets = Vec::new();
+        let mut weights = Vec::new();
         for target in raw.targets.get_ref() {
-            let text = target.get_ref();
+            let (text, weight) = match target.get_ref().split_once(char::is_whitespace) {
+                Some((address, rest)) => {
+                    let weight = rest
+                        .trim()
+                        .strip_prefix("weight=")
+                        .and_then(|w| w.parse::<u32>().ok())
+                        .filter(|w| (1..=1000).contains(w));
+                    if weight.is_none() {
+                        self.report.error(
+                            target.span(),
+                            format!("{key}.targets"),
+                            format!("`{rest}` after the address: expected `weight=N` (1-1000)"),
+                        );
+                    }
+                    (address, weight.unwrap_or(1))
+                }
+                None => (target.get_ref().as_str(), 1),
+            };
             let bare = text
                 .strip_prefix("http://")
                 .unwrap_or(text)
@@ -359,7 +428,8 @@ impl Checker<'_, '_> {
             }
             match bare.parse::<Authority>() {
                 Ok(authority) if authority.port_u16().is_some() && !bare.contains('@') => {
-                    targets.push(authority)
+                    targets.push(authority);
+                    weights.push(weight);
                 }
                 _ => self.report.error(
                     target.span(),
@@ -368,23 +438,38 @@ impl Checker<'_, '_> {
                 ),
             }
         }
-        let balance = match raw.balance.as_ref().map(|b| b.get_ref().as_str()) {
-            None | Some("round-robin") => Balance::RoundRobin,
-            Some("random") => Balance::Random,
-            Some(other) => {
-                let span = raw.balance.as_ref().map_or(0..0, Spanned::span);
-                self.report.error(
-                    span,
-                    format!("{key}.balance"),
-                    format!("unknown policy `{other}`: expected `round-robin` or `random`"),
-                );
-                Balance::RoundRobin
-            }
-        };
+        let balance = self.balance(&key, raw);
+        let health_check = raw
+            .health_check
+            .as_ref()
+            .map(|h| self.health_check(&format!("{key}.health-check"), h.get_ref()));
+        let outlier = self.outlier(
+            &format!("{key}.outlier"),
+            raw.outlier
+                .as_ref()
+                .map_or(&Default::default(), Spanned::get_ref),
+        );
+        let breaker = self.breaker(
+            &format!("{key}.breaker"),
+            raw.breaker
+                .as_ref()
+                .map_or(&Default::default(), Spanned::get_ref),
+        );
+        let retry_budget = self.retry_budget(
+            &format!("{key}.retry-budget"),
+            raw.retry_budget
+                .as_ref()
+                .map_or(&Default::default(), Spanned::get_ref),
+        );
         Some(UpstreamConfig {
             name: name.to_string(),
             targets,
+            weights,
             balance,
+            health_check,
+            outlier,
+            breaker,
+            retry_budget,
             connect_timeout: raw.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
             timeout: raw.timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |d| d.0),
             max_idle_per_target: raw
@@ -611,6 +696,14 @@ impl Checker<'_, '_> {
             strip_prefix,
             rewrite,
             timeout: route.timeout.map(|d| d.0),
+            retry: Arc::new(
+                route
+                    .retry
+                    .as_ref()
+                    .map_or_else(RetryPolicy::default, |retry| {
+                        self.retry(&format!("{key}.retry"), retry.get_ref(), retry.span())
+                    }),
+            ),
             preserve_host: route.preserve_host.unwrap_or(false),
             max_body_bytes: route.max_body_bytes.map(|b| b.0).or(server.max_body_bytes),
             stages,
@@ -818,6 +911,19 @@ impl Checker<'_, '_> {
             self.report
                 .error(second, format!("routes[{index}].path"), message);
         }
+    }
+}
+
+/// `client-ip`, `header:NAME`, `cookie:NAME` or `param:NAME`.
+fn parse_hash_on(text: &str) -> Option<HashOn> {
+    match text.split_once(':') {
+        None if text == "client-ip" => Some(HashOn::ClientIp),
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(HashOn::Header),
+        Some(("cookie", name)) if !name.is_empty() => Some(HashOn::Cookie(name.to_string())),
+        Some(("param", name)) if !name.is_empty() => Some(HashOn::Param(name.to_string())),
+        _ => None,
     }
 }
 

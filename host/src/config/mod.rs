@@ -10,6 +10,7 @@ mod error;
 mod keypath;
 mod model;
 pub mod raw;
+mod resilience;
 mod template;
 mod units;
 

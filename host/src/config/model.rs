@@ -10,6 +10,7 @@ use http::Method;
 use http::uri::Authority;
 
 use super::raw::{RawLimits, RawReuse};
+pub use super::resilience::*;
 use super::template::PathTemplate;
 use crate::normalize::PathPolicy;
 use crate::router::RouteKey;
@@ -252,12 +253,33 @@ impl ReusePolicy {
 }
 
 /// How an upstream picks a target for each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
+    /// Of two targets picked at random, the one with fewer requests in flight per unit of
+    /// weight (the default).
+    LeastRequest,
     /// Each target in turn.
     RoundRobin,
-    /// A target chosen at random.
+    /// Each target in turn, as often as its weight says (smoothly interleaved).
+    WeightedRoundRobin,
+    /// A target chosen at random (weighted).
     Random,
+    /// A consistent hash ring keyed by a property of the request: a key stays on its
+    /// target, and a target leaving or joining moves only its share of keys.
+    Hash(HashOn),
+}
+
+/// What a consistent-hash upstream hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// The client's IP address.
+    ClientIp,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// A path parameter of the route.
+    Param(String),
 }
 
 /// `[upstreams.NAME]`, with defaults applied.
@@ -267,8 +289,18 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Targets, as `host:port`.
     pub targets: Vec<Authority>,
+    /// Each target's weight (1 unless written `host:port weight=N`).
+    pub weights: Vec<u32>,
     /// Target selection.
     pub balance: Balance,
+    /// The active health check, if any.
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier detection.
+    pub outlier: Outlier,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Retries in flight allowed.
+    pub retry_budget: RetryBudget,
     /// Time allowed to connect to a target.
     pub connect_timeout: Duration,
     /// Time allowed for response headers.
@@ -350,6 +382,8 @@ pub struct RouteConfig {
     pub rewrite: Option<PathTemplate>,
     /// Response timeout override.
     pub timeout: Option<Duration>,
+    /// How failed upstream attempts are retried.
+    pub retry: Arc<RetryPolicy>,
     /// Send the client's Host header upstream.
     pub preserve_host: bool,
     /// Body size limit for this route; `None` is unlimited.

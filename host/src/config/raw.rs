@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
+use super::resilience::{RawBreaker, RawHealthCheck, RawOutlier, RawRetry, RawRetryBudget};
 use super::units::{ByteSize, ConfigDuration};
 
 /// Declares a validated name type: letters, digits, `-` and `_`, not empty. A bad name is
@@ -220,8 +221,19 @@ pub struct RawTracing {
 pub struct RawUpstream {
     /// `host:port` or `http://host:port` targets.
     pub targets: Spanned<Vec<Spanned<String>>>,
-    /// `"round-robin"` (default) or `"random"`.
+    /// `"least-request"` (default), `"round-robin"`, `"weighted-round-robin"`, `"random"`
+    /// or `"hash"`.
     pub balance: Option<Spanned<String>>,
+    /// What `balance = "hash"` hashes: `client-ip`, `header:NAME`, `cookie:NAME`, `param:NAME`.
+    pub hash_on: Option<Spanned<String>>,
+    /// Active health checks.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    /// Passive outlier detection.
+    pub outlier: Option<Spanned<RawOutlier>>,
+    /// The circuit breaker.
+    pub breaker: Option<Spanned<RawBreaker>>,
+    /// Retries in flight allowed.
+    pub retry_budget: Option<Spanned<RawRetryBudget>>,
     /// Time allowed to open a connection to a target.
     pub connect_timeout: Option<ConfigDuration>,
     /// Time allowed for the upstream's response headers.
@@ -254,6 +266,8 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<String>>,
     /// Overrides the upstream's response timeout.
     pub timeout: Option<ConfigDuration>,
+    /// How failed upstream attempts are retried.
+    pub retry: Option<Spanned<RawRetry>>,
     /// Send the client's Host header to the upstream instead of the target's.
     pub preserve_host: Option<bool>,
     /// Overrides `server.max-body-bytes` for this route.

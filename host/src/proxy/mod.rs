@@ -1,8 +1,12 @@
 //! Forwarding a request to an upstream and its response back: target choice, retries of
 //! idempotent requests on connect failure, timeouts, and intermediary header rules.
 
+mod balance;
+mod breaker;
 mod headers;
+mod health;
 mod pool;
+mod retry;
 mod upstream;
 
 use std::time::Duration;
@@ -12,14 +16,19 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 
+pub use balance::hash as hash_key;
+pub use breaker::{Refusal, State as BreakerState};
 pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
+pub use health::{Observed, TargetStatus};
 pub use pool::{PoolSettings, SendError, TargetPool};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
+use crate::config::RetryPolicy;
 use crate::metrics::{UpstreamError, UpstreamMetrics};
 use crate::trace::{self, Trace};
 use opentelemetry::KeyValue;
+use std::sync::Arc;
 
 /// The `Via` pseudonym the gateway adds.
 pub const VIA: &str = "1.1 wasmgate";
@@ -34,8 +43,10 @@ pub struct Outbound {
     pub headers: HeaderMap,
     /// The body (streamed).
     pub body: Body,
-    /// Whether a connect failure may be retried on another target (idempotent, no body).
-    pub retryable: bool,
+    /// How failed attempts are retried.
+    pub retry: Arc<RetryPolicy>,
+    /// The request's key on a hashing upstream's ring.
+    pub hash_key: Option<u64>,
     /// Keep the client's Host header instead of the target's.
     pub preserve_host: bool,
     /// Time allowed until the response headers arrive, retries included.
@@ -83,10 +94,41 @@ pub enum ProxyError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The upstream's circuit breaker refused the request.
+    #[error("upstream `{upstream}` is refusing requests: {}", describe_refusal(*.refusal))]
+    Refused {
+        /// Upstream name.
+        upstream: String,
+        /// Why.
+        refusal: Refusal,
+    },
+    /// Every target of the upstream is drained.
+    #[error("upstream `{upstream}` has no target taking requests (all drained)")]
+    NoTarget {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// The client's request body failed while it was read for a possible retry.
+    #[error("reading the request body failed: {0}")]
+    ClientBody(String),
+}
+
+fn describe_refusal(refusal: Refusal) -> String {
+    match refusal {
+        Refusal::Open => "its circuit breaker is open".into(),
+        Refusal::Full(max) => format!("{max} requests are in flight (breaker.max-requests)"),
+    }
 }
 
 /// Sends `outbound` to `upstream` and returns its response, with hop-by-hop fields removed
-/// and `Via` added; records in `attempts` how it went.
+/// and `Via` added; records in `attempts_made` how it went.
+///
+/// The upstream's breaker admits the request first (or it is refused at once). Each attempt
+/// goes to a target the balancer picks among usable ones, a different one on a retry when
+/// another is usable. A failed attempt is retried as the route's policy says (what fails,
+/// how often, after which backoff), while the upstream's retry budget allows, and only when
+/// the request can be sent again: an idempotent method (unless the policy allows others)
+/// and a body small enough to keep.
 pub async fn forward(
     upstream: &Upstream,
     outbound: Outbound,
@@ -97,37 +139,54 @@ pub async fn forward(
         path_and_query,
         mut headers,
         body,
-        retryable,
+        retry,
+        hash_key,
         preserve_host,
         timeout,
         trace,
     } = outbound;
     // The client frames the request from its body; no header may say otherwise.
     crate::framing::unframe_request(&mut headers);
-    let deadline = Instant::now() + timeout;
-    let attempts = if retryable {
-        upstream.config.targets.len().min(3)
-    } else {
-        1
-    };
-    let mut body = Some(body);
-    let mut target = upstream.pick();
     let name = || upstream.config.name.clone();
+    let _in_flight = upstream.budget.request();
+    let mut permit = upstream.breaker.admit().map_err(|refusal| {
+        upstream.breaker_refused(refusal);
+        ProxyError::Refused {
+            upstream: name(),
+            refusal,
+        }
+    })?;
+    let deadline = Instant::now() + timeout;
+    let may_retry = retry.attempts > 1 && (retry.non_idempotent || is_idempotent(&method));
+    let (mut body, replay) = if may_retry {
+        keep_for_replay(body, retry.buffer_body).await?
+    } else {
+        (Some(body), None)
+    };
+    let attempts = if replay.is_some() { retry.attempts } else { 1 };
+    let mut tried: Vec<usize> = Vec::with_capacity(attempts as usize);
+    let mut _retry_permit = None;
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let target = upstream
+            .pick(&tried, hash_key)
+            .ok_or_else(|| ProxyError::NoTarget { upstream: name() })?;
+        tried.push(target);
         let authority = upstream.target(target);
-        let last = attempt == attempts;
-        let request_headers = if last {
+        let mut request = Request::new(
+            body.take()
+                .or_else(|| replay.clone().map(crate::body::full))
+                .unwrap_or_else(empty),
+        );
+        *request.method_mut() = method.clone();
+        *request.version_mut() = Version::HTTP_11;
+        *request.uri_mut() = Uri::from(path_and_query.clone());
+        *request.headers_mut() = if attempt == attempts {
             std::mem::take(&mut headers)
         } else {
             headers.clone()
         };
-        let mut request = Request::new(body.take().unwrap_or_else(empty));
-        *request.method_mut() = method.clone();
-        *request.version_mut() = Version::HTTP_11;
-        *request.uri_mut() = Uri::from(path_and_query.clone());
-        *request.headers_mut() = request_headers;
         let pool = upstream.pool(target);
         if (!preserve_host || !request.headers().contains_key(header::HOST))
             && let Some(host) = pool.host()
@@ -139,7 +198,7 @@ pub async fn forward(
                 parent,
                 &upstream.config.name,
                 authority.as_str(),
-                attempt,
+                attempt as usize,
                 request.headers_mut(),
             )
         });
@@ -147,11 +206,16 @@ pub async fn forward(
         if let Some(metrics) = metrics {
             metrics.requests.inc();
         }
+        let try_deadline = retry
+            .per_try_timeout
+            .map_or(deadline, |per_try| deadline.min(Instant::now() + per_try));
         let sent_at = Instant::now();
-        let sent = pool.send(request);
-        let outcome = tokio::time::timeout_at(deadline, sent).await;
+        let in_flight = &upstream.health.target(target).in_flight;
+        in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome = tokio::time::timeout_at(try_deadline, pool.send(request)).await;
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         *attempts_made = Attempts {
-            count: attempt as u32,
+            count: attempt,
             target: Some(authority.to_string()),
             waited: Some(sent_at.elapsed()),
         };
@@ -161,41 +225,141 @@ pub async fn forward(
         if let Some(span) = span {
             end_attempt_span(span, &outcome);
         }
-        match outcome {
-            Err(_) => {
-                return Err(ProxyError::Timeout {
-                    upstream: name(),
-                    timeout,
-                });
+        let failure = match &outcome {
+            Ok(Ok(response)) if response.status().is_server_error() => {
+                upstream.observe(target, Observed::ServerError);
+                Some(Failure::Status(response.status().as_u16()))
             }
+            Ok(Ok(_)) => {
+                upstream.observe(target, Observed::Success);
+                None
+            }
+            Ok(Err(SendError::Http(error))) if body_limit_exceeded(error).is_some() => None,
+            Ok(Err(SendError::Connect(_))) => {
+                upstream.observe(target, Observed::GatewayFailure);
+                Some(Failure::Connect)
+            }
+            Ok(Err(SendError::Http(_))) => {
+                upstream.observe(target, Observed::GatewayFailure);
+                Some(Failure::Reset)
+            }
+            Err(_) => {
+                upstream.observe(target, Observed::GatewayFailure);
+                Some(Failure::Timeout)
+            }
+        };
+        permit.record(failure.is_none());
+        // Whether to try again, and after how long.
+        let again = failure
+            .filter(|failure| attempt < attempts && failure.retried_by(&retry))
+            .and_then(|_| {
+                let wait = match &outcome {
+                    Ok(Ok(response)) => match retry::retry_after(&retry, response.headers()) {
+                        Ok(Some(wait)) => wait,
+                        Ok(None) => retry::backoff(&retry, attempt),
+                        Err(()) => return None,
+                    },
+                    _ => retry::backoff(&retry, attempt),
+                };
+                (Instant::now() + wait < deadline).then_some(wait)
+            })
+            .and_then(|wait| {
+                let permit = upstream.budget.retry();
+                if permit.is_none() {
+                    tracing::warn!(upstream = %upstream.config.name, "retry budget exhausted; not retrying");
+                    if let Some(metrics) = metrics {
+                        metrics.retry_refused();
+                    }
+                }
+                permit.map(|permit| (wait, permit))
+            });
+        if let Some((wait, permit)) = again {
+            _retry_permit = Some(permit);
+            if let Some(metrics) = metrics {
+                metrics.retried();
+            }
+            tracing::debug!(upstream = %upstream.config.name, address = %authority, attempt, ?failure, "retrying");
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        return match outcome {
+            Err(_) => Err(ProxyError::Timeout {
+                upstream: name(),
+                timeout,
+            }),
             Ok(Ok(mut response)) => {
-                upstream.restore(target);
                 strip_hop_by_hop(response.headers_mut());
                 append_via(response.headers_mut(), VIA);
-                return Ok(response);
+                Ok(response)
             }
             Ok(Err(SendError::Connect(error))) => {
                 tracing::warn!(upstream = %upstream.config.name, address = %authority, %error, "upstream connect failed");
-                upstream.eject(target);
-                if last {
-                    return Err(ProxyError::Unreachable {
-                        upstream: name(),
-                        cause: SendError::Connect(error),
-                    });
-                }
-                target = upstream.next_after(target);
+                Err(ProxyError::Unreachable {
+                    upstream: name(),
+                    cause: SendError::Connect(error),
+                })
             }
             Ok(Err(SendError::Http(error))) => {
                 if let Some(limit) = body_limit_exceeded(&error) {
                     return Err(ProxyError::BodyTooLarge { limit });
                 }
                 tracing::warn!(upstream = %upstream.config.name, address = %authority, error = %error_chain(&error), "upstream request failed");
-                return Err(ProxyError::Unreachable {
+                Err(ProxyError::Unreachable {
                     upstream: name(),
                     cause: SendError::Http(error),
-                });
+                })
             }
+        };
+    }
+}
+
+/// A failed attempt, as retry policies name them.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Connect,
+    Reset,
+    Timeout,
+    Status(u16),
+}
+
+impl Failure {
+    fn retried_by(self, policy: &RetryPolicy) -> bool {
+        match self {
+            Self::Connect => policy.on.connect_failure,
+            Self::Reset => policy.on.reset,
+            Self::Timeout => policy.on.timeout,
+            Self::Status(status) => policy.on.statuses.contains(&status),
         }
+    }
+}
+
+/// Whether a method may be sent twice without changing the outcome (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Reads a request body that may have to be sent again: whole when it is known to fit in
+/// `limit` bytes (kept for replays), else left streaming (no replay).
+async fn keep_for_replay(
+    body: Body,
+    limit: u64,
+) -> Result<(Option<Body>, Option<bytes::Bytes>), ProxyError> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok((None, Some(bytes::Bytes::new())));
+    }
+    if body.size_hint().upper().is_none_or(|upper| upper > limit) {
+        return Ok((Some(body), None));
+    }
+    match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => Ok((None, Some(collected.to_bytes()))),
+        Err(error) => match body_limit_exceeded(error.as_ref()) {
+            Some(limit) => Err(ProxyError::BodyTooLarge { limit }),
+            None => Err(ProxyError::ClientBody(error.to_string())),
+        },
     }
 }
 

@@ -1,20 +1,20 @@
-//! Upstreams: keep-alive connection pools and target selection.
+//! Upstreams: keep-alive connection pools, target health, balancing, the circuit breaker
+//! and the retry budget.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
 
 use http::uri::Authority;
 
+use super::balance::Balancer;
+use super::breaker::{Breaker, Refusal};
+use super::health::{self, Health, Observed, TargetStatus};
 use super::pool::{PoolSettings, TargetPool};
-use crate::config::{Balance, UpstreamConfig};
+use super::retry::Budget;
+use crate::config::{HashOn, UpstreamConfig};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::workers;
 
-/// How long a target that refused a connection is skipped by target selection.
-const EJECTION: Duration = Duration::from_secs(5);
-
-/// One named upstream: its settings, its connection pool and its balancing state.
+/// One named upstream: its settings, connection pools and resilience state.
 pub struct Upstream {
     /// The settings it was built from.
     pub config: Arc<UpstreamConfig>,
@@ -23,10 +23,15 @@ pub struct Upstream {
     pools: Box<[Arc<TargetPool>]>,
     /// Per target, when metrics are on.
     metrics: Option<Vec<UpstreamMetrics>>,
-    next: AtomicUsize,
-    /// Per target: milliseconds since `epoch` until which it is ejected (0: healthy).
-    ejected_until: Vec<AtomicU64>,
-    epoch: Instant,
+    /// Which targets may take requests.
+    pub health: Health,
+    balancer: Balancer,
+    /// The circuit breaker.
+    pub breaker: Breaker,
+    /// Requests and retries in flight.
+    pub budget: Budget,
+    /// Breaker refusals `[open, full]`, when metrics are on.
+    refusals: Option<[prometheus_client::metrics::counter::Counter; 2]>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -38,9 +43,14 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds an empty connection pool per worker and target of `config`, recording into
-    /// `metrics` when given.
-    pub fn new(config: Arc<UpstreamConfig>, metrics: Option<&Metrics>) -> Self {
+    /// Builds the upstream of `config`, recording into `metrics` when given. Connection
+    /// pools of targets that `previous` (the same upstream before a reload) already had,
+    /// with the same pool settings, are kept: their connections survive the reload.
+    pub fn new(
+        config: Arc<UpstreamConfig>,
+        metrics: Option<&Metrics>,
+        previous: Option<&Upstream>,
+    ) -> Self {
         let settings = PoolSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
@@ -53,21 +63,84 @@ impl Upstream {
                 .map(|target| metrics.target(&config.name, target.as_str()))
                 .collect()
         });
+        let kept = |worker: usize, target: &Authority| {
+            let previous = previous.filter(|p| {
+                p.config.connect_timeout == config.connect_timeout
+                    && p.config.idle_timeout == config.idle_timeout
+                    && p.config.max_idle_per_target == config.max_idle_per_target
+            })?;
+            let index = previous.config.targets.iter().position(|t| t == target)?;
+            let count = previous.config.targets.len();
+            previous.pools.get(worker * count + index).cloned()
+        };
         let pools = (0..workers::count())
-            .flat_map(|_| config.targets.iter().enumerate())
-            .map(|(index, target)| {
-                let metrics = target_metrics.as_ref().map(|m| m[index].clone());
-                Arc::new(TargetPool::new(target.clone(), settings, metrics))
+            .flat_map(|worker| {
+                config
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, target)| (worker, index, target))
+            })
+            .map(|(worker, index, target)| {
+                kept(worker, target).unwrap_or_else(|| {
+                    let metrics = target_metrics.as_ref().map(|m| m[index].clone());
+                    Arc::new(TargetPool::new(target.clone(), settings, metrics))
+                })
             })
             .collect();
-        let ejected_until = config.targets.iter().map(|_| AtomicU64::new(0)).collect();
         Self {
-            config,
+            health: Health::new(
+                config.targets.len(),
+                config.outlier.clone(),
+                config.health_check.as_ref(),
+            ),
+            balancer: Balancer::new(&config.balance, &config.targets, &config.weights),
+            breaker: Breaker::new(config.breaker.clone()),
+            budget: Budget::new(config.retry_budget),
+            refusals: metrics.map(|m| m.breaker_refusals(&config.name)),
             metrics: target_metrics,
             pools,
-            next: AtomicUsize::new(0),
-            ejected_until,
-            epoch: Instant::now(),
+            config,
+        }
+    }
+
+    /// Starts the active health checks, when configured, on the current tokio runtime.
+    /// They stop when the upstream is dropped (a reload that replaces it).
+    pub fn start_checks(self: &Arc<Self>) {
+        let Some(check) = self.config.health_check.clone() else {
+            return;
+        };
+        for (index, target) in self.config.targets.iter().enumerate() {
+            let upstream: Weak<Upstream> = Arc::downgrade(self);
+            let (check, target) = (check.clone(), target.clone());
+            tokio::spawn(async move {
+                let (mut passes, mut fails) = (0u32, 0u32);
+                loop {
+                    let jitter = check.interval.mul_f64(rand::random_range(0.0..0.1));
+                    let passed = health::probe(&check, &target).await;
+                    let Some(upstream) = upstream.upgrade() else {
+                        return;
+                    };
+                    if passed {
+                        (passes, fails) = (passes + 1, 0);
+                    } else {
+                        (passes, fails) = (0, fails + 1);
+                    }
+                    let name = &upstream.config.name;
+                    if passes == check.healthy_threshold {
+                        tracing::info!(upstream = %name, %target, "target passed its health checks");
+                        upstream.health.set_checked(index, true);
+                    } else if fails == check.unhealthy_threshold {
+                        tracing::warn!(upstream = %name, %target, "target failed its health checks");
+                        upstream.health.set_checked(index, false);
+                    }
+                    if let Some(metrics) = upstream.metrics(index) {
+                        metrics.set_healthy(upstream.health.is_healthy(index));
+                    }
+                    drop(upstream);
+                    tokio::time::sleep(check.interval + jitter).await;
+                }
+            });
         }
     }
 
@@ -78,27 +151,65 @@ impl Upstream {
         &self.pools[worker * targets + target]
     }
 
-    /// Picks the target for a new request: the balanced choice, skipping ejected targets
-    /// while a healthy one remains.
-    pub fn pick(&self) -> usize {
-        let count = self.config.targets.len();
-        let first = match self.config.balance {
-            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % count,
-            Balance::Random => rand::random_range(0..count),
-        };
-        if count == 1 {
-            return first;
-        }
-        let now = self.millis();
-        (0..count)
-            .map(|k| (first + k) % count)
-            .find(|&i| self.ejected_until[i].load(Ordering::Relaxed) <= now)
-            .unwrap_or(first)
+    /// What a hashing balancer hashes, if this upstream hashes.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        self.balancer.hash_on()
     }
 
-    /// The target to try after `target` failed to connect.
-    pub fn next_after(&self, target: usize) -> usize {
-        (target + 1) % self.config.targets.len()
+    /// Picks the target for an attempt: the policy's choice among usable targets, not one
+    /// of `tried` when another remains; `None` when every target is drained.
+    pub fn pick(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
+        let candidates = self.health.candidates(tried)?;
+        Some(self.balancer.choose(
+            &candidates,
+            &self.config.weights,
+            |t| {
+                self.health
+                    .target(t)
+                    .in_flight
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+            key,
+        ))
+    }
+
+    /// Counts an attempt's result for outlier detection (and ejects, when it should).
+    pub fn observe(&self, target: usize, observed: Observed) {
+        if let Some(time) = self.health.observe(target, observed) {
+            tracing::warn!(
+                upstream = %self.config.name,
+                target = %self.config.targets[target],
+                seconds = time.as_secs_f64(),
+                cause = ?observed,
+                "target ejected"
+            );
+            if let Some(metrics) = self.metrics(target) {
+                metrics.ejected();
+            }
+        }
+    }
+
+    /// Counts a breaker refusal.
+    pub fn breaker_refused(&self, refusal: Refusal) {
+        if let Some([open, full]) = &self.refusals {
+            match refusal {
+                Refusal::Open => open.inc(),
+                Refusal::Full(_) => full.inc(),
+            };
+        }
+    }
+
+    /// Drains (or undrains) the target written `address`; false when there is none.
+    pub fn drain(&self, address: &str, drained: bool) -> bool {
+        let Some(index) = self.target_index(address) else {
+            return false;
+        };
+        self.health.set_drained(index, drained);
+        if let Some(metrics) = self.metrics(index) {
+            metrics.set_healthy(self.health.is_healthy(index));
+        }
+        tracing::info!(upstream = %self.config.name, target = address, drained, "target drain changed by the operator");
+        true
     }
 
     /// A target's metrics, when metrics are on.
@@ -111,20 +222,16 @@ impl Upstream {
         &self.config.targets[index]
     }
 
-    /// Marks a target as refusing connections for a while.
-    pub fn eject(&self, target: usize) {
-        let until = self.millis() + EJECTION.as_millis() as u64;
-        self.ejected_until[target].store(until, Ordering::Relaxed);
+    /// The index of the target written `address`.
+    pub fn target_index(&self, address: &str) -> Option<usize> {
+        self.config
+            .targets
+            .iter()
+            .position(|t| t.as_str() == address)
     }
 
-    /// Marks a target as healthy again.
-    pub fn restore(&self, target: usize) {
-        if self.ejected_until[target].load(Ordering::Relaxed) != 0 {
-            self.ejected_until[target].store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn millis(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    /// Every target's state, for `/status`.
+    pub fn status(&self) -> Vec<TargetStatus> {
+        self.health.status(&self.config.targets)
     }
 }

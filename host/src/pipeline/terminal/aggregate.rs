@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Terminal;
 use crate::body::{Body, empty, full};
-use crate::config::{OutputLimits, StageConfig};
+use crate::config::{OutputLimits, RetryPolicy, StageConfig};
 use crate::metrics::{Export, Outcome};
 use crate::pipeline::flow::UpstreamMap;
 use crate::pipeline::stage::{RequestParts, StageFuture, ValidateFuture};
@@ -290,18 +290,19 @@ async fn send_call(
     if let Ok(value) = HeaderValue::from_str(target.request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
-    let has_body = call.body.as_ref().is_some_and(|b| !b.is_empty());
     let body = call.body.map_or_else(empty, full);
     let timeout = call.timeout_ms.map_or(upstream.config.timeout, |ms| {
         Duration::from_millis(ms.into())
     });
-    let retryable = !has_body && matches!(method, http::Method::GET | http::Method::HEAD);
+    // Planned calls retry as a route does by default, within the same upstream budget.
+    static RETRY: std::sync::LazyLock<Arc<RetryPolicy>> = std::sync::LazyLock::new(Arc::default);
     let outbound = Outbound {
         method,
         path_and_query,
         headers,
         body,
-        retryable,
+        retry: RETRY.clone(),
+        hash_key: None,
         preserve_host: false,
         timeout,
         trace: target.trace.cloned(),

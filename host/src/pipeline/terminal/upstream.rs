@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Response, Version};
+use http::{Response, Version};
 
 use super::Terminal;
 use crate::body::Body;
+use crate::config::HashOn;
 use crate::pipeline::Flow;
 use crate::pipeline::stage::{RequestParts, StageFuture};
 use crate::proxy::{self, Forwarded, Outbound, Upstream};
@@ -44,7 +45,10 @@ impl Terminal for UpstreamTerminal {
                     })?,
             };
             let client = &flow.client;
-            let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+            let hash_key = self
+                .upstream
+                .hash_on()
+                .and_then(|on| hash_key(on, &parts, client.ip, flow.params()));
             let via = if parts.version == Version::HTTP_2 {
                 "2 wasmgate"
             } else {
@@ -74,7 +78,8 @@ impl Terminal for UpstreamTerminal {
                 path_and_query,
                 headers: parts.headers,
                 body,
-                retryable,
+                retry: route.retry.clone(),
+                hash_key,
                 preserve_host: route.preserve_host,
                 timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
                 trace: flow.trace.clone(),
@@ -88,9 +93,28 @@ impl Terminal for UpstreamTerminal {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+/// The key a hashing upstream places the request by: the client IP, a header, a cookie
+/// or a path parameter (`None` when the request has none: it is balanced at random).
+fn hash_key(
+    on: &HashOn,
+    parts: &http::request::Parts,
+    client_ip: &str,
+    params: &[(String, String)],
+) -> Option<u64> {
+    let value: &[u8] = match on {
+        HashOn::ClientIp => client_ip.as_bytes(),
+        HashOn::Header(name) => parts.headers.get(name)?.as_bytes(),
+        HashOn::Cookie(name) => parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)?
+            .1
+            .as_bytes(),
+        HashOn::Param(name) => params.iter().find(|(k, _)| k == name)?.1.as_bytes(),
+    };
+    Some(proxy::hash_key(value))
 }

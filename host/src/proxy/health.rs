@@ -1,0 +1,314 @@
+//! Whether each target of an upstream may take requests, from three sources: active checks
+//! (a probe on an interval), passive outlier detection (what real requests saw) and the
+//! operator (drain through the admin API).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use crate::config::{CheckKind, HealthCheck, Outlier};
+
+/// What an attempt on a target came to, as outlier detection counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// A response below 500.
+    Success,
+    /// A 5xx response.
+    ServerError,
+    /// No response: connect failure, reset or timeout.
+    GatewayFailure,
+}
+
+/// The health of one target.
+#[derive(Debug, Default)]
+pub struct TargetHealth {
+    /// Requests in flight to the target (least-request balancing).
+    pub in_flight: AtomicUsize,
+    /// The active checks' verdict (true without checks).
+    checked_healthy: AtomicBool,
+    consecutive_5xx: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds after the upstream's epoch until which the target is ejected.
+    ejected_until: AtomicU64,
+    /// Times ejected so far: each ejection lasts as long again as the first.
+    ejections: AtomicU32,
+    /// Taken out of rotation by the operator.
+    drained: AtomicBool,
+}
+
+/// A target as `/status` shows it.
+#[derive(Debug, Serialize)]
+pub struct TargetStatus {
+    /// `host:port`.
+    pub target: String,
+    /// Whether it takes new requests now.
+    pub usable: bool,
+    /// The active checks' verdict (true without checks).
+    pub checked_healthy: bool,
+    /// Milliseconds of ejection left (0: not ejected).
+    pub ejected_ms: u64,
+    /// Times ejected since the upstream was built.
+    pub ejections: u32,
+    /// Drained by the operator.
+    pub drained: bool,
+    /// Requests in flight.
+    pub in_flight: usize,
+}
+
+/// The health of an upstream's targets.
+#[derive(Debug)]
+pub struct Health {
+    targets: Vec<TargetHealth>,
+    outlier: Outlier,
+    epoch: Instant,
+}
+
+impl Health {
+    /// Every target healthy, unless `start_unhealthy` (they then wait for a passing check).
+    pub fn new(count: usize, outlier: Outlier, check: Option<&HealthCheck>) -> Self {
+        let start_healthy = !check.is_some_and(|c| c.start_unhealthy);
+        let targets = (0..count)
+            .map(|_| TargetHealth {
+                checked_healthy: AtomicBool::new(start_healthy),
+                ..TargetHealth::default()
+            })
+            .collect();
+        Self {
+            targets,
+            outlier,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// One target's state.
+    pub fn target(&self, index: usize) -> &TargetHealth {
+        &self.targets[index]
+    }
+
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn usable_at(&self, index: usize, now: u64) -> bool {
+        let t = &self.targets[index];
+        !t.drained.load(Ordering::Relaxed)
+            && t.checked_healthy.load(Ordering::Relaxed)
+            && t.ejected_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// The targets a request may go to, leaving out `tried` when others remain. When the
+    /// usable share falls under the panic threshold, every target not drained is used
+    /// (better some errors than all traffic on the few left); `None` when every target is
+    /// drained.
+    pub fn candidates(&self, tried: &[usize]) -> Option<Vec<usize>> {
+        let now = self.millis();
+        let count = self.targets.len();
+        let usable: Vec<usize> = (0..count).filter(|&i| self.usable_at(i, now)).collect();
+        let mut chosen = if usable.len() * 100 < count * self.outlier.panic_threshold as usize
+            || usable.is_empty()
+        {
+            (0..count)
+                .filter(|&i| !self.targets[i].drained.load(Ordering::Relaxed))
+                .collect()
+        } else {
+            usable
+        };
+        if chosen.is_empty() {
+            return None;
+        }
+        if chosen.iter().any(|t| !tried.contains(t)) {
+            chosen.retain(|t| !tried.contains(t));
+        }
+        Some(chosen)
+    }
+
+    /// Counts what an attempt on `index` came to; ejects the target when it passed a
+    /// threshold and may be ejected. Returns the ejection time when it was ejected.
+    pub fn observe(&self, index: usize, observed: Observed) -> Option<Duration> {
+        let t = &self.targets[index];
+        let (counter, threshold) = match observed {
+            Observed::Success => {
+                t.consecutive_5xx.store(0, Ordering::Relaxed);
+                t.consecutive_failures.store(0, Ordering::Relaxed);
+                return None;
+            }
+            Observed::ServerError => {
+                t.consecutive_failures.store(0, Ordering::Relaxed);
+                (&t.consecutive_5xx, self.outlier.consecutive_5xx)
+            }
+            Observed::GatewayFailure => {
+                t.consecutive_5xx.store(0, Ordering::Relaxed);
+                (&t.consecutive_failures, self.outlier.consecutive_failures)
+            }
+        };
+        let streak = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold == 0 || streak < threshold {
+            return None;
+        }
+        counter.store(0, Ordering::Relaxed);
+        self.eject(index)
+    }
+
+    /// Ejects a target unless that would pass the share that may be ejected, or leave no
+    /// usable target.
+    fn eject(&self, index: usize) -> Option<Duration> {
+        let now = self.millis();
+        let count = self.targets.len();
+        if !self.usable_at(index, now) {
+            return None;
+        }
+        let ejected = (0..count)
+            .filter(|&i| self.targets[i].ejected_until.load(Ordering::Relaxed) > now)
+            .count();
+        let allowed = (count * self.outlier.max_ejected_percent as usize / 100).max(1);
+        let usable_others = (0..count)
+            .filter(|&i| i != index && self.usable_at(i, now))
+            .count();
+        if ejected >= allowed || usable_others == 0 {
+            return None;
+        }
+        let t = &self.targets[index];
+        let times = t.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let time = self
+            .outlier
+            .base_ejection
+            .saturating_mul(times)
+            .min(self.outlier.max_ejection);
+        t.ejected_until
+            .store(now + time.as_millis() as u64, Ordering::Relaxed);
+        Some(time)
+    }
+
+    /// Records an active check's verdict (after the thresholds): the target is usable by
+    /// the checks' account or not.
+    pub fn set_checked(&self, index: usize, healthy: bool) {
+        self.targets[index]
+            .checked_healthy
+            .store(healthy, Ordering::Relaxed);
+    }
+
+    /// Drains (or undrains) a target.
+    pub fn set_drained(&self, index: usize, drained: bool) {
+        self.targets[index]
+            .drained
+            .store(drained, Ordering::Relaxed);
+    }
+
+    /// Every target's state, for `/status`.
+    pub fn status(&self, targets: &[Authority]) -> Vec<TargetStatus> {
+        let now = self.millis();
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let t = &self.targets[i];
+                TargetStatus {
+                    target: target.to_string(),
+                    usable: self.usable_at(i, now),
+                    checked_healthy: t.checked_healthy.load(Ordering::Relaxed),
+                    ejected_ms: t.ejected_until.load(Ordering::Relaxed).saturating_sub(now),
+                    ejections: t.ejections.load(Ordering::Relaxed),
+                    drained: t.drained.load(Ordering::Relaxed),
+                    in_flight: t.in_flight.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a target passes its active checks and is not drained.
+    pub fn is_healthy(&self, index: usize) -> bool {
+        let t = &self.targets[index];
+        t.checked_healthy.load(Ordering::Relaxed) && !t.drained.load(Ordering::Relaxed)
+    }
+
+    /// Whether at least one target is usable.
+    pub fn any_usable(&self) -> bool {
+        let now = self.millis();
+        (0..self.targets.len()).any(|i| self.usable_at(i, now))
+    }
+}
+
+/// Runs one active check of `target`: true when it passes within the check's timeout.
+pub async fn probe(check: &HealthCheck, target: &Authority) -> bool {
+    let attempt = async {
+        let port = target.port_u16().unwrap_or(80);
+        let stream = tokio::net::TcpStream::connect((target.host(), port)).await?;
+        let CheckKind::Http { path, host, expect } = &check.kind else {
+            return Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(true);
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = http::Request::get(path.as_str())
+            .header(
+                http::header::HOST,
+                host.as_deref().unwrap_or(target.as_str()),
+            )
+            .header(http::header::USER_AGENT, "wasmgate-health-check")
+            .body(Empty::<Bytes>::new())?;
+        let status = sender.send_request(request).await?.status().as_u16();
+        Ok(expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)))
+    };
+    matches!(
+        tokio::time::timeout(check.timeout, attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(count: usize) -> Health {
+        Health::new(
+            count,
+            Outlier {
+                consecutive_failures: 2,
+                ..Outlier::default()
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_the_last_target_never_is() {
+        let health = health(2);
+        assert_eq!(health.observe(0, Observed::GatewayFailure), None);
+        assert!(health.observe(0, Observed::GatewayFailure).is_some());
+        assert_eq!(health.candidates(&[]), Some(vec![1]));
+        // The other target cannot be ejected too: it is the last usable one.
+        health.observe(1, Observed::GatewayFailure);
+        assert_eq!(health.observe(1, Observed::GatewayFailure), None);
+        assert_eq!(health.candidates(&[]), Some(vec![1]));
+    }
+
+    #[test]
+    fn a_success_resets_the_streak_and_ejections_grow() {
+        let health = health(3);
+        health.observe(0, Observed::GatewayFailure);
+        health.observe(0, Observed::Success);
+        assert_eq!(health.observe(0, Observed::GatewayFailure), None);
+        let first = health.observe(0, Observed::GatewayFailure).unwrap();
+        health.targets[0].ejected_until.store(0, Ordering::Relaxed);
+        health.observe(0, Observed::GatewayFailure);
+        let second = health.observe(0, Observed::GatewayFailure).unwrap();
+        assert_eq!(second, first * 2);
+    }
+
+    #[test]
+    fn under_the_panic_threshold_every_target_is_used() {
+        let health = health(4);
+        for i in 0..4 {
+            health.set_checked(i, i == 0);
+        }
+        // One of four usable (25 % < 50 %): all four take traffic.
+        assert_eq!(health.candidates(&[]), Some(vec![0, 1, 2, 3]));
+        health.set_drained(1, true);
+        assert_eq!(health.candidates(&[0]), Some(vec![2, 3]));
+    }
+}
