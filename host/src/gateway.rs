@@ -260,7 +260,7 @@ impl Gateway {
             .tracing
             .as_ref()
             .map(|tracing| start_request_span(tracing, &request, client_ip, &request_id));
-        if let Some(trace) = &trace {
+        if let Some(trace) = trace.as_ref().filter(|_| log.enabled()) {
             log.trace_id(trace.trace_id());
         }
         let method = request.method().clone();

@@ -166,7 +166,21 @@ type TracedFamily<L> = Family<L, TracedHistogram, fn() -> TracedHistogram>;
 /// The exemplar label of a latency observation: the trace it belongs to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TraceExemplar {
-    trace_id: String,
+    trace_id: HexTraceId,
+}
+
+/// A trace id, written in hex only when the exposition is encoded (no text per request).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct HexTraceId(opentelemetry::trace::TraceId);
+
+impl prometheus_client::encoding::EncodeLabelValue for HexTraceId {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{}", self.0)
+    }
 }
 
 /// Observes `took` in `histogram`, with the trace as exemplar when it is sampled.
@@ -174,7 +188,7 @@ fn observe_traced(histogram: &TracedHistogram, took: Duration, trace: Option<&Tr
     let exemplar = trace
         .filter(|trace| trace.is_sampled())
         .map(|trace| TraceExemplar {
-            trace_id: trace.trace_id(),
+            trace_id: HexTraceId(trace.id()),
         });
     histogram.observe(took.as_secs_f64(), exemplar, None);
 }

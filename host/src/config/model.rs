@@ -524,6 +524,63 @@ mod tests {
         assert_eq!(table["tracing.service-name"], DEFAULT_SERVICE_NAME);
         assert_eq!(duration("tracing.export-interval"), DEFAULT_EXPORT_INTERVAL);
         assert_eq!(duration("tracing.export-timeout"), DEFAULT_EXPORT_TIMEOUT);
-        assert_eq!(table.len(), 29, "every row is checked: {table:?}");
+        let percent = |key: &str| -> u32 { table[key].parse().expect(key) };
+        let up = |key: &str| format!("upstreams.NAME.{key}");
+        assert_eq!(
+            duration(&up("health-check.interval")),
+            DEFAULT_CHECK_INTERVAL
+        );
+        assert_eq!(duration(&up("health-check.timeout")), DEFAULT_CHECK_TIMEOUT);
+        assert_eq!(
+            percent(&up("health-check.healthy-threshold")),
+            DEFAULT_HEALTHY_THRESHOLD
+        );
+        assert_eq!(
+            percent(&up("health-check.unhealthy-threshold")),
+            DEFAULT_UNHEALTHY_THRESHOLD
+        );
+        assert_eq!(
+            percent(&up("outlier.consecutive-5xx")),
+            DEFAULT_CONSECUTIVE_5XX
+        );
+        assert_eq!(
+            percent(&up("outlier.consecutive-failures")),
+            DEFAULT_CONSECUTIVE_FAILURES
+        );
+        assert_eq!(
+            duration(&up("outlier.base-ejection")),
+            DEFAULT_BASE_EJECTION
+        );
+        assert_eq!(duration(&up("outlier.max-ejection")), DEFAULT_MAX_EJECTION);
+        assert_eq!(
+            percent(&up("outlier.max-ejected-percent")),
+            DEFAULT_MAX_EJECTED_PERCENT
+        );
+        assert_eq!(
+            percent(&up("outlier.panic-threshold")),
+            DEFAULT_PANIC_THRESHOLD
+        );
+        assert_eq!(
+            percent(&up("breaker.minimum-requests")),
+            DEFAULT_BREAKER_MINIMUM_REQUESTS
+        );
+        assert_eq!(duration(&up("breaker.window")), DEFAULT_BREAKER_WINDOW);
+        assert_eq!(
+            duration(&up("breaker.recovery-timeout")),
+            DEFAULT_RECOVERY_TIMEOUT
+        );
+        assert_eq!(
+            percent(&up("retry-budget.percent")),
+            DEFAULT_RETRY_BUDGET_PERCENT
+        );
+        assert_eq!(percent(&up("retry-budget.min")), DEFAULT_RETRY_BUDGET_MIN);
+        assert_eq!(percent("route retry.attempts"), DEFAULT_RETRY_ATTEMPTS);
+        assert_eq!(duration("route retry.backoff"), DEFAULT_RETRY_BACKOFF);
+        assert_eq!(
+            duration("route retry.max-backoff"),
+            DEFAULT_RETRY_MAX_BACKOFF
+        );
+        assert_eq!(bytes("route retry.buffer-body"), DEFAULT_RETRY_BUFFER_BODY);
+        assert_eq!(table.len(), 48, "every row is checked: {table:?}");
     }
 }

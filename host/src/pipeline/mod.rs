@@ -307,8 +307,17 @@ impl StageSpan {
         Self::start(flow, Some(index), info.kind, info.plugin, phase)
     }
 
+    /// A terminal that runs a plugin (an aggregate) is a span of its own, the parent of the
+    /// calls it plans; a proxying terminal is not (its attempts are the request's children).
     fn enter_terminal(flow: &mut Flow<'_>, terminal: &dyn Terminal) -> Self {
-        Self::start(flow, None, terminal.kind(), terminal.plugin(), "")
+        match terminal.plugin() {
+            Some(plugin) => Self::start(flow, None, terminal.kind(), Some(plugin), ""),
+            None => Self {
+                parent: None,
+                slot: None,
+                started: None,
+            },
+        }
     }
 
     /// Starts the span `KIND [PLUGIN][ response]` when the request is traced, and the clock

@@ -151,6 +151,11 @@ impl Trace {
         self.cx.span().span_context().is_sampled()
     }
 
+    /// The trace id.
+    pub fn id(&self) -> opentelemetry::trace::TraceId {
+        self.cx.span().span_context().trace_id()
+    }
+
     /// The trace id, 32 lower-case hex digits.
     pub fn trace_id(&self) -> String {
         self.cx.span().span_context().trace_id().to_string()
