@@ -23,6 +23,7 @@ BENCH_PHASE=${BENCH_PHASE:-5}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-32}
 BENCH_SERVER_CPU=${BENCH_SERVER_CPU:-1}
 BENCH_LOAD_CPU=${BENCH_LOAD_CPU:-0}
+BENCH_GATEWAY_LOG=${BENCH_GATEWAY_LOG:-warn}
 BENCH_RESULTS=${BENCH_RESULTS:-$ROOT/bench/results/failover-$(date +%Y%m%d-%H%M%S)}
 OHA=${OHA:-${XDG_CACHE_HOME:-$HOME/.cache}/wasmgate-bench/bin/oha}
 
@@ -115,12 +116,17 @@ for proxy in haproxy gateway; do
     printf '%s\tsteady\t%s\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-steady.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
     log "$proxy: killing target 1 under load"
     (sleep 0.5; kill -KILL "${TARGET_PID[1]}") &
+    local_job=$!
     printf '%s\tkill\t%s\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-kill.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
-    wait
+    wait "$local_job"
     log "$proxy: restarting target 1 under load"
-    (sleep 0.5; start_target 1 >/dev/null 2>&1) &
+    (
+        sleep 0.5
+        taskset -c "$BENCH_SERVER_CPU" "$DEMO_BIN" --fast "127.0.0.1:${PORTS[1]}" >"$WORK/target-1-again.log" 2>&1 &
+    ) &
+    local_job=$!
     printf '%s\trecovery\t%s\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-recovery.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
-    wait
+    wait "$local_job"
     # start_target ran in a subshell: find the new target process by its port.
     TARGET_PID[1]=$(pgrep -f "wasmgate-demo --fast 127.0.0.1:${PORTS[1]}" | head -1)
     STARTED_PIDS+=("${TARGET_PID[1]}")

@@ -427,7 +427,7 @@ retry = {{ attempts = 5, on = [503], backoff = "1ms", max-backoff = "5ms" }}
     let budgeted = gateway(&config("retry-budget = { percent = 20, min = 1 }"));
     let with_budget = run(&budgeted).await;
     drop(budgeted);
-    let unbounded = gateway(&config("retry-budget = { percent = 100, min = 100 }"));
+    let unbounded = gateway(&config("retry-budget = { percent = 100, min = 1000000 }"));
     let without_budget = run(&unbounded).await;
     eprintln!(
         "upstream requests per client request: {with_budget:.2} with the default-style budget, {without_budget:.2} without"

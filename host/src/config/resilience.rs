@@ -75,9 +75,9 @@ pub struct RawBreaker {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRetryBudget {
-    /// Retries in flight, as a share of requests in flight.
+    /// Retries allowed, as a share of requests.
     pub percent: Option<Spanned<u32>>,
-    /// Retries in flight always allowed.
+    /// Retries per second always allowed.
     pub min: Option<u32>,
 }
 
@@ -193,12 +193,12 @@ impl Default for BreakerConfig {
     }
 }
 
-/// How many retries may be in flight for an upstream.
+/// How many retries an upstream takes: a share of its requests, and a floor per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryBudget {
-    /// Share of requests in flight.
+    /// Retries as a share of requests.
     pub percent: u32,
-    /// Always allowed.
+    /// Retries per second always allowed.
     pub min: u32,
 }
 
@@ -290,8 +290,8 @@ pub const DEFAULT_BREAKER_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `retry-budget.percent` by default.
 pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
-/// `retry-budget.min` by default.
-pub const DEFAULT_RETRY_BUDGET_MIN: u32 = 3;
+/// `retry-budget.min` by default (retries per second).
+pub const DEFAULT_RETRY_BUDGET_MIN: u32 = 10;
 /// A route's `retry.attempts` by default.
 pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
 /// A route's `retry.backoff` by default.

@@ -148,7 +148,7 @@ pub async fn forward(
     // The client frames the request from its body; no header may say otherwise.
     crate::framing::unframe_request(&mut headers);
     let name = || upstream.config.name.clone();
-    let _in_flight = upstream.budget.request();
+    upstream.budget.deposit();
     let mut permit = upstream.breaker.admit().map_err(|refusal| {
         upstream.breaker_refused(refusal);
         ProxyError::Refused {
@@ -165,7 +165,6 @@ pub async fn forward(
     };
     let attempts = if replay.is_some() { retry.attempts } else { 1 };
     let mut tried: Vec<usize> = Vec::with_capacity(attempts as usize);
-    let mut _retry_permit = None;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -263,18 +262,17 @@ pub async fn forward(
                 };
                 (Instant::now() + wait < deadline).then_some(wait)
             })
-            .and_then(|wait| {
-                let permit = upstream.budget.retry();
-                if permit.is_none() {
+            .filter(|_| {
+                let allowed = upstream.budget.withdraw();
+                if !allowed {
                     tracing::warn!(upstream = %upstream.config.name, "retry budget exhausted; not retrying");
                     if let Some(metrics) = metrics {
                         metrics.retry_refused();
                     }
                 }
-                permit.map(|permit| (wait, permit))
+                allowed
             });
-        if let Some((wait, permit)) = again {
-            _retry_permit = Some(permit);
+        if let Some(wait) = again {
             if let Some(metrics) = metrics {
                 metrics.retried();
             }

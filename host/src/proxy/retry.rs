@@ -1,56 +1,72 @@
 //! Retries: the budget that keeps them from multiplying load on an upstream that is
 //! failing, and the backoff between attempts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
 use crate::config::{RetryBudget, RetryPolicy};
 
-/// Requests and retries in flight to one upstream (the route's requests and the calls
-/// aggregate plugins plan alike).
+/// An upstream's retry budget, shared by the routes' requests and the calls aggregate
+/// plugins plan (Linkerd's model): each request adds `percent` % of a retry to the budget
+/// (at most [`MAX_SAVED`] retries are saved), each retry takes one whole, and `min` retries per
+/// second are always allowed. When everything fails, an upstream sees at most about
+/// `1 + percent/100` times its traffic (plus `min` per second), however many attempts routes
+/// allow; when one target dies, the retries of its requests in flight are covered.
 #[derive(Debug)]
 pub struct Budget {
     config: RetryBudget,
-    requests: AtomicUsize,
-    retries: AtomicUsize,
+    /// Saved retries, in thousandths.
+    saved: AtomicU64,
+    /// The second the minimum counts in, and the retries it took from it.
+    floor: Mutex<(Instant, u32)>,
 }
 
-/// Counts a request (or a retry) as in flight until dropped.
-#[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+/// Retries the budget saves at most.
+pub const MAX_SAVED: u64 = 1000;
 
 impl Budget {
     /// An empty budget.
     pub fn new(config: RetryBudget) -> Self {
         Self {
             config,
-            requests: AtomicUsize::new(0),
-            retries: AtomicUsize::new(0),
+            saved: AtomicU64::new(0),
+            floor: Mutex::new((Instant::now(), 0)),
         }
     }
 
-    /// Counts a request in flight.
-    pub fn request(&self) -> InFlight<'_> {
-        self.requests.fetch_add(1, Ordering::AcqRel);
-        InFlight(&self.requests)
+    /// Counts a request: it adds its share to the budget.
+    pub fn deposit(&self) {
+        let share = u64::from(self.config.percent) * 10;
+        let _ = self
+            .saved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |saved| {
+                (saved < MAX_SAVED * 1000).then_some(saved + share)
+            });
     }
 
-    /// A retry, if the budget allows one more in flight: `percent` of the requests in
-    /// flight, and never fewer than `min`.
-    pub fn retry(&self) -> Option<InFlight<'_>> {
-        let requests = self.requests.load(Ordering::Acquire);
-        let allowed = (requests * self.config.percent as usize / 100).max(self.config.min as usize);
-        let before = self.retries.fetch_add(1, Ordering::AcqRel);
-        let permit = InFlight(&self.retries);
-        (before < allowed).then_some(permit)
+    /// Whether one more retry is allowed (and takes it from the budget).
+    pub fn withdraw(&self) -> bool {
+        let taken = self
+            .saved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |saved| {
+                saved.checked_sub(1000)
+            })
+            .is_ok();
+        if taken {
+            return true;
+        }
+        let mut floor = self.floor.lock().expect("budget lock");
+        if floor.0.elapsed() >= Duration::from_secs(1) {
+            *floor = (Instant::now(), 0);
+        }
+        if floor.1 < self.config.min {
+            floor.1 += 1;
+            return true;
+        }
+        false
     }
 }
 
@@ -88,19 +104,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_allows_a_share_of_requests_and_a_minimum() {
+    fn the_budget_allows_a_share_of_requests_and_a_minimum_per_second() {
         let budget = Budget::new(RetryBudget {
             percent: 20,
             min: 2,
         });
-        let _requests: Vec<_> = (0..20).map(|_| budget.request()).collect();
-        // 20 % of 20 in flight: 4.
-        let retries: Vec<_> = (0..6).filter_map(|_| budget.retry()).collect();
-        assert_eq!(retries.len(), 4);
-        drop(retries);
-        drop(_requests);
-        let retries: Vec<_> = (0..6).filter_map(|_| budget.retry()).collect();
-        assert_eq!(retries.len(), 2, "the minimum with nothing in flight");
+        // Nothing saved yet: the minimum only.
+        assert_eq!((0..5).filter(|_| budget.withdraw()).count(), 2);
+        // 20 requests save 4 retries.
+        for _ in 0..20 {
+            budget.deposit();
+        }
+        assert_eq!((0..10).filter(|_| budget.withdraw()).count(), 4);
     }
 
     #[test]
