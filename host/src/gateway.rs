@@ -314,24 +314,21 @@ fn start_request_span<B>(
 ) -> Trace {
     let trace = tracing.request(request.method(), request.headers());
     if trace.is_recording() {
-        trace.set(KeyValue::new(
-            "http.request.method",
-            request.method().to_string(),
-        ));
-        trace.set(KeyValue::new(
-            "url.path",
-            crate::text::bounded(request.uri().path(), 1024).into_owned(),
-        ));
-        trace.set(KeyValue::new("client.address", client_ip.to_string()));
-        trace.set(KeyValue::new(
-            "network.protocol.version",
-            match request.version() {
-                http::Version::HTTP_2 => "2",
-                http::Version::HTTP_10 => "1.0",
-                _ => "1.1",
-            },
-        ));
-        trace.set(KeyValue::new("wasmgate.request_id", request_id.to_string()));
+        let version = match request.version() {
+            http::Version::HTTP_2 => "2",
+            http::Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        };
+        trace.set_all([
+            KeyValue::new("http.request.method", request.method().to_string()),
+            KeyValue::new(
+                "url.path",
+                crate::text::bounded(request.uri().path(), 1024).into_owned(),
+            ),
+            KeyValue::new("client.address", client_ip.to_string()),
+            KeyValue::new("network.protocol.version", version),
+            KeyValue::new("wasmgate.request_id", request_id.to_string()),
+        ]);
     }
     trace
 }

@@ -372,15 +372,17 @@ fn attempt_span(
 ) -> Trace {
     let span = parent.child(format!("upstream {upstream}"), trace::Kind::Client);
     if span.is_recording() {
-        span.set(KeyValue::new("wasmgate.upstream", upstream.to_string()));
-        span.set(KeyValue::new("server.address", authority.to_string()));
-        span.set(KeyValue::new("wasmgate.attempt", attempt as i64));
-        if attempt > 1 {
-            span.set(KeyValue::new(
-                "http.request.resend_count",
-                attempt as i64 - 1,
-            ));
-        }
+        let resent =
+            (attempt > 1).then(|| KeyValue::new("http.request.resend_count", attempt as i64 - 1));
+        span.set_all(
+            [
+                KeyValue::new("wasmgate.upstream", upstream.to_string()),
+                KeyValue::new("server.address", authority.to_string()),
+                KeyValue::new("wasmgate.attempt", attempt as i64),
+            ]
+            .into_iter()
+            .chain(resent),
+        );
     }
     span.inject(headers);
     span

@@ -171,6 +171,11 @@ impl Trace {
         self.cx.span().set_attribute(attribute);
     }
 
+    /// Sets several attributes at once (one lock of the span, not one each).
+    pub fn set_all(&self, attributes: impl IntoIterator<Item = KeyValue>) {
+        self.cx.span().set_attributes(attributes);
+    }
+
     /// Sets the request span's name to `METHOD route` and its `http.route`.
     pub fn name_route(&self, method: &http::Method, route: &str) {
         if self.is_recording() {
