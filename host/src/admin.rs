@@ -197,6 +197,7 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
         "plugins": plugins,
         "missing_plugins": missing,
         "reuse_pools": reuse,
+        "certificates": reload.certificates,
         "events": reload.events,
     })
 }

@@ -36,4 +36,5 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod text;
+pub mod tls;
 pub mod workers;

@@ -13,6 +13,7 @@ use crate::config::{OutputLimits, RouteConfig};
 use crate::proxy::Upstream;
 use crate::runtime::Runtime;
 use crate::runtime::bindings::types;
+use crate::tls::TlsSession;
 
 /// Upstreams by name.
 pub type UpstreamMap = BTreeMap<String, Arc<Upstream>>;
@@ -27,6 +28,8 @@ pub struct Client<'a> {
     pub request_id: &'a str,
     /// `"http"` or `"https"`.
     pub proto: &'static str,
+    /// The TLS session the request came over, if it came over TLS.
+    pub tls: Option<&'a Arc<TlsSession>>,
 }
 
 /// The shared state of one request: the route, the live resources it may use, the WIT

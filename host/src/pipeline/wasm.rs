@@ -19,6 +19,7 @@ use crate::runtime::bindings::types;
 use crate::runtime::{
     Call, InstancePool, Plugin, PoolStatus, Runtime, StageError, StageState, World,
 };
+use crate::tls::TlsSession;
 
 /// A stage that runs a plugin of world `W`.
 pub struct WasmStage<W: World> {
@@ -54,8 +55,14 @@ impl<W: World> WasmStage<W> {
         }
     }
 
-    fn call<'a>(&'a self, route: &'a Arc<str>, vars: Vec<(String, String)>) -> Call<'a, W> {
+    fn call<'a>(
+        &'a self,
+        route: &'a Arc<str>,
+        vars: Vec<(String, String)>,
+        tls: Option<Arc<TlsSession>>,
+    ) -> Call<'a, W> {
         Call {
+            tls,
             plugin: &self.plugin,
             pre: &self.pre,
             route,
@@ -80,8 +87,9 @@ impl<W: World> WasmStage<W> {
         ) -> wasmtime::Result<T>,
     ) -> Result<T, StageError> {
         let (runtime, route) = (flow.runtime, flow.route_name);
+        let tls = flow.client.tls.cloned();
         let ctx = flow.ctx();
-        let call = self.call(route, ctx.vars.clone());
+        let call = self.call(route, ctx.vars.clone(), tls);
         let ctx = &*ctx;
         let started = self.metrics.as_ref().map(|_| Instant::now());
         let outcome = runtime
@@ -101,7 +109,9 @@ impl<W: World> WasmStage<W> {
     pub fn validate<'s>(&'s self, runtime: &'s Runtime) -> ValidateFuture<'s> {
         Box::pin(async move {
             let route: Arc<str> = Arc::from("");
-            let outcome = runtime.validate_config(self.call(&route, Vec::new())).await;
+            let outcome = runtime
+                .validate_config(self.call(&route, Vec::new(), None))
+                .await;
             match outcome {
                 Ok((Ok(()), _)) => Ok(()),
                 Ok((Err(message), _)) => Err(format!(

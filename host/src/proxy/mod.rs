@@ -13,7 +13,7 @@ use http::{Method, Request, Response, Uri, Version};
 use tokio::time::Instant;
 
 pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
-pub use pool::{PoolSettings, SendError, TargetPool};
+pub use pool::{PoolSettings, SendError, TargetPool, Transport};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
@@ -150,6 +150,15 @@ pub async fn forward(
                 }
                 target = upstream.next_after(target);
             }
+            Ok(Err(SendError::Tls(error))) => {
+                // A certificate that does not verify is no reason to try another target: the
+                // settings, not the target, are at fault (and would fail the same way).
+                tracing::error!(upstream = %upstream.config.name, address = %authority, %error, "upstream TLS handshake failed");
+                return Err(ProxyError::Unreachable {
+                    upstream: name(),
+                    cause: SendError::Tls(error),
+                });
+            }
             Ok(Err(SendError::Http(error))) => {
                 if let Some(limit) = body_limit_exceeded(&error) {
                     return Err(ProxyError::BodyTooLarge { limit });
@@ -178,7 +187,7 @@ fn record_attempt<E>(
                 metrics.error(UpstreamError::ServerError);
             }
         }
-        Ok(Err(SendError::Connect(_))) => metrics.error(UpstreamError::Connect),
+        Ok(Err(SendError::Connect(_) | SendError::Tls(_))) => metrics.error(UpstreamError::Connect),
         // A request body over the route's limit is the client's doing, not the target's.
         Ok(Err(SendError::Http(error))) if body_limit_exceeded(error).is_some() => {}
         Ok(Err(SendError::Http(_))) => metrics.error(UpstreamError::Reset),

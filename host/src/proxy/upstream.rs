@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
-use super::pool::{PoolSettings, TargetPool};
+use super::pool::{PoolSettings, TargetPool, Transport};
 use crate::config::{Balance, UpstreamConfig};
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::tls::UpstreamTls;
 use crate::workers;
 
 /// How long a target that refused a connection is skipped by target selection.
@@ -53,11 +54,26 @@ impl Upstream {
                 .map(|target| metrics.target(&config.name, target.as_str()))
                 .collect()
         });
+        let transport = Arc::new(match &config.tls {
+            None => Transport::Plain,
+            Some(tls) => match UpstreamTls::new(tls) {
+                Ok(tls) => Transport::Tls(tls),
+                Err(error) => {
+                    tracing::error!(upstream = %config.name, %error, "upstream TLS settings cannot be used; its requests fail with 502");
+                    Transport::Broken(error.to_string())
+                }
+            },
+        });
         let pools = (0..workers::count())
             .flat_map(|_| config.targets.iter().enumerate())
             .map(|(index, target)| {
                 let metrics = target_metrics.as_ref().map(|m| m[index].clone());
-                Arc::new(TargetPool::new(target.clone(), settings, metrics))
+                Arc::new(TargetPool::new(
+                    target.clone(),
+                    transport.clone(),
+                    settings,
+                    metrics,
+                ))
             })
             .collect();
         let ejected_until = config.targets.iter().map(|_| AtomicU64::new(0)).collect();

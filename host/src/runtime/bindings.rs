@@ -1,6 +1,6 @@
 //! Every `bindgen!` for the WIT package, in one place.
 //!
-//! The `auth` world generates the shared `types` and `host` interfaces; the other worlds
+//! The `auth` world generates the shared `types`, `host` and `connection` interfaces; the other worlds
 //! reuse them through `with`, so there is one `Request` type and one `Host` trait.
 
 mod generated {
@@ -27,6 +27,7 @@ mod generated {
             with: {
                 "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+                "wasmgate:plugin/connection": super::auth::wasmgate::plugin::connection,
             },
         });
     }
@@ -41,6 +42,7 @@ mod generated {
             with: {
                 "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+                "wasmgate:plugin/connection": super::auth::wasmgate::plugin::connection,
             },
         });
     }
@@ -55,12 +57,14 @@ mod generated {
             with: {
                 "wasmgate:plugin/types": super::auth::wasmgate::plugin::types,
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
+                "wasmgate:plugin/connection": super::auth::wasmgate::plugin::connection,
             },
         });
     }
 }
 
 pub use generated::aggregate::{Aggregate, AggregatePre};
+pub use generated::auth::wasmgate::plugin::connection;
 pub use generated::auth::wasmgate::plugin::host;
 pub use generated::auth::wasmgate::plugin::types;
 pub use generated::auth::{Auth, AuthPre};

@@ -12,9 +12,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{counters, host, types};
+use super::bindings::{connection, counters, host, types};
 use super::counters::Counters;
 use crate::text::escape_control;
+use crate::tls::TlsSession;
 
 /// Request variables a single request may hold.
 pub const MAX_VARS: usize = 64;
@@ -34,6 +35,9 @@ pub struct StageState {
     /// Request variables: those the request already had, plus those set by this call.
     pub(crate) vars: Vec<(String, String)>,
     pub(crate) limiter: MemoryLimiter,
+    /// The TLS session the request came over (`connection` interface); `None` for plain
+    /// connections and config validation.
+    pub(crate) tls: Option<Arc<TlsSession>>,
     counters: Arc<dyn Counters>,
     wasi: Option<Box<(WasiCtx, ResourceTable)>>,
 }
@@ -58,6 +62,7 @@ impl StageState {
         vars: Vec<(String, String)>,
         memory_bytes: u64,
         counters: Arc<dyn Counters>,
+        tls: Option<Arc<TlsSession>>,
     ) -> Self {
         Self {
             identity,
@@ -68,6 +73,7 @@ impl StageState {
                 hit_cap: false,
                 held_bytes: 0,
             },
+            tls,
             counters,
             wasi: None,
         }
@@ -75,10 +81,11 @@ impl StageState {
 }
 
 impl StageState {
-    /// Prepares a reused store for its next call: that request's variables, and no
-    /// leftovers from the previous call.
-    pub(crate) fn begin_call(&mut self, vars: Vec<(String, String)>) {
+    /// Prepares a reused store for its next call: that request's variables and connection,
+    /// and no leftovers from the previous call.
+    pub(crate) fn begin_call(&mut self, vars: Vec<(String, String)>, tls: Option<Arc<TlsSession>>) {
         self.vars = vars;
+        self.tls = tls;
         self.limiter.hit_cap = false;
     }
 }
@@ -174,6 +181,28 @@ impl host::Host for StageState {
             wasmtime::bail!("set-var: a request holds at most {MAX_VARS} variables");
         }
         Ok(())
+    }
+}
+
+impl connection::Host for StageState {
+    fn is_tls(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.tls.is_some())
+    }
+
+    fn server_name(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.tls.as_ref().and_then(|tls| tls.server_name.clone()))
+    }
+
+    fn client_certificate(&mut self) -> wasmtime::Result<Option<connection::Certificate>> {
+        Ok(self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_certificate.as_ref())
+            .map(|cert| connection::Certificate {
+                subject: cert.subject.clone(),
+                sans: cert.sans.clone(),
+                sha256: cert.sha256.clone(),
+            }))
     }
 }
 
