@@ -1126,3 +1126,44 @@ fn an_ip_target_without_a_server_name_is_a_config_error() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("plain HTTP"), "{}", out.stderr);
 }
+
+#[test]
+fn the_example_config_passes_check_with_the_certificate_the_readme_command_makes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let command = readme
+        .lines()
+        .find(|line| line.starts_with("mkdir -p config/certs && openssl req"))
+        .expect("the README's certificate command");
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+    std::fs::copy(
+        root.join("config/tls.toml"),
+        dir.path().join("config/tls.toml"),
+    )
+    .expect("copy");
+    let made = std::process::Command::new("sh")
+        .args(["-c", command])
+        .current_dir(dir.path())
+        .output()
+        .expect("running the README's command");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = std::process::Command::new(common::wasmgate_bin())
+        .args(["check", "--config"])
+        .arg(dir.path().join("config/tls.toml"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running wasmgate check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(": ok ("), "{text}");
+}
