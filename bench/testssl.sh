@@ -11,7 +11,8 @@
 #
 # Findings about the certificate's own content (no OCSP/CRL URI, no CAA record, short
 # validity, …) are listed too but do not decide the verdict: the certificate is a test one made
-# here, not part of what the gateway does. The JSON report is kept under
+# here, not part of what the gateway does. testssl also grades the HTTP answer's security
+# headers; the route it is served sets HSTS, CSP and friends (route config, not TLS). The JSON report is kept under
 # bench/results/testssl-<timestamp>/.
 #
 # Environment: BENCH_GATEWAY_BIN [target/release/wasmgate], BENCH_SKIP_INSTALL [0],
@@ -68,10 +69,11 @@ address = "127.0.0.1:$GATEWAY_PORT"
 cert = "$WORK/ecdsa.pem"
 key = "$WORK/ecdsa-key.pem"
 
+# testssl.sh also reads the HTTP answer's security headers: a route sets them.
 [[routes]]
 name = "ok"
 prefix = "/"
-respond = { body = "ok" }
+respond = { body = "ok", headers = { "strict-transport-security" = "max-age=31536000", "x-content-type-options" = "nosniff", "x-frame-options" = "DENY", "content-security-policy" = "default-src 'none'", "referrer-policy" = "no-referrer" } }
 EOF
     RUST_LOG=$BENCH_GATEWAY_LOG start_pinned "$WORK/gateway.log" "$GATEWAY_BIN" run --config "$WORK/gateway.toml"
     GATEWAY_PID=$LAST_PID
@@ -90,7 +92,7 @@ EOF
 
     # Certificate-content findings: about the test certificate, not the gateway.
     local cert_ids='^(cert_|chain_of_trust|DNS_CAArecord|OCSP_stapling|certificate_transparency|intermediate_cert)'
-    echo "testssl.sh $("$testssl" --version 2>/dev/null | sed -n 's/.*testssl.sh *\([0-9][^ ]*\).*/\1/p' | head -n1) against wasmgate $("$GATEWAY_BIN" --version | awk '{print $2}')"
+    echo "$("$testssl" --version 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep -o 'testssl[.a-z]* *[0-9][^ ]*' | head -n1) against wasmgate $("$GATEWAY_BIN" --version | awk '{print $2}')"
     echo
     echo "protocols offered:"
     jq -r '.[] | select(.id | test("^(SSLv2|SSLv3|TLS1|TLS1_1|TLS1_2|TLS1_3)$")) | "  \(.id): \(.finding)"' "$report"

@@ -326,9 +326,19 @@ impl Checker<'_, '_> {
             });
         }
         let mut certificates = Vec::new();
+        let mut served: BTreeMap<String, usize> = BTreeMap::new();
         for (index, spanned) in raw.certificates.iter().enumerate() {
             let key = format!("{key}.certificates[{index}]");
-            if let Some(certificate) = self.certificate(&key, spanned, base) {
+            if let Some((certificate, names)) = self.certificate(&key, spanned, base) {
+                for name in names {
+                    if let Some(first) = served.insert(name.clone(), index) {
+                        self.report.error(
+                            spanned.span(),
+                            format!("{key}.names"),
+                            format!("`{name}` is already served by certificates[{first}]"),
+                        );
+                    }
+                }
                 certificates.push(certificate);
             }
         }
@@ -354,12 +364,13 @@ impl Checker<'_, '_> {
         })
     }
 
+    /// A certificate entry, and the SNI names it serves (when its files could be read).
     fn certificate(
         &mut self,
         key: &str,
         spanned: &Spanned<raw::RawCertificate>,
         base: &Path,
-    ) -> Option<CertificateConfig> {
+    ) -> Option<(CertificateConfig, Vec<String>)> {
         let raw = spanned.get_ref();
         let (cert, key_file) = (base.join(raw.cert.get_ref()), base.join(raw.key.get_ref()));
         let pair = match crate::tls::certs::load_pair(&cert, &key_file) {
@@ -452,13 +463,19 @@ impl Checker<'_, '_> {
                 ClientAuth::Off
             }
         };
-        Some(CertificateConfig {
+        let served = if raw.names.is_some() {
+            names.clone()
+        } else {
+            pair.map(|pair| pair.info.dns_names).unwrap_or_default()
+        };
+        let config = CertificateConfig {
             cert,
             key: key_file,
             names,
             default: raw.default.unwrap_or(false),
             client_auth,
-        })
+        };
+        Some((config, served))
     }
 
     /// An upstream's TLS settings, its files read and checked; `None` for plain HTTP.

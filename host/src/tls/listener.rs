@@ -320,5 +320,7 @@ fn server_config(
     };
     let mut server = builder.with_cert_resolver(key);
     server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // The server's order of cipher suites (strongest first), not whatever the client prefers.
+    server.ignore_client_order = true;
     Ok(Arc::new(server))
 }
