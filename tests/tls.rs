@@ -1167,3 +1167,28 @@ fn the_example_config_passes_check_with_the_certificate_the_readme_command_makes
     assert!(out.status.success(), "{text}");
     assert!(text.contains(": ok ("), "{text}");
 }
+
+#[test]
+fn plugins_that_do_not_import_the_connection_interface_load_as_before() {
+    let imports = |path: &str, name: &[u8]| {
+        let bytes = std::fs::read(path).expect("a fixture");
+        bytes.windows(name.len()).any(|window| window == name)
+    };
+    let interface = b"wasmgate:plugin/connection@0.1.0";
+    // fx-auth-header never calls the interface, so (like every plugin built before it
+    // existed) it does not import it; fx-auth-cert does.
+    assert!(!imports(wasmgate_fixtures::FX_AUTH_HEADER, interface));
+    assert!(imports(AUTH_CERT, interface));
+    let config = "[[routes]]\nname = \"old\"\nprefix = \"/old\"\nrespond = { body = \"ok\" }\nstages = [{ plugin = \"old\" }]\n\n\
+                  [[routes]]\nname = \"new\"\nprefix = \"/new\"\nrespond = { body = \"ok\" }\nstages = [{ plugin = \"new\" }]\n";
+    let out = common::check_as(
+        "gateway.toml",
+        config,
+        &[
+            ("old", Path::new(wasmgate_fixtures::FX_AUTH_HEADER)),
+            ("new", Path::new(AUTH_CERT)),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("2 plugins"), "{out:?}");
+}
