@@ -175,7 +175,10 @@ mod tests {
         };
         testing::set_tls(Some("api.example.test"), Some(cert.clone()));
         assert!(connection::is_tls());
-        assert_eq!(connection::server_name().as_deref(), Some("api.example.test"));
+        assert_eq!(
+            connection::server_name().as_deref(),
+            Some("api.example.test")
+        );
         assert_eq!(connection::client_certificate(), Some(cert));
         testing::reset();
         assert!(!connection::is_tls());
