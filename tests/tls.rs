@@ -8,7 +8,8 @@
 //! why; certificate rotation under load (no failed handshake or request, the new
 //! certificate served within a second of the write), a broken pair keeping the last good
 //! one (and `/status` showing the rejection); client certificates required and optional,
-//! the verified subject reaching an auth plugin; TLS to upstreams (verification, a failed
+//! the verified subject reaching an auth plugin, a request for another entry's name over a
+//! connection without a certificate refused with 421; TLS to upstreams (verification, a failed
 //! verification as a 502 with the reason in the log, server-name rules, nginx).
 
 mod common;
@@ -936,6 +937,23 @@ async fn required_client_certificates_refuse_clients_without_one_and_reach_the_a
         "{headers}"
     );
     assert_eq!(headers["x-auth-claim-sni"], "site.test", "{headers}");
+
+    // A connection made for open.test (no certificate) cannot carry requests for
+    // site.test, whose entry requires one: 421.
+    let setup = ClientSetup::new(&ca);
+    let connected = handshake(&setup, addr, "open.test")
+        .await
+        .expect("open.test");
+    let answer = get_on(connected, "site.test", "/")
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status, 421);
+    assert_eq!(answer.json()["error"], "misdirected_request");
+    assert_eq!(
+        upstream.requests(),
+        1,
+        "only alice's request reached the upstream"
+    );
 
     // Optional, no certificate: the handshake succeeds and the plugin decides (401).
     let setup = ClientSetup::new(&ca);

@@ -335,6 +335,11 @@ async fn serve(
     }
     let request = normalize_path(request, &config.server.path_policy)?;
     let host = request_host(&request);
+    if let (Some(tls), Some(host)) = (peer.tls, &host)
+        && !tls.serves(host)
+    {
+        return Err(GatewayError::Misdirected { host: host.clone() });
+    }
     let path = request.uri().path();
     let (route_index, params) = match state.router.lookup(host.as_deref(), request.method(), path) {
         RouteMatch::Found { route, params } => (route, params),

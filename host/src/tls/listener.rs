@@ -146,10 +146,10 @@ impl TlsListener {
         self.address
     }
 
-    /// The site serving `server_name`: an exact name, else a `*.` wildcard one label up,
-    /// else the default.
-    fn site_for(&self, server_name: Option<&str>) -> &Site {
-        let index = server_name
+    /// The certificate entry serving `server_name`: an exact name, else a `*.` wildcard
+    /// one label up, else the default.
+    pub(super) fn entry_for(&self, server_name: Option<&str>) -> usize {
+        server_name
             .and_then(|name| {
                 self.exact.get(name).or_else(|| {
                     let (_, parent) = name.split_once('.')?;
@@ -157,13 +157,12 @@ impl TlsListener {
                 })
             })
             .copied()
-            .unwrap_or(self.default);
-        &self.sites[index]
+            .unwrap_or(self.default)
     }
 
     /// Runs the server side of a handshake on `stream`, within `timeout`.
     pub async fn accept(
-        &self,
+        self: &Arc<Self>,
         stream: TcpStream,
         timeout: Duration,
     ) -> std::io::Result<(TlsStream<TcpStream>, TlsSession)> {
@@ -173,8 +172,8 @@ impl TlsListener {
                 .client_hello()
                 .server_name()
                 .map(str::to_ascii_lowercase);
-            let site = self.site_for(server_name.as_deref());
-            let stream = start.into_stream(site.server.clone()).await?;
+            let entry = self.entry_for(server_name.as_deref());
+            let stream = start.into_stream(self.sites[entry].server.clone()).await?;
             let client_certificate = stream
                 .get_ref()
                 .1
@@ -187,6 +186,8 @@ impl TlsListener {
                 TlsSession {
                     server_name,
                     client_certificate,
+                    listener: self.clone(),
+                    entry,
                 },
             ))
         };

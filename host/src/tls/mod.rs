@@ -39,12 +39,44 @@ fn ring_provider() -> CryptoProvider {
 }
 
 /// What a TLS handshake established about a client connection; shared by its requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct TlsSession {
     /// The server name the client asked for (SNI), lower-case.
     pub server_name: Option<String>,
     /// The verified client certificate, when the client presented one.
     pub client_certificate: Option<ClientCertificate>,
+    /// The listener, and which of its certificate entries the handshake used.
+    listener: Arc<TlsListener>,
+    entry: usize,
+}
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("server_name", &self.server_name)
+            .field("client_certificate", &self.client_certificate)
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSession {
+    /// Whether a request for `host` (a `Host` value, port allowed) belongs on this
+    /// connection: the certificate entry its name selects is the one the handshake used.
+    /// Otherwise the request could reach a name whose entry asks for a client certificate
+    /// over a connection that never presented one.
+    pub fn serves(&self, host: &str) -> bool {
+        self.listener.entry_for(Some(&host_name(host))) == self.entry
+    }
+}
+
+/// The name of a `Host` value: without the port, lower-case.
+fn host_name(host: &str) -> String {
+    let name = match host.strip_prefix('[') {
+        Some(ipv6) => ipv6.split(']').next().unwrap_or(ipv6),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// A client certificate that passed verification against the listener's CA bundle.
@@ -77,4 +109,17 @@ pub enum TlsError {
     /// rustls refused the settings.
     #[error("TLS settings refused: {0}")]
     Settings(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn a_host_value_is_matched_by_its_name() {
+        assert_eq!(host_name("API.Example.com:8443"), "api.example.com");
+        assert_eq!(host_name("api.example.com."), "api.example.com");
+        assert_eq!(host_name("[::1]:8443"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+    }
 }
