@@ -11,6 +11,7 @@
 #   tls-h1     HTTPS, HTTP/1.1, kept-alive connections
 #   tls-h2     HTTPS, HTTP/2 (ALPN h2), kept-alive connections
 #   handshake  HTTPS, HTTP/1.1, a new connection (and TLS handshake) per request
+# Requests still in flight when a run's time is up ("aborted due to deadline") are not errors.
 # For each run it reads the server's own CPU time from /proc (utime+stime; nginx: master +
 # worker) and divides it by the requests answered: CPU µs per request. In the handshake
 # scenario that is the CPU per new TLS connection. The certificate is ECDSA P-256 (openssl);
@@ -57,12 +58,19 @@ OHA=$BENCH_CACHE/bin/oha
 NGINX_TLS_PORT="" NGINX_PLAIN_PORT="" NGINX_PIDS=()
 GATEWAY_TLS_PORT=""
 
-# Generates the certificate both servers use: self-signed ECDSA P-256 for localhost.
+# Generates the certificate both servers use: ECDSA P-256 for localhost, signed by a private
+# CA that oha trusts (a self-signed leaf would be refused by oha's rustls as a CA certificate).
 make_certificate() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null \
-        || die "openssl could not make a certificate"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=wasmgate bench CA" -keyout "$WORK/ca-key.pem" -out "$WORK/ca.pem"
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+            -keyout "$WORK/key.pem" -out "$WORK/cert.csr"
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' \
+            >"$WORK/cert.ext"
+        openssl x509 -req -in "$WORK/cert.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" \
+            -CAcreateserial -days 2 -extfile "$WORK/cert.ext" -out "$WORK/cert.pem"
+    } 2>/dev/null || die "openssl could not make the certificates"
 }
 
 start_nginx() {
@@ -170,12 +178,12 @@ run_one() {
     local args before after
     read -r -a args <<<"$(scenario_args "$scenario" "$target")"
     before=$(cpu_ticks "${pids[@]}")
-    taskset -c "$BENCH_LOAD_CPU" "$OHA" --no-tui --output-format json --cacert "$WORK/cert.pem" \
+    taskset -c "$BENCH_LOAD_CPU" "$OHA" --no-tui --output-format json --cacert "$WORK/ca.pem" \
         -z "$BENCH_DURATION" "${args[@]}" >"$raw" 2>"$raw.err" || die "oha failed (see $raw.err)"
     after=$(cpu_ticks "${pids[@]}")
     jq -r --argjson ticks "$((after - before))" --argjson tck "$CLK_TCK" '
         ([.statusCodeDistribution | to_entries[] | select(.key == "200") | .value] | add // 0) as $ok
-        | ([.errorDistribution | to_entries[] | .value] | add // 0) as $errors
+        | ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0) as $errors
         | [$ok, (.summary.requestsPerSec | floor),
            ((.latencyPercentiles.p50 // 0) * 1000 | . * 1000 | round / 1000),
            $errors,
