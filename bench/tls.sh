@@ -10,7 +10,10 @@
 #   plain-h1   plain HTTP/1.1, kept-alive connections (the baseline without TLS)
 #   tls-h1     HTTPS, HTTP/1.1, kept-alive connections
 #   tls-h2     HTTPS, HTTP/2 (ALPN h2), kept-alive connections
-#   handshake  HTTPS, HTTP/1.1, a new connection (and TLS handshake) per request
+#   handshake  HTTPS, HTTP/1.1, a new connection (and TLS handshake) per request (oha; its
+#              client resumes TLS sessions where the server offers it, and both do by default)
+#   full-handshake  `openssl s_time -new`: one connection after another, each a full TLS 1.3
+#              handshake (no resumption) and a `GET /` over HTTP/1.0
 # Requests still in flight when a run's time is up ("aborted due to deadline") are not errors.
 # For each run it reads the server's own CPU time from /proc (utime+stime; nginx: master +
 # worker) and divides it by the requests answered: CPU µs per request. In the handshake
@@ -25,7 +28,7 @@
 #   BENCH_QUICK=1               3s runs, 1 round
 #   BENCH_DURATION [10s]  BENCH_ROUNDS [3]  BENCH_CONNECTIONS [32]
 #   BENCH_HANDSHAKE_CONNECTIONS [8]   concurrent clients in the handshake scenario
-#   BENCH_SCENARIOS ["plain-h1 tls-h1 tls-h2 handshake"]
+#   BENCH_SCENARIOS ["plain-h1 tls-h1 tls-h2 handshake full-handshake"]
 #   BENCH_LOAD_CPU [0]  BENCH_SERVER_CPU [1]
 #   BENCH_SKIP_BUILD [0]  BENCH_GATEWAY_BIN [target/release/wasmgate]
 set -euo pipefail
@@ -45,7 +48,7 @@ BENCH_DURATION=${BENCH_DURATION:-10s}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-32}
 BENCH_HANDSHAKE_CONNECTIONS=${BENCH_HANDSHAKE_CONNECTIONS:-8}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-plain-h1 tls-h1 tls-h2 handshake}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-plain-h1 tls-h1 tls-h2 handshake full-handshake}
 BENCH_LOAD_CPU=${BENCH_LOAD_CPU:-0}
 BENCH_SERVER_CPU=${BENCH_SERVER_CPU:-1}
 BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
@@ -167,6 +170,7 @@ scenario_args() {
         tls-h1) echo "https://localhost:$tls_port/ -c $BENCH_CONNECTIONS --http-version 1.1" ;;
         tls-h2) echo "https://localhost:$tls_port/ -c $BENCH_CONNECTIONS --http2" ;;
         handshake) echo "https://localhost:$tls_port/ -c $BENCH_HANDSHAKE_CONNECTIONS --http-version 1.1 --disable-keepalive" ;;
+        full-handshake) echo "localhost:$tls_port" ;;
         *) die "unknown scenario $scenario" ;;
     esac
 }
@@ -177,6 +181,10 @@ run_one() {
     if [[ $target == nginx ]]; then pids=("${NGINX_PIDS[@]}"); else pids=("$GATEWAY_PID"); fi
     local args before after
     read -r -a args <<<"$(scenario_args "$scenario" "$target")"
+    if [[ $scenario == full-handshake ]]; then
+        full_handshakes "${args[0]}" "$raw" "${pids[@]}"
+        return
+    fi
     before=$(cpu_ticks "${pids[@]}")
     taskset -c "$BENCH_LOAD_CPU" "$OHA" --no-tui --output-format json --cacert "$WORK/ca.pem" \
         -z "$BENCH_DURATION" "${args[@]}" >"$raw" 2>"$raw.err" || die "oha failed (see $raw.err)"
@@ -189,6 +197,21 @@ run_one() {
            $errors,
            (if $ok > 0 then ($ticks / $tck * 1e6 / $ok * 100 | round / 100) else "-" end)]
         | @tsv' "$raw"
+}
+
+# Full handshakes with `openssl s_time -new` against $1 (HOST:PORT) for BENCH_DURATION; raw
+# output to $2; CPU of the PIDs after that. Prints the same fields as run_one.
+full_handshakes() {
+    local target=$1 raw=$2 before after
+    shift 2
+    before=$(cpu_ticks "$@")
+    taskset -c "$BENCH_LOAD_CPU" openssl s_time -connect "$target" -new -www / \
+        -CAfile "$WORK/ca.pem" -time "$(seconds_of "$BENCH_DURATION")" >"$raw" 2>&1 || die "openssl s_time failed (see $raw)"
+    after=$(cpu_ticks "$@")
+    awk -v ticks="$((after - before))" -v tck="$CLK_TCK" '
+        / connections in [0-9.]+ real seconds/ && !n { n = $1; secs = $4 }
+        END { if (n > 0) printf "%d\t%d\t-\t0\t%.2f\n", n, n / secs, ticks / tck * 1e6 / n;
+              else print "0\t0\t-\t1\t-" }' "$raw"
 }
 
 main() {
