@@ -24,6 +24,10 @@ fi
 if ! command -v promtool >/dev/null; then
     packages+=(prometheus)
 fi
+# openssl (the CLI): tests/tls.rs offers TLS 1.1 with `openssl s_client`, which rustls cannot.
+if ! command -v openssl >/dev/null; then
+    packages+=(openssl)
+fi
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq

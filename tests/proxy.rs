@@ -486,7 +486,7 @@ async fn round_robin_across_targets() {
     let one = TestUpstream::start(handler::fixed(200, "one"));
     let two = TestUpstream::start(handler::fixed(200, "two"));
     let gateway = TestGateway::start(&format!(
-        "{}[[routes]]\nname = \"rr\"\nprefix = \"/\"\nupstream = \"pair\"\n",
+        "{}balance = \"round-robin\"\n[[routes]]\nname = \"rr\"\nprefix = \"/\"\nupstream = \"pair\"\n",
         upstream("pair", &[one.addr(), two.addr()])
     ));
     let http = client();
@@ -513,7 +513,7 @@ async fn round_robin_across_targets() {
 async fn get_fails_over_to_the_next_target_on_connect_failure() {
     let good = TestUpstream::start(handler::fixed(200, "good"));
     let gateway = TestGateway::start(&format!(
-        "{}[[routes]]\nname = \"fo\"\nprefix = \"/\"\nupstream = \"pair\"\n",
+        "{}balance = \"round-robin\"\n[[routes]]\nname = \"fo\"\nprefix = \"/\"\nupstream = \"pair\"\n",
         upstream("pair", &[closed_addr(), good.addr()])
     ));
     for i in 0..4 {
@@ -526,7 +526,7 @@ async fn get_fails_over_to_the_next_target_on_connect_failure() {
     }
     assert_eq!(good.requests(), 4);
     assert!(
-        gateway.logs().contains("upstream connect failed"),
+        gateway.logs().contains("upstream attempt failed; retrying"),
         "the failover is logged"
     );
 }

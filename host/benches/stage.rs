@@ -108,6 +108,7 @@ impl<W: World> Stage<W> {
 
     fn call(&self) -> Call<'_, W> {
         Call {
+            tls: None,
             plugin: &self.plugin,
             pre: &self.pre,
             route: &self.route,

@@ -247,6 +247,7 @@ pub fn status_json(gateway: &Gateway, status: &SharedStatus) -> serde_json::Valu
             "breaker": upstream.breaker.state(),
             "targets": upstream.status(),
         })).collect::<Vec<_>>(),
+        "certificates": reload.certificates,
         "events": reload.events,
     })
 }

@@ -24,6 +24,7 @@ use crate::proxy::{self, Upstream};
 use crate::rescue::GatewayError;
 use crate::router::{RouteMatch, Router};
 use crate::runtime::Runtime;
+use crate::tls::TlsSession;
 use crate::trace::{self, Trace, Tracing};
 use opentelemetry::KeyValue;
 
@@ -247,6 +248,21 @@ impl Gateway {
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
         B::Error: Into<crate::body::BoxError>,
     {
+        self.handle_tls(request, client_ip, None).await
+    }
+
+    /// Like [`handle`](Self::handle), for a request that came over TLS when `tls` is set:
+    /// `X-Forwarded-Proto` is `https` and plugins see the session's facts.
+    pub async fn handle_tls<B>(
+        &self,
+        request: Request<B>,
+        client_ip: &str,
+        tls: Option<&Arc<TlsSession>>,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let state = self.state.load_full();
         let started = Instant::now();
         let request_id = request
@@ -269,7 +285,7 @@ impl Gateway {
             &self.runtime,
             &state,
             request.map(boxed),
-            client_ip,
+            Peer { ip: client_ip, tls },
             &request_id,
             &mut log,
             trace.as_ref(),
@@ -352,6 +368,13 @@ pub(crate) fn new_request_id() -> String {
         .collect()
 }
 
+/// The client end of a request's connection.
+struct Peer<'a> {
+    ip: &'a str,
+    /// The TLS session, for a request that came over TLS.
+    tls: Option<&'a Arc<TlsSession>>,
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one request's context, and the two records it fills in"
@@ -360,7 +383,7 @@ async fn serve(
     runtime: &Runtime,
     state: &LiveState,
     request: Request<Body>,
-    client_ip: &str,
+    peer: Peer<'_>,
     request_id: &str,
     log: &mut AccessLog,
     trace: Option<&Trace>,
@@ -377,6 +400,11 @@ async fn serve(
     }
     let request = normalize_path(request, &config.server.path_policy)?;
     let host = request_host(&request);
+    if let (Some(tls), Some(host)) = (peer.tls, &host)
+        && !tls.serves(host)
+    {
+        return Err(GatewayError::Misdirected { host: host.clone() });
+    }
     let path = request.uri().path();
     let (route_index, params) = match state.router.lookup(host.as_deref(), request.method(), path) {
         RouteMatch::Found { route, params } => (route, params),
@@ -417,11 +445,13 @@ async fn serve(
         }
         body = proxy::limit_body(body, limit);
     }
+    let Peer { ip: client_ip, tls } = peer;
     let client = Client {
         ip: client_ip,
         host: host.as_deref(),
         request_id,
-        proto: "http",
+        proto: if tls.is_some() { "https" } else { "http" },
+        tls,
     };
     let mut flow = Flow::new(
         runtime,

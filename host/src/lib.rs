@@ -38,5 +38,6 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod text;
+pub mod tls;
 pub mod trace;
 pub mod workers;

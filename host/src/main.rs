@@ -62,6 +62,7 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    wasmgate::tls::install_default_provider();
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run { config, workers } => run(&config, workers),
@@ -243,18 +244,20 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
         }
         let gateway = Arc::new(gateway);
         let status = SharedStatus::default();
+        let server = Server::bind(settings, gateway.clone()).await?;
+        let reloader = Reloader::new(gateway.clone(), path.to_path_buf(), status.clone())
+            .with_tls(server.tls_listeners());
         if watch {
-            Reloader::new(gateway.clone(), path.to_path_buf(), status.clone())
+            reloader
                 .spawn()
-                .context("cannot watch the plugin directory and config file")?;
+                .context("cannot watch the plugin directory, config file and certificates")?;
         }
         if let Some(admin) = admin {
             let bound = wasmgate::admin::spawn(admin.listen, gateway.clone(), status.clone()).await?;
             tracing::info!(addr = %bound, "admin API listening");
         }
-        let server = Server::bind(settings, gateway).await?;
-        for addr in server.local_addrs() {
-            tracing::info!(%addr, workers, "listening");
+        for (addr, tls) in server.bound() {
+            tracing::info!(%addr, workers, tls, "listening");
         }
         let drained = server
             .serve(shutdown_signal())

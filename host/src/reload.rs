@@ -19,6 +19,8 @@ use crate::gateway::{Gateway, LiveState};
 use crate::metrics::{RejectReason, ReloadKind, ReloadOutcome};
 use crate::plugins::{self, PluginSet};
 use crate::runtime::PluginError;
+use crate::tls::TlsListener;
+use crate::tls::listener::{CertificateStatus, Reloaded};
 
 /// How long a changed file must be quiet before it is reloaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -38,6 +40,9 @@ pub struct ReloadStatus {
     /// Config keys whose new values wait for a restart (empty when the running process
     /// serves the file as written).
     pub restart_required: Vec<String>,
+    /// The TLS listeners' certificates: what each serves, and why its files on disk are
+    /// refused, if they are.
+    pub certificates: Vec<CertificateStatus>,
 }
 
 /// Shared reload status.
@@ -50,6 +55,8 @@ pub struct Reloader {
     status: SharedStatus,
     /// The config the process started with: what restart-only keys still follow.
     started: Arc<Config>,
+    /// The TLS listeners, whose certificate files are watched too.
+    tls: Vec<Arc<TlsListener>>,
 }
 
 impl Reloader {
@@ -61,7 +68,16 @@ impl Reloader {
             config_path,
             status,
             started,
+            tls: Vec::new(),
         }
+    }
+
+    /// Also watches the certificate and key files of `listeners` and swaps in new pairs.
+    pub fn with_tls(mut self, listeners: Vec<Arc<TlsListener>>) -> Self {
+        self.status.lock().expect("status lock").certificates =
+            listeners.iter().flat_map(|l| l.status()).collect();
+        self.tls = listeners;
+        self
     }
 
     /// Watches the plugin directory and the config file until the process ends.
@@ -86,16 +102,33 @@ impl Reloader {
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+        let cert_dirs = self.cert_dirs();
+        for dir in &cert_dirs {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        }
         tracing::info!(plugins = %plugin_dir.display(), config = %self.config_path.display(), "watching for changes");
         tokio::spawn(async move {
             let _watcher = watcher;
-            self.run(rx, plugin_dir).await;
+            self.run(rx, plugin_dir, cert_dirs).await;
         });
         Ok(())
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<PathBuf>, plugin_dir: PathBuf) {
-        let watched = Watched::new(&self.config_path, &plugin_dir);
+    /// The directories of every TLS listener's certificate and key files.
+    fn cert_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.tls.iter().flat_map(|l| l.watched_dirs()).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    async fn run(
+        self,
+        mut rx: mpsc::UnboundedReceiver<PathBuf>,
+        plugin_dir: PathBuf,
+        cert_dirs: Vec<PathBuf>,
+    ) {
+        let watched = Watched::new(&self.config_path, &plugin_dir, &cert_dirs);
         let mut pending = Pending::default();
         loop {
             let due = pending.next_due();
@@ -110,12 +143,15 @@ impl Reloader {
                 },
                 () = sleep_until(due), if due.is_some() => {
                     let ready = pending.take_due(tokio::time::Instant::now());
+                    if ready.contains(&Change::Certificates) {
+                        self.reload_certificates();
+                    }
                     let config_changed = ready.contains(&Change::Config);
                     let plugins: BTreeSet<String> = ready
                         .into_iter()
                         .filter_map(|change| match change {
                             Change::Plugin(name) => Some(name),
-                            Change::Config => None,
+                            Change::Config | Change::Certificates => None,
                         })
                         .collect();
                     tracing::debug!(config_changed, ?plugins, "file changes");
@@ -133,6 +169,25 @@ impl Reloader {
         if config_changed {
             self.reload_config().await;
         }
+    }
+
+    /// Reads every TLS certificate again; new pairs that pass the checks are swapped in,
+    /// refused ones are logged and shown on `/status` while the last good pair serves.
+    pub fn reload_certificates(&self) {
+        for listener in &self.tls {
+            for done in listener.reload() {
+                match done {
+                    Reloaded::Swapped { cert, sha256 } => {
+                        self.event(format!("certificate {cert} reloaded ({})", &sha256[..12]));
+                    }
+                    Reloaded::Rejected { cert, reason } => {
+                        self.event(format!("certificate {cert} rejected: {reason}"));
+                    }
+                }
+            }
+        }
+        self.status.lock().expect("status lock").certificates =
+            self.tls.iter().flat_map(|l| l.status()).collect();
     }
 
     async fn reload_plugins(&self, names: BTreeSet<String>) {
@@ -389,6 +444,9 @@ enum Change {
     Config,
     /// `NAME.wasm` in the plugin directory.
     Plugin(String),
+    /// Anything in a directory holding TLS certificate or key files (a rename or a
+    /// symlink swap may change a file without an event on its own name).
+    Certificates,
 }
 
 /// The paths whose changes matter; everything else in the watched directories is ignored,
@@ -397,14 +455,16 @@ struct Watched {
     config_dir: PathBuf,
     config_name: Option<std::ffi::OsString>,
     plugin_dir: PathBuf,
+    cert_dirs: Vec<PathBuf>,
 }
 
 impl Watched {
-    fn new(config_path: &Path, plugin_dir: &Path) -> Self {
+    fn new(config_path: &Path, plugin_dir: &Path, cert_dirs: &[PathBuf]) -> Self {
         Self {
             config_dir: canonical(config_path.parent().unwrap_or(Path::new("."))),
             config_name: config_path.file_name().map(|n| n.to_os_string()),
             plugin_dir: canonical(plugin_dir),
+            cert_dirs: cert_dirs.iter().map(|d| canonical(d)).collect(),
         }
     }
 
@@ -415,10 +475,14 @@ impl Watched {
         {
             return Some(Change::Config);
         }
-        if parent == self.plugin_dir {
-            return plugins::plugin_name(path).map(Change::Plugin);
+        if parent == self.plugin_dir
+            && let Some(name) = plugins::plugin_name(path)
+        {
+            return Some(Change::Plugin(name));
         }
-        None
+        self.cert_dirs
+            .contains(&parent)
+            .then_some(Change::Certificates)
     }
 }
 
@@ -496,13 +560,15 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// The keys whose values in `new` differ from those the process started with and that only
 /// a restart applies: listeners, the admin listener, the connection limit, the plugin
-/// directory and watcher, the compile cache, the sandbox pool size and tracing. Everything else
+/// directory and watcher, the compile cache, the sandbox pool size and tracing. TLS listeners
+/// (addresses, certificate entries) are restart-only too; certificate *files* reload. Everything else
 /// (routes, upstreams, stages, limits, timeouts, path policy, plugin output bounds)
 /// applies on reload.
 pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
     let (a, b) = (started, new);
     [
         ("server.listen", a.server.listen != b.server.listen),
+        ("listeners", a.server.listeners != b.server.listeners),
         (
             "server.max-connections",
             a.server.max_connections != b.server.max_connections,

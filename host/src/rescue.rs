@@ -90,6 +90,15 @@ pub enum GatewayError {
     /// No sandbox capacity is left for this request.
     #[error("the gateway is at capacity; retry shortly")]
     Overloaded,
+    /// A request over TLS names a host that another certificate entry of the listener
+    /// serves (the SNI name picked this connection's certificate and client policy).
+    #[error(
+        "host `{host}` is not served on this TLS connection; connect with it as the server name"
+    )]
+    Misdirected {
+        /// The host the request named.
+        host: String,
+    },
 }
 
 impl GatewayError {
@@ -133,6 +142,7 @@ impl GatewayError {
             Self::StageFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "stage_failed"),
             Self::StageTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "stage_timeout"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected_request"),
         }
     }
 

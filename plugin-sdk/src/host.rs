@@ -1,5 +1,6 @@
 //! What every plugin may ask of the host: logging, the clock, request
-//! variables and, for rate-limit plugins, shared counters.
+//! variables, the client's connection (TLS, client certificate) and, for
+//! rate-limit plugins, shared counters.
 //!
 //! On `wasm32` these call the host's imports. On other targets (unit tests of
 //! plugin logic) they use the in-process stand-in of [`testing`](crate::testing).
@@ -62,10 +63,64 @@ pub mod counters {
     }
 }
 
+/// What the host knows about the client's connection: whether it came over
+/// TLS, the server name the client asked for (SNI) and the client certificate
+/// the gateway verified (mutual TLS, on listeners with `client-auth`). An auth
+/// plugin can make the certificate's subject the caller's identity.
+///
+/// A plugin that never calls these does not import the interface, so it loads
+/// in gateways older than the interface too.
+pub mod connection {
+    /// A client certificate the gateway verified during the TLS handshake.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct ClientCertificate {
+        /// The subject, as an RFC 4514 string such as `CN=alice, O=Example`.
+        pub subject: String,
+        /// Subject alternative names, each with its kind: `DNS:…`, `IP:…`,
+        /// `email:…` or `URI:…`.
+        pub sans: Vec<String>,
+        /// SHA-256 of the DER-encoded certificate, lower-case hex.
+        pub sha256: String,
+    }
+
+    /// Whether the request came over TLS.
+    pub fn is_tls() -> bool {
+        super::imp::is_tls()
+    }
+
+    /// The server name the client asked for (SNI, lower-case), if it came over
+    /// TLS and sent one.
+    pub fn server_name() -> Option<String> {
+        super::imp::server_name()
+    }
+
+    /// The verified client certificate, if the client presented one.
+    pub fn client_certificate() -> Option<ClientCertificate> {
+        super::imp::client_certificate()
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::Level;
-    use crate::bindings::wasmgate::plugin::{counters, host, types};
+    use super::connection::ClientCertificate;
+    use crate::bindings::wasmgate::plugin::{connection, counters, host, types};
+
+    pub fn is_tls() -> bool {
+        connection::is_tls()
+    }
+
+    pub fn server_name() -> Option<String> {
+        connection::server_name()
+    }
+
+    pub fn client_certificate() -> Option<ClientCertificate> {
+        connection::client_certificate().map(|cert| ClientCertificate {
+            subject: cert.subject,
+            sans: cert.sans,
+            sha256: cert.sha256,
+        })
+    }
 
     pub fn log(level: Level, message: &str) {
         let level = match level {
@@ -97,5 +152,35 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    pub use crate::testing::host::{config_json, increment, log, now_millis, set_var};
+    pub use crate::testing::host::{
+        client_certificate, config_json, increment, is_tls, log, now_millis, server_name, set_var,
+    };
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::connection::{self, ClientCertificate};
+    use crate::testing;
+
+    #[test]
+    fn the_connection_stand_in_is_plain_until_tls_is_set() {
+        testing::reset();
+        assert!(!connection::is_tls());
+        assert_eq!(connection::server_name(), None);
+        assert_eq!(connection::client_certificate(), None);
+        let cert = ClientCertificate {
+            subject: "CN=alice".into(),
+            sans: vec!["email:alice@example.test".into()],
+            sha256: "00".repeat(32),
+        };
+        testing::set_tls(Some("api.example.test"), Some(cert.clone()));
+        assert!(connection::is_tls());
+        assert_eq!(
+            connection::server_name().as_deref(),
+            Some("api.example.test")
+        );
+        assert_eq!(connection::client_certificate(), Some(cert));
+        testing::reset();
+        assert!(!connection::is_tls());
+    }
 }

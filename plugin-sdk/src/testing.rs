@@ -21,6 +21,7 @@
 use std::{cell::RefCell, collections::HashMap};
 
 use crate::Level;
+use crate::connection::ClientCertificate;
 
 #[derive(Default)]
 struct TestHost {
@@ -30,6 +31,8 @@ struct TestHost {
     logs: Vec<(Level, String)>,
     counters: HashMap<String, (u64, u64)>,
     counters_error: Option<String>,
+    /// `Some` while the request "came over TLS": the SNI name and client certificate.
+    tls: Option<(Option<String>, Option<ClientCertificate>)>,
 }
 
 thread_local! {
@@ -76,6 +79,12 @@ pub fn logs() -> Vec<(Level, String)> {
     with(|host| host.logs.clone())
 }
 
+/// Makes the request come over TLS with `server_name` (SNI) and, for mutual
+/// TLS, a verified `client_certificate`; [`reset`] makes it plain again.
+pub fn set_tls(server_name: Option<&str>, client_certificate: Option<ClientCertificate>) {
+    with(|host| host.tls = Some((server_name.map(str::to_string), client_certificate)));
+}
+
 pub(crate) mod host {
     use super::with;
     use crate::Level;
@@ -103,6 +112,18 @@ pub(crate) mod host {
 
     pub fn config_json() -> String {
         with(|host| host.config.clone()).unwrap_or_else(|| "{}".to_string())
+    }
+
+    pub fn is_tls() -> bool {
+        with(|host| host.tls.is_some())
+    }
+
+    pub fn server_name() -> Option<String> {
+        with(|host| host.tls.as_ref().and_then(|(name, _)| name.clone()))
+    }
+
+    pub fn client_certificate() -> Option<crate::connection::ClientCertificate> {
+        with(|host| host.tls.as_ref().and_then(|(_, cert)| cert.clone()))
     }
 
     pub fn increment(key: &str, delta: u64, window_ms: u64) -> Result<u64, String> {

@@ -38,7 +38,7 @@ impl Checker<'_, '_> {
 
     pub(super) fn check(mut self, raw: RawConfig) -> Option<Config> {
         let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let server = self.server(&raw);
+        let server = self.server(&raw, &base);
         let defaults = StageLimits::default().overridden_by(&raw.limits);
         self.limits("limits", &raw.limits, 0..0);
         let plugin_limits: BTreeMap<String, StageLimits> = raw
@@ -102,7 +102,7 @@ impl Checker<'_, '_> {
             .upstreams
             .iter()
             .filter_map(|(name, upstream)| {
-                self.upstream(name, upstream)
+                self.upstream(name, upstream, &base)
                     .map(|u| (name.to_string(), Arc::new(u)))
             })
             .collect();
@@ -174,12 +174,21 @@ impl Checker<'_, '_> {
         })
     }
 
-    fn server(&mut self, raw: &RawConfig) -> ServerConfig {
+    fn server(&mut self, raw: &RawConfig, base: &Path) -> ServerConfig {
         let s = &raw.server;
+        let listeners: Vec<ListenerConfig> = raw
+            .listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(index, listener)| {
+                self.listener(&format!("listeners[{index}]"), listener.get_ref(), base)
+            })
+            .collect();
         let listen = match &s.listen {
+            None if !raw.listeners.is_empty() => Vec::new(),
             None => vec![DEFAULT_LISTEN.parse().expect("the default address parses")],
             Some(list) => {
-                if list.get_ref().is_empty() {
+                if list.get_ref().is_empty() && raw.listeners.is_empty() {
                     self.report
                         .error(list.span(), "server.listen", "needs at least one address");
                 }
@@ -213,6 +222,7 @@ impl Checker<'_, '_> {
         };
         ServerConfig {
             listen,
+            listeners,
             header_read_timeout: s
                 .header_read_timeout
                 .map_or(DEFAULT_HEADER_READ_TIMEOUT, |d| d.0),
@@ -332,6 +342,297 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// A `[[listeners]]` entry; its certificate files are read and checked.
+    fn listener(
+        &mut self,
+        key: &str,
+        raw: &raw::RawListener,
+        base: &Path,
+    ) -> Option<ListenerConfig> {
+        let address = self.socket_addr(&raw.address, &format!("{key}.address"));
+        let min_version = match raw
+            .min_tls_version
+            .as_ref()
+            .map_or((DEFAULT_MIN_TLS_VERSION, 0..0), |v| {
+                (v.get_ref().as_str(), v.span())
+            }) {
+            ("1.2", _) => TlsVersion::Tls12,
+            ("1.3", _) => TlsVersion::Tls13,
+            (other, span) => {
+                self.report.error(
+                    span,
+                    format!("{key}.min-tls-version"),
+                    format!(
+                        "`{other}` is not a TLS version the gateway offers: use \"1.2\" or \"1.3\""
+                    ),
+                );
+                TlsVersion::Tls12
+            }
+        };
+        if raw.certificates.is_empty() {
+            if let Some(version) = &raw.min_tls_version {
+                self.report.error(
+                    version.span(),
+                    format!("{key}.min-tls-version"),
+                    "a listener without `certificates` is plain HTTP; add a certificate for TLS",
+                );
+            }
+            return Some(ListenerConfig {
+                address: address?,
+                tls: None,
+            });
+        }
+        let mut certificates = Vec::new();
+        let mut served: BTreeMap<String, usize> = BTreeMap::new();
+        for (index, spanned) in raw.certificates.iter().enumerate() {
+            let key = format!("{key}.certificates[{index}]");
+            if let Some((certificate, names)) = self.certificate(&key, spanned, base) {
+                for name in names {
+                    if let Some(first) = served.insert(name.clone(), index) {
+                        self.report.error(
+                            spanned.span(),
+                            format!("{key}.names"),
+                            format!("`{name}` is already served by certificates[{first}]"),
+                        );
+                    }
+                }
+                certificates.push(certificate);
+            }
+        }
+        let defaults = certificates.iter().filter(|c| c.default).count();
+        if defaults > 1 {
+            self.report.error(
+                raw.certificates[0].span(),
+                format!("{key}.certificates"),
+                "more than one certificate has `default = true`",
+            );
+        }
+        if defaults == 0
+            && let Some(first) = certificates.first_mut()
+        {
+            first.default = true;
+        }
+        Some(ListenerConfig {
+            address: address?,
+            tls: Some(ListenerTls {
+                min_version,
+                certificates,
+            }),
+        })
+    }
+
+    /// A certificate entry, and the SNI names it serves (when its files could be read).
+    fn certificate(
+        &mut self,
+        key: &str,
+        spanned: &Spanned<raw::RawCertificate>,
+        base: &Path,
+    ) -> Option<(CertificateConfig, Vec<String>)> {
+        let raw = spanned.get_ref();
+        let (cert, key_file) = (base.join(raw.cert.get_ref()), base.join(raw.key.get_ref()));
+        let pair = match crate::tls::certs::load_pair(&cert, &key_file) {
+            Ok(pair) => Some(pair),
+            Err(error) => {
+                let (span, field) = match &error {
+                    crate::tls::CertError::Read { path, .. }
+                    | crate::tls::CertError::Pem { path, .. }
+                        if *path == key_file =>
+                    {
+                        (raw.key.span(), "key")
+                    }
+                    crate::tls::CertError::Key { .. } => (raw.key.span(), "key"),
+                    _ => (raw.cert.span(), "cert"),
+                };
+                self.report
+                    .error(span, format!("{key}.{field}"), error.to_string());
+                None
+            }
+        };
+        let names: Vec<String> = raw
+            .names
+            .iter()
+            .flatten()
+            .filter_map(|name| {
+                let text = name.get_ref().to_ascii_lowercase();
+                if is_server_name_pattern(&text) {
+                    Some(text)
+                } else {
+                    self.report.error(
+                        name.span(),
+                        format!("{key}.names"),
+                        format!("`{text}` is not a server name (use `api.example.com` or `*.example.com`)"),
+                    );
+                    None
+                }
+            })
+            .collect();
+        if raw.names.is_none()
+            && let Some(pair) = &pair
+            && pair.info.dns_names.is_empty()
+        {
+            self.report.error(
+                raw.cert.span(),
+                format!("{key}.names"),
+                "the certificate has no DNS names; list the SNI names it serves in `names`",
+            );
+        }
+        let ca = raw.client_ca.as_ref().map(|ca| {
+            let path = base.join(ca.get_ref());
+            if let Err(error) = crate::tls::certs::load_roots(&path) {
+                self.report
+                    .error(ca.span(), format!("{key}.client-ca"), error.to_string());
+            }
+            path
+        });
+        let mode = raw
+            .client_auth
+            .as_ref()
+            .map_or((DEFAULT_CLIENT_AUTH, 0..0), |m| {
+                (m.get_ref().as_str(), m.span())
+            });
+        let client_auth = match (mode, ca) {
+            (("off", _), None) => ClientAuth::Off,
+            (("off", _), Some(_)) => {
+                let span = raw.client_ca.as_ref().map_or(0..0, Spanned::span);
+                self.report.error(
+                    span,
+                    format!("{key}.client-ca"),
+                    "`client-ca` needs `client-auth = \"optional\"` or `\"required\"`",
+                );
+                ClientAuth::Off
+            }
+            (("optional" | "required", span), None) => {
+                self.report.error(
+                    span,
+                    format!("{key}.client-auth"),
+                    "client certificates need `client-ca`: the CA bundle they must chain to",
+                );
+                ClientAuth::Off
+            }
+            (("optional", _), Some(ca)) => ClientAuth::Optional { ca },
+            (("required", _), Some(ca)) => ClientAuth::Required { ca },
+            ((other, span), _) => {
+                self.report.error(
+                    span,
+                    format!("{key}.client-auth"),
+                    format!("unknown policy `{other}`: expected `off`, `optional` or `required`"),
+                );
+                ClientAuth::Off
+            }
+        };
+        let served = if raw.names.is_some() {
+            names.clone()
+        } else {
+            pair.map(|pair| pair.info.dns_names).unwrap_or_default()
+        };
+        let config = CertificateConfig {
+            cert,
+            key: key_file,
+            names,
+            default: raw.default.unwrap_or(false),
+            client_auth,
+        };
+        Some((config, served))
+    }
+
+    /// An upstream's TLS settings, its files read and checked; `None` for plain HTTP.
+    fn upstream_tls(
+        &mut self,
+        key: &str,
+        raw: &RawUpstream,
+        https: bool,
+        targets: &[Authority],
+        base: &Path,
+    ) -> Option<UpstreamTlsConfig> {
+        let tls = https || raw.tls == Some(true);
+        let tls_keys = [
+            (&raw.tls_server_name, "tls-server-name"),
+            (&raw.tls_ca, "tls-ca"),
+            (&raw.tls_client_cert, "tls-client-cert"),
+            (&raw.tls_client_key, "tls-client-key"),
+        ];
+        if !tls {
+            for (value, name) in tls_keys {
+                if let Some(value) = value {
+                    self.report.error(
+                        value.span(),
+                        format!("{key}.{name}"),
+                        "this upstream speaks plain HTTP; use https:// targets or `tls = true`",
+                    );
+                }
+            }
+            return None;
+        }
+        let server_name = raw.tls_server_name.as_ref().and_then(|name| {
+            let text = name.get_ref().to_ascii_lowercase();
+            if rustls::pki_types::ServerName::try_from(text.as_str()).is_ok() {
+                Some(text)
+            } else {
+                self.report.error(
+                    name.span(),
+                    format!("{key}.tls-server-name"),
+                    format!("`{text}` is not a server name"),
+                );
+                None
+            }
+        });
+        if raw.tls_server_name.is_none() {
+            for target in targets {
+                if target
+                    .host()
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok()
+                {
+                    self.report.error(
+                        raw.targets.span(),
+                        format!("{key}.tls-server-name"),
+                        format!(
+                            "target `{target}` is an IP address: set `tls-server-name` to the name its certificate is verified against"
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
+        let ca = raw.tls_ca.as_ref().map(|ca| {
+            let path = base.join(ca.get_ref());
+            if let Err(error) = crate::tls::certs::load_roots(&path) {
+                self.report
+                    .error(ca.span(), format!("{key}.tls-ca"), error.to_string());
+            }
+            path
+        });
+        let client_cert = match (&raw.tls_client_cert, &raw.tls_client_key) {
+            (None, None) => None,
+            (Some(cert), Some(client_key)) => {
+                let (cert_path, key_path) =
+                    (base.join(cert.get_ref()), base.join(client_key.get_ref()));
+                if let Err(error) = crate::tls::certs::load_pair(&cert_path, &key_path) {
+                    self.report.error(
+                        cert.span(),
+                        format!("{key}.tls-client-cert"),
+                        error.to_string(),
+                    );
+                }
+                Some((cert_path, key_path))
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                self.report.error(
+                    one.span(),
+                    format!("{key}.tls-client-cert"),
+                    "set both `tls-client-cert` and `tls-client-key`",
+                );
+                None
+            }
+        };
+        Some(UpstreamTlsConfig {
+            server_name,
+            ca,
+            client_cert,
+        })
+    }
+
     fn balance(&mut self, key: &str, raw: &RawUpstream) -> Balance {
         let span = raw.balance.as_ref().map_or(0..0, Spanned::span);
         let balance = match raw.balance.as_ref().map(|b| b.get_ref().as_str()) {
@@ -383,7 +684,12 @@ impl Checker<'_, '_> {
         balance
     }
 
-    fn upstream(&mut self, name: &str, spanned: &Spanned<RawUpstream>) -> Option<UpstreamConfig> {
+    fn upstream(
+        &mut self,
+        name: &str,
+        spanned: &Spanned<RawUpstream>,
+        base: &Path,
+    ) -> Option<UpstreamConfig> {
         let key = format!("upstreams.{name}");
         let raw = spanned.get_ref();
         if raw.targets.get_ref().is_empty() {
@@ -395,6 +701,7 @@ impl Checker<'_, '_> {
         }
         let mut targets = Vec::new();
         let mut weights = Vec::new();
+        let (mut https, mut http) = (false, false);
         for target in raw.targets.get_ref() {
             let (text, weight) = match target.get_ref().split_once(char::is_whitespace) {
                 Some((address, rest)) => {
@@ -414,30 +721,45 @@ impl Checker<'_, '_> {
                 }
                 None => (target.get_ref().as_str(), 1),
             };
-            let bare = text
-                .strip_prefix("http://")
-                .unwrap_or(text)
-                .trim_end_matches('/');
-            if text.starts_with("https://") {
-                self.report.error(
-                    target.span(),
-                    format!("{key}.targets"),
-                    "TLS to upstreams is not supported yet; use an http:// target",
-                );
-                continue;
-            }
+            let (scheme_https, rest) =
+                match (text.strip_prefix("https://"), text.strip_prefix("http://")) {
+                    (Some(rest), _) => (true, rest),
+                    (None, Some(rest)) => (false, rest),
+                    (None, None) => (false, text),
+                };
+            https |= scheme_https;
+            http |= !scheme_https;
+            let bare = rest.trim_end_matches('/');
             match bare.parse::<Authority>() {
-                Ok(authority) if authority.port_u16().is_some() && !bare.contains('@') => {
+                Ok(authority) if !bare.contains('@') && (authority.port_u16().is_some() || scheme_https) => {
+                    let authority = if authority.port_u16().is_none() {
+                        format!("{bare}:443").parse().unwrap_or(authority)
+                    } else {
+                        authority
+                    };
                     targets.push(authority);
                     weights.push(weight);
                 }
                 _ => self.report.error(
                     target.span(),
                     format!("{key}.targets"),
-                    format!("`{text}` is not a target: expected HOST:PORT or http://HOST:PORT"),
+                    format!("`{text}` is not a target: expected HOST:PORT, http://HOST:PORT or https://HOST[:PORT]"),
                 ),
             }
         }
+        if https && (http || raw.tls == Some(false)) {
+            self.report.error(
+                raw.targets.span(),
+                format!("{key}.targets"),
+                "mixes https:// and plain targets: list all targets as https://, or as HOST:PORT with `tls = true`",
+            );
+        }
+        // A mixed list is reported once; its TLS settings are not checked further.
+        let tls = if https && http {
+            None
+        } else {
+            self.upstream_tls(&key, raw, https, &targets, base)
+        };
         let balance = self.balance(&key, raw);
         let health_check = raw
             .health_check
@@ -478,6 +800,7 @@ impl Checker<'_, '_> {
             idle_timeout: raw
                 .idle_timeout
                 .map_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT, |d| d.0),
+            tls,
         })
     }
 
@@ -945,6 +1268,15 @@ pub fn default_cache_dir() -> PathBuf {
         "wasmgate-cache-{}",
         rustix::process::geteuid().as_raw()
     ))
+}
+
+/// Whether `name` is a server name or a `*.` wildcard over one.
+fn is_server_name_pattern(name: &str) -> bool {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    !bare.is_empty()
+        && !bare.contains('*')
+        && bare.parse::<std::net::IpAddr>().is_err()
+        && rustls::pki_types::ServerName::try_from(bare).is_ok()
 }
 
 /// Whether `path` is `dir` or inside it, comparing real paths where they exist.

@@ -74,11 +74,13 @@ pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most header fields a request head may have (431 above), as in Envoy.
 pub const MAX_HEADER_FIELDS: usize = 100;
 
-/// `[server]`, with defaults applied.
+/// `[server]` and `[[listeners]]`, with defaults applied.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Listen addresses.
+    /// Plain listen addresses (`server.listen`).
     pub listen: Vec<SocketAddr>,
+    /// `[[listeners]]`: more addresses, plain or TLS, after `listen`.
+    pub listeners: Vec<ListenerConfig>,
     /// Time a client has to send a complete request head.
     pub header_read_timeout: Duration,
     /// Connections with no traffic for this long are closed.
@@ -94,6 +96,82 @@ pub struct ServerConfig {
     /// How request paths are normalized before routing.
     pub path_policy: PathPolicy,
 }
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// The address.
+    pub address: SocketAddr,
+    /// TLS settings; `None` is a plain listener.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A TLS listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The lowest protocol version accepted.
+    pub min_version: TlsVersion,
+    /// Certificates, in config order; at least one.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+/// A listener's certificate: files, the SNI names it serves and its client policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    /// PEM certificate chain (resolved path).
+    pub cert: PathBuf,
+    /// PEM private key (resolved path).
+    pub key: PathBuf,
+    /// SNI names (`api.example.com`, `*.example.com`), lower-case; empty: the
+    /// certificate's own DNS names.
+    pub names: Vec<String>,
+    /// Served to clients without SNI and for names no certificate has.
+    pub default: bool,
+    /// Client certificates.
+    pub client_auth: ClientAuth,
+}
+
+/// Whether clients must present a certificate, and what it must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    Off,
+    /// A certificate is asked for; one that is sent must verify against the CA bundle.
+    Optional {
+        /// The CA bundle.
+        ca: PathBuf,
+    },
+    /// A certificate that verifies against the CA bundle is required.
+    Required {
+        /// The CA bundle.
+        ca: PathBuf,
+    },
+}
+
+/// TLS to an upstream's targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// SNI and verified name; `None`: each target's host (never an IP address).
+    pub server_name: Option<String>,
+    /// CA bundle; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key presented to targets (upstream mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// `listeners[].min-tls-version` by default.
+pub const DEFAULT_MIN_TLS_VERSION: &str = "1.2";
+/// `listeners[].certificates[].client-auth` by default.
+pub const DEFAULT_CLIENT_AUTH: &str = "off";
 
 /// `[plugins]` and `[limits]`, with defaults applied and paths resolved.
 #[derive(Debug, Clone)]
@@ -309,6 +387,8 @@ pub struct UpstreamConfig {
     pub max_idle_per_target: usize,
     /// How long idle connections are kept.
     pub idle_timeout: Duration,
+    /// TLS to the targets; `None` is plain HTTP.
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// What part of the path a route matches.
@@ -581,6 +661,14 @@ mod tests {
             DEFAULT_RETRY_MAX_BACKOFF
         );
         assert_eq!(bytes("route retry.buffer-body"), DEFAULT_RETRY_BUFFER_BODY);
-        assert_eq!(table.len(), 48, "every row is checked: {table:?}");
+        assert_eq!(
+            table["listeners[].min-tls-version"],
+            DEFAULT_MIN_TLS_VERSION
+        );
+        assert_eq!(
+            table["listeners[].certificates[].client-auth"],
+            DEFAULT_CLIENT_AUTH
+        );
+        assert_eq!(table.len(), 50, "every row is checked: {table:?}");
     }
 }

@@ -96,6 +96,9 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     /// Distributed tracing (OTLP export).
     pub tracing: Option<RawTracing>,
+    /// Listeners beyond `server.listen`: plain, or TLS when they have certificates.
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
     /// Named upstreams.
     #[serde(default)]
     pub upstreams: BTreeMap<UpstreamName, Spanned<RawUpstream>>,
@@ -126,6 +129,37 @@ pub struct RawServer {
     pub escaped_slashes: Option<Spanned<String>>,
     /// Merge runs of `/` in request paths into one before routing.
     pub merge_slashes: Option<bool>,
+}
+
+/// `[[listeners]]`: one listen address, plain or TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawListener {
+    /// The address (`"0.0.0.0:8443"`).
+    pub address: Spanned<String>,
+    /// The lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_tls_version: Option<Spanned<String>>,
+    /// Certificates chosen by SNI; the listener speaks TLS when there is at least one.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<RawCertificate>>,
+}
+
+/// `[[listeners.certificates]]`: a certificate, the names it serves and its client policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCertificate {
+    /// PEM certificate chain, end-entity first (relative to the config file).
+    pub cert: Spanned<String>,
+    /// PEM private key (relative to the config file).
+    pub key: Spanned<String>,
+    /// SNI names served (`api.example.com`, `*.example.com`); default: the certificate's DNS names.
+    pub names: Option<Vec<Spanned<String>>>,
+    /// Serve clients that send no SNI, or a name no certificate has (default: the first).
+    pub default: Option<bool>,
+    /// Client certificates: `"off"` (default), `"optional"` or `"required"`.
+    pub client_auth: Option<Spanned<String>>,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
 }
 
 /// `[plugins]`
@@ -242,6 +276,16 @@ pub struct RawUpstream {
     pub max_idle_per_target: Option<usize>,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Option<ConfigDuration>,
+    /// Speak TLS to `host:port` targets (`https://` targets always do).
+    pub tls: Option<bool>,
+    /// The name sent as SNI and verified in the certificate (default: the target's host).
+    pub tls_server_name: Option<Spanned<String>>,
+    /// PEM bundle of CAs to verify targets with, instead of the system's roots.
+    pub tls_ca: Option<Spanned<String>>,
+    /// PEM certificate chain presented to targets that ask for one (upstream mTLS).
+    pub tls_client_cert: Option<Spanned<String>>,
+    /// The private key of `tls-client-cert`.
+    pub tls_client_key: Option<Spanned<String>>,
 }
 
 /// `[[routes]]`

@@ -14,6 +14,7 @@ use crate::config::{OutputLimits, RouteConfig};
 use crate::proxy::{Attempts, Upstream};
 use crate::runtime::Runtime;
 use crate::runtime::bindings::types;
+use crate::tls::TlsSession;
 use crate::trace::Trace;
 
 /// Upstreams by name.
@@ -29,6 +30,8 @@ pub struct Client<'a> {
     pub request_id: &'a str,
     /// `"http"` or `"https"`.
     pub proto: &'static str,
+    /// The TLS session the request came over, if it came over TLS.
+    pub tls: Option<&'a Arc<TlsSession>>,
 }
 
 /// The shared state of one request: the route, the live resources it may use, the WIT

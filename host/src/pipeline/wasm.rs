@@ -20,6 +20,7 @@ use crate::runtime::bindings::types;
 use crate::runtime::{
     Call, InstancePool, Plugin, PoolStatus, Runtime, StageError, StageState, World,
 };
+use crate::tls::TlsSession;
 use crate::trace::Trace;
 
 /// A stage that runs a plugin of world `W`.
@@ -61,8 +62,10 @@ impl<W: World> WasmStage<W> {
         route: &'a Arc<str>,
         vars: Vec<(String, String)>,
         trace: Option<&Trace>,
+        tls: Option<Arc<TlsSession>>,
     ) -> Call<'a, W> {
         Call {
+            tls,
             plugin: &self.plugin,
             pre: &self.pre,
             route,
@@ -93,8 +96,9 @@ impl<W: World> WasmStage<W> {
     ) -> Result<T, StageError> {
         let (runtime, route) = (flow.runtime, flow.route_name);
         let trace = flow.trace.clone();
+        let tls = flow.client.tls.cloned();
         let ctx = flow.ctx();
-        let call = self.call(route, ctx.vars.clone(), trace.as_ref());
+        let call = self.call(route, ctx.vars.clone(), trace.as_ref(), tls);
         let ctx = &*ctx;
         let started = self.metrics.as_ref().map(|_| Instant::now());
         let outcome = runtime
@@ -115,7 +119,7 @@ impl<W: World> WasmStage<W> {
         Box::pin(async move {
             let route: Arc<str> = Arc::from("");
             let outcome = runtime
-                .validate_config(self.call(&route, Vec::new(), None))
+                .validate_config(self.call(&route, Vec::new(), None, None))
                 .await;
             match outcome {
                 Ok((Ok(()), _)) => Ok(()),

@@ -20,7 +20,7 @@ pub use balance::hash as hash_key;
 pub use breaker::{Refusal, State as BreakerState};
 pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
 pub use health::{Observed, TargetStatus};
-pub use pool::{PoolSettings, SendError, TargetPool};
+pub use pool::{PoolSettings, SendError, TargetPool, Transport};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
@@ -242,6 +242,9 @@ pub async fn forward(
                 upstream.observe(target, Observed::GatewayFailure);
                 Some(Failure::Reset)
             }
+            // A certificate that does not verify is the settings' fault, not the target's:
+            // no ejection, and no retry (another target would fail the same way).
+            Ok(Err(SendError::Tls(_))) => Some(Failure::Tls),
             Err(_) => {
                 upstream.observe(target, Observed::GatewayFailure);
                 Some(Failure::Timeout)
@@ -276,7 +279,7 @@ pub async fn forward(
             if let Some(metrics) = metrics {
                 metrics.retried();
             }
-            tracing::debug!(upstream = %upstream.config.name, address = %authority, attempt, ?failure, "retrying");
+            tracing::info!(upstream = %upstream.config.name, address = %authority, attempt, failure = ?failure, "upstream attempt failed; retrying");
             tokio::time::sleep(wait).await;
             continue;
         }
@@ -295,6 +298,15 @@ pub async fn forward(
                 Err(ProxyError::Unreachable {
                     upstream: name(),
                     cause: SendError::Connect(error),
+                })
+            }
+            Ok(Err(SendError::Tls(error))) => {
+                // A certificate that does not verify is no reason to try another target: the
+                // settings, not the target, are at fault (and would fail the same way).
+                tracing::error!(upstream = %upstream.config.name, address = %authority, %error, "upstream TLS handshake failed");
+                Err(ProxyError::Unreachable {
+                    upstream: name(),
+                    cause: SendError::Tls(error),
                 })
             }
             Ok(Err(SendError::Http(error))) => {
@@ -318,6 +330,7 @@ enum Failure {
     Reset,
     Timeout,
     Status(u16),
+    Tls,
 }
 
 impl Failure {
@@ -327,6 +340,7 @@ impl Failure {
             Self::Reset => policy.on.reset,
             Self::Timeout => policy.on.timeout,
             Self::Status(status) => policy.on.statuses.contains(&status),
+            Self::Tls => false,
         }
     }
 }
@@ -422,7 +436,7 @@ fn record_attempt<E>(
                 metrics.error(UpstreamError::ServerError);
             }
         }
-        Ok(Err(SendError::Connect(_))) => metrics.error(UpstreamError::Connect),
+        Ok(Err(SendError::Connect(_) | SendError::Tls(_))) => metrics.error(UpstreamError::Connect),
         // A request body over the route's limit is the client's doing, not the target's.
         Ok(Err(SendError::Http(error))) if body_limit_exceeded(error).is_some() => {}
         Ok(Err(SendError::Http(_))) => metrics.error(UpstreamError::Reset),

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BodyHook, Hooked, boxed};
 use crate::metrics::{ActiveConnection, UpstreamMetrics};
+use crate::tls::UpstreamTls;
 
 /// Idle time after which the kernel starts probing an upstream connection.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -31,6 +32,10 @@ pub enum SendError {
     /// No connection to the target could be opened; nothing was sent.
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
+    /// The TLS handshake with the target failed (for instance, its certificate did not
+    /// verify); nothing was sent.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     /// The exchange failed after the connection was opened.
     #[error(transparent)]
     Http(#[from] hyper::Error),
@@ -47,9 +52,22 @@ pub struct PoolSettings {
     pub max_idle: usize,
 }
 
+/// How a pool's connections are made.
+#[derive(Debug)]
+pub enum Transport {
+    /// Plain TCP.
+    Plain,
+    /// TLS over TCP.
+    Tls(UpstreamTls),
+    /// TLS whose settings could not be put to use (a file changed since the config was
+    /// checked): every connection fails with this reason.
+    Broken(String),
+}
+
 /// The idle connections to one target, for one worker.
 pub struct TargetPool {
     authority: Authority,
+    transport: Arc<Transport>,
     /// `authority` as a `Host` header value, built once.
     host: Option<HeaderValue>,
     settings: PoolSettings,
@@ -93,12 +111,14 @@ impl TargetPool {
     /// An empty pool for `authority`, counting its connections in `metrics` when given.
     pub fn new(
         authority: Authority,
+        transport: Arc<Transport>,
         settings: PoolSettings,
         metrics: Option<UpstreamMetrics>,
     ) -> Self {
         Self {
             host: HeaderValue::from_str(authority.as_str()).ok(),
             authority,
+            transport,
             settings,
             idle: Mutex::new(Idle::default()),
             metrics,
@@ -161,6 +181,35 @@ impl TargetPool {
         // Probe a silent upstream so a dead peer under a long stream is noticed.
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        match &*self.transport {
+            Transport::Plain => self.handshake(stream).await,
+            Transport::Tls(tls) => {
+                let secured = tokio::time::timeout(
+                    self.settings.connect_timeout,
+                    tls.connect(&self.authority, stream),
+                )
+                .await
+                .map_err(|_| {
+                    SendError::Tls(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no TLS handshake within {} ms",
+                            self.settings.connect_timeout.as_millis()
+                        ),
+                    ))
+                })?
+                .map_err(SendError::Tls)?;
+                self.handshake(secured).await
+            }
+            Transport::Broken(reason) => Err(SendError::Tls(std::io::Error::other(reason.clone()))),
+        }
+    }
+
+    /// Starts HTTP/1.1 on a connected stream and drives it on the current runtime.
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Body>, SendError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         let authority = self.authority.clone();
         tokio::spawn(async move {

@@ -8,10 +8,11 @@ use http::uri::Authority;
 use super::balance::Balancer;
 use super::breaker::{Breaker, Refusal};
 use super::health::{self, Health, Observed, TargetStatus};
-use super::pool::{PoolSettings, TargetPool};
+use super::pool::{PoolSettings, TargetPool, Transport};
 use super::retry::Budget;
 use crate::config::{HashOn, UpstreamConfig};
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::tls::UpstreamTls;
 use crate::workers;
 
 /// One named upstream: its settings, connection pools and resilience state.
@@ -63,11 +64,23 @@ impl Upstream {
                 .map(|target| metrics.target(&config.name, target.as_str()))
                 .collect()
         });
+        let transport = Arc::new(match &config.tls {
+            None => Transport::Plain,
+            Some(tls) => match UpstreamTls::new(tls) {
+                Ok(tls) => Transport::Tls(tls),
+                Err(error) => {
+                    tracing::error!(upstream = %config.name, %error, "upstream TLS settings cannot be used; its requests fail with 502");
+                    Transport::Broken(error.to_string())
+                }
+            },
+        });
+        // Pools are kept across a reload only when nothing about how they connect changed.
         let kept = |worker: usize, target: &Authority| {
             let previous = previous.filter(|p| {
                 p.config.connect_timeout == config.connect_timeout
                     && p.config.idle_timeout == config.idle_timeout
                     && p.config.max_idle_per_target == config.max_idle_per_target
+                    && format!("{:?}", p.config.tls) == format!("{:?}", config.tls)
             })?;
             let index = previous.config.targets.iter().position(|t| t == target)?;
             let count = previous.config.targets.len();
@@ -84,7 +97,12 @@ impl Upstream {
             .map(|(worker, index, target)| {
                 kept(worker, target).unwrap_or_else(|| {
                     let metrics = target_metrics.as_ref().map(|m| m[index].clone());
-                    Arc::new(TargetPool::new(target.clone(), settings, metrics))
+                    Arc::new(TargetPool::new(
+                        target.clone(),
+                        transport.clone(),
+                        settings,
+                        metrics,
+                    ))
                 })
             })
             .collect();

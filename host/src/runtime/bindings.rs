@@ -1,8 +1,8 @@
 //! Every `bindgen!` for the WIT package, in one place.
 //!
-//! The `auth` world generates the shared `types`, `host`, `trace` and `metrics` interfaces;
-//! the other worlds reuse them through `with`, so there is one `Request` type and one
-//! `Host` trait of each.
+//! The `auth` world generates the shared `types`, `host`, `trace`, `metrics` and
+//! `connection` interfaces; the other worlds reuse them through `with`, so there is one
+//! `Request` type and one `Host` trait of each.
 
 mod generated {
     /// The `auth` world, and the shared interfaces.
@@ -30,6 +30,7 @@ mod generated {
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
                 "wasmgate:plugin/trace": super::auth::wasmgate::plugin::trace,
                 "wasmgate:plugin/metrics": super::auth::wasmgate::plugin::metrics,
+                "wasmgate:plugin/connection": super::auth::wasmgate::plugin::connection,
             },
         });
     }
@@ -46,6 +47,7 @@ mod generated {
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
                 "wasmgate:plugin/trace": super::auth::wasmgate::plugin::trace,
                 "wasmgate:plugin/metrics": super::auth::wasmgate::plugin::metrics,
+                "wasmgate:plugin/connection": super::auth::wasmgate::plugin::connection,
             },
         });
     }
@@ -62,12 +64,14 @@ mod generated {
                 "wasmgate:plugin/host": super::auth::wasmgate::plugin::host,
                 "wasmgate:plugin/trace": super::auth::wasmgate::plugin::trace,
                 "wasmgate:plugin/metrics": super::auth::wasmgate::plugin::metrics,
+                "wasmgate:plugin/connection": super::auth::wasmgate::plugin::connection,
             },
         });
     }
 }
 
 pub use generated::aggregate::{Aggregate, AggregatePre};
+pub use generated::auth::wasmgate::plugin::connection;
 pub use generated::auth::wasmgate::plugin::host;
 pub use generated::auth::wasmgate::plugin::metrics;
 pub use generated::auth::wasmgate::plugin::trace;

@@ -14,6 +14,7 @@ use super::plugin::Plugin;
 use super::reuse::{InstancePool, Warm};
 use crate::config::StageLimits;
 use crate::metrics::StageMetrics;
+use crate::tls::TlsSession;
 
 /// Extra time past the deadline before the host gives up on a call that is blocked in a
 /// host import (guest code itself is interrupted at the deadline by the epoch).
@@ -79,6 +80,8 @@ pub struct Call<'a, W: World> {
     pub limits: StageLimits,
     /// The request's variables before the call.
     pub vars: Vec<(String, String)>,
+    /// The TLS session the request came over, for the `connection` interface.
+    pub tls: Option<Arc<TlsSession>>,
     /// The stage's instance pool when it reuses instances; `None` for a fresh instance.
     pub pool: Option<&'a InstancePool<W::Instance>>,
     /// The stage's metrics (`None` while validating config, or with metrics off).
@@ -112,6 +115,7 @@ impl Runtime {
             call.span.clone(),
             call.limits.memory_bytes,
             self.counters.clone(),
+            call.tls.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -133,7 +137,9 @@ impl Runtime {
         let vars = std::mem::take(&mut call.vars);
         let (mut store, reused, calls) = match call.pool.and_then(InstancePool::take) {
             Some(mut warm) => {
-                warm.store.data_mut().begin_call(vars, call.span.take());
+                warm.store
+                    .data_mut()
+                    .begin_call(vars, call.span.take(), call.tls.clone());
                 arm(&mut warm.store, limits);
                 (warm.store, Some(warm.instance), warm.calls)
             }

@@ -12,10 +12,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{counters, host, metrics, trace, types};
+use super::bindings::{connection, counters, host, metrics, trace, types};
 use super::counters::Counters;
 use crate::custom_metrics::{CustomMetrics, Definition, Kind};
 use crate::text::escape_control;
+use crate::tls::TlsSession;
 
 /// Request variables a single request may hold.
 pub const MAX_VARS: usize = 64;
@@ -37,6 +38,9 @@ pub struct StageState {
     /// The trace context of this call, when the request is traced.
     pub(crate) span: Option<trace::SpanContext>,
     pub(crate) limiter: MemoryLimiter,
+    /// The TLS session the request came over (`connection` interface); `None` for plain
+    /// connections and config validation.
+    pub(crate) tls: Option<Arc<TlsSession>>,
     counters: Arc<dyn Counters>,
     wasi: Option<Box<(WasiCtx, ResourceTable)>>,
 }
@@ -64,6 +68,7 @@ impl StageState {
         span: Option<trace::SpanContext>,
         memory_bytes: u64,
         counters: Arc<dyn Counters>,
+        tls: Option<Arc<TlsSession>>,
     ) -> Self {
         Self {
             identity,
@@ -75,6 +80,7 @@ impl StageState {
                 hit_cap: false,
                 held_bytes: 0,
             },
+            tls,
             counters,
             wasi: None,
         }
@@ -82,15 +88,17 @@ impl StageState {
 }
 
 impl StageState {
-    /// Prepares a reused store for its next call: that request's variables and trace
-    /// context, and no leftovers from the previous call.
+    /// Prepares a reused store for its next call: that request's variables, trace context
+    /// and connection, and no leftovers from the previous call.
     pub(crate) fn begin_call(
         &mut self,
         vars: Vec<(String, String)>,
         span: Option<trace::SpanContext>,
+        tls: Option<Arc<TlsSession>>,
     ) {
         self.vars = vars;
         self.span = span;
+        self.tls = tls;
         self.limiter.hit_cap = false;
     }
 }
@@ -186,6 +194,28 @@ impl host::Host for StageState {
             wasmtime::bail!("set-var: a request holds at most {MAX_VARS} variables");
         }
         Ok(())
+    }
+}
+
+impl connection::Host for StageState {
+    fn is_tls(&mut self) -> wasmtime::Result<bool> {
+        Ok(self.tls.is_some())
+    }
+
+    fn server_name(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.tls.as_ref().and_then(|tls| tls.server_name.clone()))
+    }
+
+    fn client_certificate(&mut self) -> wasmtime::Result<Option<connection::Certificate>> {
+        Ok(self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_certificate.as_ref())
+            .map(|cert| connection::Certificate {
+                subject: cert.subject.clone(),
+                sans: cert.sans.clone(),
+                sha256: cert.sha256.clone(),
+            }))
     }
 }
 

@@ -121,6 +121,8 @@ impl Runtime {
             .map_err(fail)?;
         bindings::metrics::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(fail)?;
+        bindings::connection::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(fail)?;
         let ticker = ticker::EpochTicker::start(engine.clone())
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
         let cache = settings.cache_dir.as_ref().and_then(|dir| {

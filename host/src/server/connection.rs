@@ -13,7 +13,7 @@ use http::Version;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,11 +23,13 @@ use crate::body::{BodyHook, Hooked, boxed};
 use crate::config::{MAX_HEADER_FIELDS, ServerConfig};
 use crate::gateway::Gateway;
 use crate::metrics::{OpenConnection, Protocol};
+use crate::tls::{TlsListener, TlsSession};
 
 use super::refusal;
 
 /// Serves one accepted connection on the current runtime until the client or the idle
-/// timeout ends it; `permit` (the connection limit) is held until then.
+/// timeout ends it; `permit` (the connection limit) is held until then. On a TLS listener
+/// the handshake comes first, bounded by the header-read timeout.
 #[expect(
     clippy::too_many_arguments,
     reason = "the connection, what it holds while open, and the worker's shared parts"
@@ -37,12 +39,67 @@ pub(super) fn spawn(
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     open: Option<OpenConnection>,
+    tls: Option<Arc<TlsListener>>,
     gateway: &Arc<Gateway>,
     settings: &ServerConfig,
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
 ) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        serve(
+            stream,
+            peer,
+            permit,
+            open,
+            None,
+            gateway,
+            settings,
+            builder,
+            graceful.watcher(),
+        );
+        return;
+    };
+    let (gateway, settings, builder) = (gateway.clone(), settings.clone(), builder.clone());
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        match tls.accept(stream, settings.header_read_timeout).await {
+            Ok((stream, session)) => serve(
+                stream,
+                peer,
+                permit,
+                open,
+                Some(Arc::new(session)),
+                &gateway,
+                &settings,
+                &builder,
+                watcher,
+            ),
+            Err(error) => {
+                tracing::debug!(%peer, listener = %tls.address(), %error, "TLS handshake failed");
+            }
+        }
+    });
+}
+
+/// Serves HTTP on an established connection (plain, or TLS with its `session`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection, what it holds while open, and the worker's shared parts"
+)]
+fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    open: Option<OpenConnection>,
+    session: Option<Arc<TlsSession>>,
+    gateway: &Arc<Gateway>,
+    settings: &ServerConfig,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let client_ip: Arc<str> = peer.ip().to_string().into();
     let activity = Arc::new(Activity::new(open, client_ip.clone()));
     let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone()));
@@ -50,6 +107,7 @@ pub(super) fn spawn(
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         let client_ip = client_ip.clone();
+        let session = session.clone();
         let guard = InFlight::enter(&activity, request.version());
         let request = request.map(|body| {
             if http_body::Body::is_end_stream(&body) {
@@ -61,13 +119,15 @@ pub(super) fn spawn(
             Hooked::new(body, BodyDone(activity.clone()))
         });
         async move {
-            let response = gateway.handle(request, &client_ip).await;
+            let response = gateway
+                .handle_tls(request, &client_ip, session.as_ref())
+                .await;
             Ok::<_, std::convert::Infallible>(
                 response.map(|inner| boxed(Hooked::new(inner, guard))),
             )
         }
     });
-    let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+    let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%peer, error = %error, "connection ended with an error");
@@ -126,8 +186,8 @@ fn h2_backstop(max_header_bytes: usize) -> u32 {
 /// The timer is re-armed only when it fires, never per request: it always fires within
 /// `recheck` of its last arming, and any deadline that appears later is at least that far
 /// away, so no deadline is missed.
-struct TimedStream {
-    stream: TcpStream,
+struct TimedStream<S> {
+    stream: S,
     sleep: Pin<Box<Sleep>>,
     idle_timeout: Duration,
     header_read_timeout: Duration,
@@ -182,8 +242,8 @@ impl Activity {
     }
 }
 
-impl TimedStream {
-    fn new(stream: TcpStream, settings: &ServerConfig, activity: Arc<Activity>) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> TimedStream<S> {
+    fn new(stream: S, settings: &ServerConfig, activity: Arc<Activity>) -> Self {
         let (idle_timeout, header_read_timeout) =
             (settings.idle_timeout, settings.header_read_timeout);
         let recheck = idle_timeout.min(header_read_timeout);
@@ -303,7 +363,7 @@ impl TimedStream {
     }
 }
 
-impl AsyncRead for TimedStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -385,7 +445,7 @@ impl BodyHook for BodyDone {
     }
 }
 
-impl AsyncWrite for TimedStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -17,11 +17,14 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::metrics::{ListenerMetrics, OpenConnection};
+use crate::tls::TlsListener;
 use crate::workers;
 
 /// Bound listeners, ready to serve.
 pub struct Server {
     listeners: Vec<std::net::TcpListener>,
+    /// Per listener (in the same order): its TLS certificates, for a TLS listener.
+    tls: Vec<Option<Arc<TlsListener>>>,
     settings: ServerConfig,
     gateway: Arc<Gateway>,
 }
@@ -33,14 +36,28 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Per listener (in `listen` order), when metrics are on.
     listener_metrics: Vec<Option<Arc<ListenerMetrics>>>,
+    /// Per listener: its TLS certificates, for a TLS listener.
+    tls: Vec<Option<Arc<TlsListener>>>,
     builder: auto::Builder<TokioExecutor>,
 }
 
 impl Server {
-    /// Binds every configured listen address.
+    /// Binds every configured listen address (`server.listen`, then `[[listeners]]`) and
+    /// loads the certificates of TLS listeners.
     pub async fn bind(settings: ServerConfig, gateway: Arc<Gateway>) -> std::io::Result<Self> {
         let mut listeners = Vec::new();
-        for addr in &settings.listen {
+        let mut tls = Vec::new();
+        let configured = settings.listen.iter().map(|addr| (*addr, None)).chain(
+            settings
+                .listeners
+                .iter()
+                .map(|l| (l.address, l.tls.as_ref())),
+        );
+        for (addr, tls_settings) in configured {
+            let certificates = tls_settings
+                .map(|t| TlsListener::new(addr, t).map(Arc::new))
+                .transpose()
+                .map_err(|e| std::io::Error::other(format!("listener {addr}: {e}")))?;
             let listener = TcpListener::bind(addr)
                 .await
                 .and_then(TcpListener::into_std)
@@ -48,12 +65,28 @@ impl Server {
                     std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
                 })?;
             listeners.push(listener);
+            tls.push(certificates);
         }
         Ok(Self {
             listeners,
+            tls,
             settings,
             gateway,
         })
+    }
+
+    /// The TLS listeners' certificates, for reloading and status.
+    pub fn tls_listeners(&self) -> Vec<Arc<TlsListener>> {
+        self.tls.iter().flatten().cloned().collect()
+    }
+
+    /// The addresses actually bound, each with whether it speaks TLS.
+    pub fn bound(&self) -> Vec<(SocketAddr, bool)> {
+        self.listeners
+            .iter()
+            .zip(&self.tls)
+            .filter_map(|(l, tls)| Some((l.local_addr().ok()?, tls.is_some())))
+            .collect()
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -82,6 +115,7 @@ impl Server {
             .collect();
         let shared = Arc::new(Shared {
             listener_metrics,
+            tls: self.tls,
             permits: Arc::new(Semaphore::new(self.settings.max_connections)),
             builder: connection::builder(&self.settings),
             gateway: self.gateway,
@@ -165,6 +199,7 @@ async fn run_worker(
                 stop.clone(),
                 conn_tx.clone(),
                 shared.listener_metrics.get(index).cloned().flatten(),
+                shared.tls.get(index).cloned().flatten(),
             ))),
             Err(error) => tracing::error!(%error, "a worker cannot use a listener"),
         }
@@ -174,12 +209,12 @@ async fn run_worker(
         tokio::select! {
             _ = stop.changed() => break,
             next = conn_rx.recv() => {
-                let Some((stream, peer, permit, metrics)) = next else { break };
+                let Some((stream, peer, permit, metrics, tls)) = next else { break };
                 // Timeouts and head limits come from the live config, so a reload applies
                 // them to the next connection.
                 let settings = &shared.gateway.state().config.server;
                 let open = metrics.map(OpenConnection::new);
-                connection::spawn(stream, peer, permit, open, &shared.gateway, settings, &shared.builder, &graceful);
+                connection::spawn(stream, peer, permit, open, tls, &shared.gateway, settings, &shared.builder, &graceful);
             }
         }
     }
@@ -197,6 +232,7 @@ type Accepted = (
     SocketAddr,
     tokio::sync::OwnedSemaphorePermit,
     Option<Arc<ListenerMetrics>>,
+    Option<Arc<TlsListener>>,
 );
 
 /// Accepts connections while a connection permit is free, until `stop`.
@@ -206,6 +242,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     conn_tx: mpsc::UnboundedSender<Accepted>,
     metrics: Option<Arc<ListenerMetrics>>,
+    tls: Option<Arc<TlsListener>>,
 ) {
     loop {
         let permit = match permits.clone().try_acquire_owned() {
@@ -229,7 +266,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 if conn_tx
-                    .send((stream, peer, permit, metrics.clone()))
+                    .send((stream, peer, permit, metrics.clone(), tls.clone()))
                     .is_err()
                 {
                     return;
