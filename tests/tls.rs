@@ -3,7 +3,8 @@
 //! (TLS 1.1), real TLS upstreams (hyper + rustls here, and nginx).
 //!
 //! Covered: SNI picks the certificate (exact and wildcard), clients without SNI get the
-//! default; ALPN negotiates `h2` and `http/1.1`; `X-Forwarded-Proto: https`; TLS 1.1 is
+//! default; ALPN negotiates `h2` and `http/1.1`; `X-Forwarded-Proto: https`; plain HTTP on
+//! a TLS port gets a JSON 400; TLS 1.1 is
 //! refused and a 1.3 floor refuses 1.2; `wasmgate check` names a bad certificate file and
 //! why; certificate rotation under load (no failed handshake or request, the new
 //! certificate served within a second of the write), a broken pair keeping the last good
@@ -433,6 +434,20 @@ async fn alpn_negotiates_h2_and_http11_and_the_upstream_sees_https() {
         .expect("an answer");
     assert_eq!(answer.version, http::Version::HTTP_11);
     assert_eq!(answer.json()["headers"]["x-forwarded-proto"], "https");
+
+    // Plain HTTP on the TLS port: a readable 400, not a TLS alert.
+    let plain = tokio::task::spawn_blocking({
+        let addr = gateway.addr();
+        move || common::raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+    })
+    .await
+    .expect("a raw exchange");
+    assert_eq!(plain.status, 400);
+    assert!(
+        plain.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("https://"))
+    );
 
     // No ALPN at all: HTTP/1.1.
     setup.alpn = &[];

@@ -167,6 +167,7 @@ impl TlsListener {
         timeout: Duration,
     ) -> std::io::Result<(TlsStream<TcpStream>, TlsSession)> {
         let handshake = async {
+            refuse_plain_http(&stream).await?;
             let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
             let server_name = start
                 .client_hello()
@@ -287,6 +288,42 @@ impl TlsListener {
             })
             .collect()
     }
+}
+
+/// The body of the answer to plain HTTP on a TLS port (nginx answers such requests too).
+const PLAIN_HTTP_BODY: &str =
+    r#"{"error":"bad_request","message":"this port speaks TLS: use an https:// URL"}"#;
+
+/// A TLS connection starts with a handshake record (byte 22); a request line starts with
+/// an upper-case method. Answers the latter with a JSON 400 (and fails the connection)
+/// instead of leaving the client with a TLS alert it cannot read.
+async fn refuse_plain_http(stream: &TcpStream) -> std::io::Result<()> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 1 && first[0].is_ascii_uppercase() {
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+            PLAIN_HTTP_BODY.len()
+        );
+        let answer = answer.as_bytes();
+        let mut written = 0;
+        while written < answer.len() {
+            stream.writable().await?;
+            match stream.try_write(&answer[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Read what the client sent so far: closing with unread bytes would reset the
+        // connection, and the client could lose the answer.
+        let mut sink = [0u8; 4096];
+        while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "plain HTTP on a TLS listener",
+        ));
+    }
+    Ok(())
 }
 
 /// The rustls config of one certificate entry.
