@@ -455,6 +455,24 @@ async fn alpn_negotiates_h2_and_http11_and_the_upstream_sees_https() {
         .await
         .expect("an answer");
     assert_eq!(answer.version, http::Version::HTTP_11);
+
+    // The access line says the request came over TLS, and for which name.
+    let logged =
+        |r: &serde_json::Value| r["target"] == "wasmgate::access" && r["path"] == "/no-alpn";
+    assert!(
+        common::eventually(Duration::from_secs(10), || gateway
+            .log_records()
+            .iter()
+            .any(logged))
+        .await
+    );
+    let records = gateway.log_records();
+    let line = records.iter().find(|r| logged(r)).unwrap();
+    assert_eq!(
+        (&line["tls"], &line["sni"]),
+        (&serde_json::json!(true), &serde_json::json!("site.test")),
+        "{line}"
+    );
 }
 
 /// Runs `openssl s_client` with `args` against `addr`; its output.

@@ -17,6 +17,8 @@ pub struct AccessLog {
     request_id: String,
     client_ip: String,
     protocol: &'static str,
+    tls: bool,
+    sni: String,
     trace_id: String,
     route: String,
     upstream: String,
@@ -56,6 +58,8 @@ impl AccessLog {
             request_id,
             client_ip,
             protocol: protocol(request.version()),
+            tls: false,
+            sni: String::new(),
             trace_id: String::new(),
             route: String::new(),
             upstream: String::new(),
@@ -72,6 +76,14 @@ impl AccessLog {
     /// Whether the line will be written (callers skip work for it otherwise).
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Records that the request came over TLS, and the server name the client asked for.
+    pub fn tls(&mut self, server_name: Option<&str>) {
+        if self.enabled {
+            self.tls = true;
+            self.sni = crate::text::escape_control(server_name.unwrap_or_default()).into_owned();
+        }
     }
 
     /// Records the trace the request belongs to.
@@ -145,6 +157,8 @@ impl Drop for AccessLog {
                 method = %self.method,
                 path = %self.path,
                 protocol = self.protocol,
+                tls = self.tls,
+                sni = %self.sni,
                 client_ip = %self.client_ip,
                 route = %self.route,
                 upstream = %self.upstream,

@@ -272,6 +272,9 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map_or_else(new_request_id, str::to_string);
         let mut log = AccessLog::start(&request, &request_id, client_ip, started);
+        if let Some(session) = tls {
+            log.tls(session.server_name.as_deref());
+        }
         let trace = self
             .tracing
             .as_ref()
