@@ -35,5 +35,6 @@ pub mod rescue;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod text;
 pub mod workers;

@@ -140,6 +140,24 @@ struct PluginLabels {
     plugin: Arc<str>,
 }
 
+/// `op`: a state operation, from a fixed list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateOpLabels {
+    op: &'static str,
+}
+
+/// `kind`: a state error kind, from a fixed list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateKindLabels {
+    kind: &'static str,
+}
+
+/// `policy`: an `on-unavailable` policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatePolicyLabels {
+    policy: &'static str,
+}
+
 /// `kind` (plugin or config), `outcome`, `reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -187,6 +205,11 @@ pub struct Metrics {
     plugin_counter_errors: Family<StageLabels, Counter>,
     plugin_compile: HistogramFamily<PluginLabels>,
     reloads: Family<ReloadLabels, Counter>,
+    state_calls: Family<StateOpLabels, Counter>,
+    state_duration: Histogram,
+    state_errors: Family<StateKindLabels, Counter>,
+    state_fallbacks: Family<StatePolicyLabels, Counter>,
+    state_breaker_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -226,6 +249,11 @@ impl Metrics {
             plugin_counter_errors: Family::default(),
             plugin_compile: Family::new_with_constructor(compile_histogram),
             reloads: Family::default(),
+            state_calls: Family::default(),
+            state_duration: call_histogram(),
+            state_errors: Family::default(),
+            state_fallbacks: Family::default(),
+            state_breaker_open: Gauge::default(),
         };
         metrics.registered()
     }
@@ -340,7 +368,44 @@ impl Metrics {
             "Hot reload results: kind (plugin, config), outcome (loaded, unloaded, rejected) and reason (read, compile, world, validate, config; empty unless rejected)",
             self.reloads.clone(),
         );
+        r.register(
+            "state_calls",
+            "Calls to the shared state backend (Redis), by operation: increment, window, gcra, kv_get, kv_set, kv_compare_and_set, kv_delete",
+            self.state_calls.clone(),
+        );
+        r.register_with_unit(
+            "state_call_duration",
+            "Time of one call to the shared state backend (Redis), timeouts included",
+            Unit::Seconds,
+            self.state_duration.clone(),
+        );
+        r.register(
+            "state_errors",
+            "Failed or refused calls to the shared state backend by kind: timeout, connection, server, answer, breaker_open (not called: the breaker is open)",
+            self.state_errors.clone(),
+        );
+        r.register(
+            "state_unavailable",
+            "State operations answered by the on-unavailable policy (closed, open, local) because the backend failed or its breaker was open",
+            self.state_fallbacks.clone(),
+        );
+        r.register(
+            "state_breaker_open",
+            "1 while the shared state backend's breaker is open (calls kept away from Redis), else 0",
+            self.state_breaker_open.clone(),
+        );
         self
+    }
+
+    /// Handles for the shared state backend.
+    pub fn state(&self) -> StateMetrics {
+        StateMetrics {
+            calls: self.state_calls.clone(),
+            duration: self.state_duration.clone(),
+            errors: self.state_errors.clone(),
+            fallbacks: self.state_fallbacks.clone(),
+            breaker_open: self.state_breaker_open.clone(),
+        }
     }
 
     /// The exposition: OpenMetrics text when `openmetrics`, else Prometheus text 0.0.4.
@@ -872,6 +937,41 @@ const ERROR_KINDS: [&str; 6] = [
     "invalid_output",
     "pool_exhausted",
 ];
+
+/// The shared state backend's metrics. Label values come from fixed lists.
+#[derive(Clone)]
+pub struct StateMetrics {
+    calls: Family<StateOpLabels, Counter>,
+    duration: Histogram,
+    errors: Family<StateKindLabels, Counter>,
+    fallbacks: Family<StatePolicyLabels, Counter>,
+    breaker_open: Gauge,
+}
+
+impl StateMetrics {
+    /// A call to the backend, of `op`, that took `elapsed`.
+    pub fn call(&self, op: &'static str, elapsed: Duration) {
+        self.calls.get_or_create(&StateOpLabels { op }).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A failed or refused call.
+    pub fn error(&self, kind: &'static str) {
+        self.errors.get_or_create(&StateKindLabels { kind }).inc();
+    }
+
+    /// An operation answered by the `on-unavailable` policy.
+    pub fn fallback(&self, policy: &'static str) {
+        self.fallbacks
+            .get_or_create(&StatePolicyLabels { policy })
+            .inc();
+    }
+
+    /// The breaker opened (`true`) or closed.
+    pub fn breaker_open(&self, open: bool) {
+        self.breaker_open.set(i64::from(open));
+    }
+}
 
 /// One stage's plugin metrics. Counters with a fixed-list label are created on first use.
 pub struct StageMetrics {

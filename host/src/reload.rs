@@ -336,7 +336,7 @@ impl Reloader {
         .await
         {
             Ok(state) => {
-                runtime.counters().set_budget(state.config.plugins.counters);
+                runtime.state().set_budget(state.config.plugins.counters);
                 self.status.lock().expect("status lock").restart_required = pending;
                 tracing::info!(routes = state.config.routes.len(), "config reloaded");
                 self.event("config reloaded".to_string());
@@ -525,6 +525,7 @@ pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
             "plugins.max-instances",
             a.plugins.max_instances != b.plugins.max_instances,
         ),
+        ("state", a.state != b.state),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

@@ -189,7 +189,7 @@ pub use backend::{BackendCall, BackendResult, CallError};
 pub use config::{NoConfig, parse_config};
 pub use context::{Context, Identity};
 pub use headers::Headers;
-pub use host::{Level, config_json, counters, log, now_millis, set_var};
+pub use host::{Level, config_json, counters, kv, limiter, log, now_millis, set_var};
 pub use http::{BodyError, Request, Response};
 pub use plugin::{Aggregate, Auth, RateLimit, Transform};
 
@@ -202,7 +202,7 @@ pub use serde_json;
 pub mod prelude {
     pub use crate::{
         Aggregate, Auth, BackendCall, BackendResult, CallError, Context, Headers, Identity, Level,
-        NoConfig, RateLimit, Request, Response, Transform, counters, debug, error, info, log,
-        now_millis, set_var, trace, warn,
+        NoConfig, RateLimit, Request, Response, Transform, counters, debug, error, info, kv,
+        limiter, log, now_millis, set_var, trace, warn,
     };
 }

@@ -106,7 +106,7 @@ impl Runtime {
             call.config_json.clone(),
             vars,
             call.limits.memory_bytes,
-            self.counters.clone(),
+            self.state.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
