@@ -47,8 +47,8 @@ pub fn config_json() -> String {
 /// Counters shared by every instance of every plugin, and by every gateway
 /// process when the gateway uses a shared backend (Redis).
 ///
-/// Only rate-limit plugins may import counters: a plugin of another kind that
-/// calls this will not load.
+/// The `rate-limit` world imports counters; the gateway provides them to
+/// plugins of every kind.
 pub mod counters {
     /// Adds `delta` to the counter `key` and returns the new value.
     ///

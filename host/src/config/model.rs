@@ -98,6 +98,29 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
+/// Every URL password in `text` (`scheme://user:password@host`) masked with one `*` per
+/// character, so that a config line can be shown with its columns intact.
+pub fn mask_url_passwords(text: &str) -> String {
+    let mut out = text.to_string();
+    let mut from = 0;
+    while let Some(found) = out[from..].find("://") {
+        let authority_start = from + found + 3;
+        let authority_end = out[authority_start..]
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .map_or(out.len(), |i| authority_start + i);
+        let authority = &out[authority_start..authority_end];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            let (start, end) = (authority_start + colon + 1, authority_start + at);
+            let stars = "*".repeat(out[start..end].chars().count());
+            out.replace_range(start..end, &stars);
+        }
+        from = authority_start;
+    }
+    out
+}
+
 /// `scheme://user:password@host` → `scheme://user:***@host`; anything else as it is.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -590,5 +613,10 @@ mod tests {
             "redis://app:***@host/1"
         );
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            mask_url_passwords(r#"url = "redis://u:pw@h:1/0" # and "redis://:x@y""#),
+            r#"url = "redis://u:**@h:1/0" # and "redis://:*@y""#
+        );
+        assert_eq!(mask_url_passwords("no urls here"), "no urls here");
     }
 }
