@@ -175,20 +175,26 @@ fn redis_now_ms(connection: &mut redis::Connection) -> u64 {
     seconds * 1000 + micros / 1000
 }
 
-/// The counts of every window key of the bundled plugin, by window index.
+/// The window pairs of the bundled plugin in Redis: `(index, count)` of each limit's
+/// previous and current windows (one hash per limit and client).
 fn window_counts(connection: &mut redis::Connection) -> Vec<(u64, u64)> {
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("wasmgate:w:*")
         .query(connection)
         .unwrap();
-    let mut counts: Vec<(u64, u64)> = keys
-        .iter()
-        .map(|key| {
-            let index = key.rsplit(':').next().unwrap().parse().unwrap();
-            let count: u64 = redis::cmd("GET").arg(key).query(connection).unwrap();
-            (index, count)
-        })
-        .collect();
+    let mut counts = Vec::new();
+    for key in keys {
+        let (index, current, previous): (u64, u64, u64) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("i")
+            .arg("c")
+            .arg("p")
+            .query(connection)
+            .unwrap();
+        counts.push((index - 1, previous));
+        counts.push((index, current));
+    }
+    counts.retain(|(_, count)| *count > 0);
     counts.sort();
     counts
 }
@@ -258,6 +264,21 @@ async fn gcra_enforces_one_burst_across_gateways() {
         Some("6"),
         "one request per 6 s after the burst"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sliding_windows_hold_one_limit_across_gateways() {
+    let redis = RedisServer::start();
+    let config = config(
+        &redis_state(&redis.url(), ""),
+        &bundled_route(
+            "{ algorithm = \"sliding\", limits = [{ requests = 10, window = \"1m\" }] }",
+        ),
+    );
+    let gateways = start_gateways(2, &config, &bundled());
+    let (ok, limited, other) = statuses(&burst(&gateways, "/limited", 30).await);
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!((ok, limited), (10, 20));
 }
 
 // === The kv interface ===

@@ -96,6 +96,17 @@ impl Breaker {
         Transition::Opened
     }
 
+    /// Records a probe that ended without an answer either way (its request was cancelled):
+    /// the breaker stays open for another cool-off, and the next one probes again.
+    pub fn abandon_probe(&self) {
+        if let Ok(mut state) = self.state.lock()
+            && state.probing
+        {
+            state.probing = false;
+            state.open_until = Some(Instant::now() + self.cool_off);
+        }
+    }
+
     /// Whether the breaker is open (calls are kept away or only a probe goes).
     pub fn is_open(&self) -> bool {
         self.state.lock().is_ok_and(|s| s.open_until.is_some())
@@ -128,6 +139,18 @@ mod tests {
         assert_eq!(breaker.success(), Transition::Closed);
         assert_eq!(breaker.admit(), Admit::Call);
         assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn an_abandoned_probe_does_not_leave_the_breaker_stuck() {
+        let breaker = Breaker::new(1, Duration::from_millis(10));
+        breaker.failure();
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(breaker.admit(), Admit::Probe);
+        breaker.abandon_probe();
+        assert_eq!(breaker.admit(), Admit::Reject, "a new cool-off");
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(breaker.admit(), Admit::Probe, "and a new probe after it");
     }
 
     #[test]

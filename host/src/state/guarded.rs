@@ -50,12 +50,19 @@ impl Guarded {
     async fn call(&self, plugin: &str, op: Op) -> Result<Outcome, String> {
         op.check()?;
         let name = op.name();
-        if self.breaker.admit() == Admit::Reject {
+        let admit = self.breaker.admit();
+        if admit == Admit::Reject {
             if let Some(metrics) = &self.metrics {
                 metrics.error("breaker_open");
             }
             return self.unavailable(plugin, op, "Redis is unavailable (breaker open)");
         }
+        // A probe whose request is cancelled before Redis answers must not leave the breaker
+        // waiting for it forever.
+        let probe = ProbeGuard {
+            breaker: &self.breaker,
+            armed: admit == Admit::Probe,
+        };
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, self.redis.run(plugin, &op)).await {
             Ok(result) => result,
@@ -64,6 +71,7 @@ impl Guarded {
         if let Some(metrics) = &self.metrics {
             metrics.call(name, started.elapsed());
         }
+        probe.disarm();
         match result {
             Ok(outcome) => {
                 if self.breaker.success() == Transition::Closed {
@@ -118,6 +126,26 @@ impl Guarded {
     fn set_gauge(&self) {
         if let Some(metrics) = &self.metrics {
             metrics.breaker_open(self.breaker.is_open());
+        }
+    }
+}
+
+/// Gives an abandoned probe back to the breaker when dropped armed.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    armed: bool,
+}
+
+impl ProbeGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.abandon_probe();
         }
     }
 }

@@ -2,9 +2,9 @@
 //! (`EVALSHA`, loaded on first use), so it is one atomic round trip; windows and GCRA use
 //! Redis' clock (`TIME` inside the script), so the gateways' clocks never matter.
 //!
-//! Keys are `<prefix>:<kind>:{<plugin>|<key>}`: namespaced by plugin, and the braces are a
-//! cluster hash tag, so the keys one operation touches (a window and its predecessor) live
-//! in one slot.
+//! Keys are `<prefix>:<kind>:{<plugin>|<key>}`: namespaced by plugin. Every operation
+//! touches exactly the one key it declares (a window pair is one hash), and the braces are a
+//! cluster hash tag, so keys derived from one plugin key always share a slot.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -360,21 +360,33 @@ return value
     )
 });
 
-/// `limiter.window`: windows aligned to Redis' clock; returns {current, previous, elapsed}.
+/// `limiter.window`: windows aligned to Redis' clock. One hash per key holds the current
+/// window's index (`i`) and count (`c`) and the previous window's count (`p`), so the script
+/// touches only the key it declares. Returns {current, previous, elapsed ms}.
 static WINDOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local length = tonumber(ARGV[2])
+local delta = tonumber(ARGV[1])
 local index = math.floor(now / length)
-local current_key = KEYS[1] .. ':' .. string.format('%d', index)
-local current = redis.call('INCRBY', current_key, ARGV[1])
-if redis.call('PTTL', current_key) < 0 then
-  redis.call('PEXPIRE', current_key, length * 2)
+local state = redis.call('HMGET', KEYS[1], 'i', 'c', 'p')
+local stored = tonumber(state[1])
+local current, previous
+if stored == index then
+  current = tonumber(state[2]) + delta
+  previous = tonumber(state[3])
+elseif stored == index - 1 then
+  current = delta
+  previous = tonumber(state[2])
+else
+  current = delta
+  previous = 0
 end
-local previous = redis.call('GET', KEYS[1] .. ':' .. string.format('%d', index - 1))
-return {current, tonumber(previous or '0'), now - index * length}
+redis.call('HSET', KEYS[1], 'i', string.format('%d', index), 'c', string.format('%d', current), 'p', string.format('%d', previous))
+redis.call('PEXPIRE', KEYS[1], length * 2)
+return {current, previous, now - index * length}
 ",
     )
 });
