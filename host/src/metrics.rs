@@ -400,11 +400,16 @@ impl Metrics {
     /// Handles for the shared state backend.
     pub fn state(&self) -> StateMetrics {
         StateMetrics {
-            calls: self.state_calls.clone(),
-            duration: self.state_duration.clone(),
-            errors: self.state_errors.clone(),
-            fallbacks: self.state_fallbacks.clone(),
-            breaker_open: self.state_breaker_open.clone(),
+            inner: Arc::new(StateSeries {
+                calls_family: self.state_calls.clone(),
+                errors_family: self.state_errors.clone(),
+                fallbacks_family: self.state_fallbacks.clone(),
+                calls: std::array::from_fn(|_| OnceLock::new()),
+                errors: std::array::from_fn(|_| OnceLock::new()),
+                fallbacks: std::array::from_fn(|_| OnceLock::new()),
+                duration: self.state_duration.clone(),
+                breaker_open: self.state_breaker_open.clone(),
+            }),
         }
     }
 
@@ -938,38 +943,95 @@ const ERROR_KINDS: [&str; 6] = [
     "pool_exhausted",
 ];
 
-/// The shared state backend's metrics. Label values come from fixed lists.
+/// Operations of the state backend, the `op` label's values.
+const STATE_OPS: [&str; 7] = [
+    "increment",
+    "window",
+    "gcra",
+    "kv_get",
+    "kv_set",
+    "kv_compare_and_set",
+    "kv_delete",
+];
+/// Kinds of state errors, the `kind` label's values.
+const STATE_ERRORS: [&str; 6] = [
+    "timeout",
+    "connection",
+    "server",
+    "answer",
+    "settings",
+    "breaker_open",
+];
+/// `on-unavailable` policies, the `policy` label's values.
+const STATE_POLICIES: [&str; 3] = ["closed", "open", "local"];
+
+/// The shared state backend's metrics. Label values come from fixed lists; each series is
+/// resolved once, on first use.
 #[derive(Clone)]
 pub struct StateMetrics {
-    calls: Family<StateOpLabels, Counter>,
+    inner: Arc<StateSeries>,
+}
+
+struct StateSeries {
+    calls_family: Family<StateOpLabels, Counter>,
+    errors_family: Family<StateKindLabels, Counter>,
+    fallbacks_family: Family<StatePolicyLabels, Counter>,
+    calls: [OnceLock<Counter>; STATE_OPS.len()],
+    errors: [OnceLock<Counter>; STATE_ERRORS.len()],
+    fallbacks: [OnceLock<Counter>; STATE_POLICIES.len()],
     duration: Histogram,
-    errors: Family<StateKindLabels, Counter>,
-    fallbacks: Family<StatePolicyLabels, Counter>,
     breaker_open: Gauge,
+}
+
+/// The series of `label` in `slots` (one per value of `values`), made on first use; `None`
+/// for a value not in the list.
+fn fixed_series<'a>(
+    values: &[&'static str],
+    slots: &'a [OnceLock<Counter>],
+    label: &str,
+    make: impl FnOnce(&'static str) -> Counter,
+) -> Option<&'a Counter> {
+    let index = values.iter().position(|value| *value == label)?;
+    Some(slots[index].get_or_init(|| make(values[index])))
 }
 
 impl StateMetrics {
     /// A call to the backend, of `op`, that took `elapsed`.
     pub fn call(&self, op: &'static str, elapsed: Duration) {
-        self.calls.get_or_create(&StateOpLabels { op }).inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        let s = &self.inner;
+        if let Some(counter) = fixed_series(&STATE_OPS, &s.calls, op, |op| {
+            s.calls_family.get_or_create_owned(&StateOpLabels { op })
+        }) {
+            counter.inc();
+        }
+        s.duration.observe(elapsed.as_secs_f64());
     }
 
     /// A failed or refused call.
     pub fn error(&self, kind: &'static str) {
-        self.errors.get_or_create(&StateKindLabels { kind }).inc();
+        let s = &self.inner;
+        if let Some(counter) = fixed_series(&STATE_ERRORS, &s.errors, kind, |kind| {
+            s.errors_family
+                .get_or_create_owned(&StateKindLabels { kind })
+        }) {
+            counter.inc();
+        }
     }
 
     /// An operation answered by the `on-unavailable` policy.
     pub fn fallback(&self, policy: &'static str) {
-        self.fallbacks
-            .get_or_create(&StatePolicyLabels { policy })
-            .inc();
+        let s = &self.inner;
+        if let Some(counter) = fixed_series(&STATE_POLICIES, &s.fallbacks, policy, |policy| {
+            s.fallbacks_family
+                .get_or_create_owned(&StatePolicyLabels { policy })
+        }) {
+            counter.inc();
+        }
     }
 
     /// The breaker opened (`true`) or closed.
     pub fn breaker_open(&self, open: bool) {
-        self.breaker_open.set(i64::from(open));
+        self.inner.breaker_open.set(i64::from(open));
     }
 }
 

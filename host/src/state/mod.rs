@@ -25,7 +25,7 @@ pub use counters::MemoryCounters;
 pub use guarded::Guarded;
 pub use local::LocalState;
 pub use op::{GcraDecision, Op, Outcome, WindowCount};
-pub use op::{MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES};
+pub use op::{MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 pub use redis::{RedisError, RedisState};
 
 /// A boxed future of a state operation. `Err` is text for the plugin: it never holds a

@@ -6,8 +6,10 @@ use std::time::Duration;
 pub const MAX_KEY_BYTES: usize = 512;
 /// The largest value a plugin may store under one key-value key, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
-/// The longest time-to-live of a key-value entry or a window: 30 days.
+/// The longest time-to-live of a key-value entry: 30 days.
 pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+/// The longest counter window or GCRA period: about ten years.
+pub const MAX_WINDOW_MS: u64 = 3650 * 24 * 3600 * 1000;
 
 /// One operation on shared state, in a plugin's namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,14 +155,16 @@ impl Op {
         if self.key().len() > MAX_KEY_BYTES {
             return Err(format!("keys are limited to {MAX_KEY_BYTES} bytes"));
         }
-        let ttl_ok = |ttl: &Duration, what: &str| {
+        let within = |ttl: &Duration, what: &str, max: u64| {
             let ms = ttl.as_millis();
-            if ms == 0 || ms > u128::from(MAX_TTL_MS) {
-                Err(format!("{what} must be 1 to {MAX_TTL_MS} ms"))
+            if ms == 0 || ms > u128::from(max) {
+                Err(format!("{what} must be 1 to {max} ms"))
             } else {
                 Ok(())
             }
         };
+        let ttl_ok = |ttl: &Duration, what: &str| within(ttl, what, MAX_TTL_MS);
+        let window_ok = |window: &Duration, what: &str| within(window, what, MAX_WINDOW_MS);
         let value_ok = |value: &[u8]| {
             if value.len() > MAX_VALUE_BYTES {
                 Err(format!("values are limited to {MAX_VALUE_BYTES} bytes"))
@@ -169,7 +173,9 @@ impl Op {
             }
         };
         match self {
-            Op::Increment { window, .. } | Op::Window { window, .. } => ttl_ok(window, "window-ms"),
+            Op::Increment { window, .. } | Op::Window { window, .. } => {
+                window_ok(window, "window-ms")
+            }
             Op::Gcra {
                 limit,
                 period,
@@ -180,7 +186,7 @@ impl Op {
                 if *limit == 0 || *burst == 0 {
                     return Err("limit and burst must be at least 1".to_string());
                 }
-                ttl_ok(period, "period-ms")?;
+                window_ok(period, "period-ms")?;
                 if *cost > *burst {
                     return Err("cost must be at most burst".to_string());
                 }
