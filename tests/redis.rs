@@ -590,6 +590,56 @@ async fn local_policy_counts_in_process_with_the_limit_divided_by_instances() {
     assert_bounded("killed", &killed);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_started_before_redis_counts_once_redis_is_up() {
+    let port = common::closed_addr().port();
+    let state = redis_state(
+        &format!("redis://127.0.0.1:{port}"),
+        "timeout = \"50ms\"\nbreaker-cool-off = \"200ms\"",
+    );
+    let config = config(
+        &state,
+        &bundled_route("{ limits = [{ requests = 10, window = \"1m\" }] }"),
+    );
+    // Not `start_gateways`: it would wait for the connection.
+    let gateway = TestGateway::start_with_plugins(
+        &config,
+        &[("rate-limit", Path::new(fx::PLUGIN_RATE_LIMIT))],
+    );
+    assert!(
+        gateway.wait_for_log("Redis is not reachable yet", Duration::from_secs(10)),
+        "{}",
+        gateway.logs()
+    );
+    let refused = sequential(&gateway, "/limited", 3).await;
+    assert_eq!(
+        count(&refused, 503),
+        3,
+        "fail closed while Redis is not there"
+    );
+
+    let redis = RedisServer::start_on(port, &[]);
+    let mut connection = redis.connection();
+    let mut counted = false;
+    for _ in 0..200 {
+        let reply = sequential(&gateway, "/limited", 1).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("wasmgate:*")
+            .query(&mut connection)
+            .unwrap();
+        if reply[0].status == 200 && !keys.is_empty() {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        counted,
+        "the gateway connected by itself; logs:\n{}",
+        gateway.logs()
+    );
+}
+
 // === Redis Cluster ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -24,7 +24,11 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = super::closed_addr().port();
+        Self::start_on(super::closed_addr().port(), extra)
+    }
+
+    /// Starts a server on `port` with extra `redis-server` arguments.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let mut server = Self {
             child: None,
             port,
