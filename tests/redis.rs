@@ -4,7 +4,8 @@
 //! Covered: several gateways enforce one global limit (`counters.increment` through the
 //! `fx-ratelimit` fixture, windows and GCRA through the bundled `rate-limit` plugin), the
 //! `kv` interface across gateways, the failure policies while Redis is paused or killed
-//! (and that counting resumes when it returns), and Redis Cluster.
+//! (and that counting resumes when it returns), a gateway started before Redis, and Redis
+//! Cluster.
 
 mod common;
 
@@ -458,9 +459,10 @@ fn count(samples: &[Sample], status: u16) -> usize {
 }
 
 /// The latency budget of a request while Redis is down: the state timeout plus what a
-/// debug build of the gateway and the plugin take around it.
+/// debug build of the gateway and the plugin take around it on a busy 2-core machine (the
+/// pause lasts 1.5 s: a request that waited for Redis instead of the timeout would take that).
 const TIMEOUT: Duration = Duration::from_millis(50);
-const SLACK: Duration = Duration::from_millis(60);
+const SLACK: Duration = Duration::from_millis(100);
 
 /// One gateway on `redis` with `policy`, limit 10 per minute (fixed window), 2 instances.
 fn outage_gateway(redis: &RedisServer, policy: &str) -> TestGateway {
@@ -527,6 +529,11 @@ async fn outage(policy: &str) -> (Vec<Sample>, Vec<Sample>, TestGateway) {
 
 fn assert_bounded(phase: &str, samples: &[Sample]) {
     let p99 = p99(samples);
+    let max = samples.iter().map(|s| s.took).max().unwrap_or_default();
+    eprintln!(
+        "{phase}: p99 {p99:?}, max {max:?} over {} requests",
+        samples.len()
+    );
     assert!(
         p99 <= TIMEOUT + SLACK,
         "{phase}: p99 {p99:?} is over the 50 ms timeout plus {SLACK:?}"
