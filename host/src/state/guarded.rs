@@ -104,22 +104,19 @@ impl Guarded {
         if let Some(metrics) = &self.metrics {
             metrics.fallback(policy_name(self.policy));
         }
-        let is_kv = matches!(
-            op,
-            Op::Get { .. } | Op::Set { .. } | Op::CompareAndSet { .. } | Op::Delete { .. }
-        );
-        match self.policy {
-            Unavailable::Closed => Err(format!("shared state unavailable: {why}")),
-            Unavailable::Open if is_kv => Err(format!("shared state unavailable: {why}")),
-            Unavailable::Open => Ok(match op {
-                Op::Increment { .. } => Outcome::Count(0),
-                Op::Window { .. } => Outcome::Window(WindowCount::default()),
-                _ => Outcome::Gcra(GcraDecision {
-                    allowed: true,
-                    ..GcraDecision::default()
-                }),
-            }),
-            Unavailable::Local => self.fallback.run_scaled(plugin, op, self.instances),
+        let refused = || Err(format!("shared state unavailable: {why}"));
+        match (self.policy, op) {
+            (Unavailable::Closed, _) => refused(),
+            (Unavailable::Open, Op::Increment { .. }) => Ok(Outcome::Count(0)),
+            (Unavailable::Open, Op::Window { .. }) => Ok(Outcome::Window(WindowCount::default())),
+            (Unavailable::Open, Op::Gcra { burst, cost, .. }) => Ok(Outcome::Gcra(GcraDecision {
+                allowed: true,
+                remaining: burst.saturating_sub(cost),
+                ..GcraDecision::default()
+            })),
+            // There is no value to make up for a key-value operation.
+            (Unavailable::Open, _) => refused(),
+            (Unavailable::Local, op) => self.fallback.run_scaled(plugin, op, self.instances),
         }
     }
 
@@ -186,5 +183,124 @@ impl SharedState for Guarded {
                 ),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis config for a port nothing listens on: every call fails fast (refused).
+    fn unreachable(policy: Unavailable) -> Guarded {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = RedisConfig {
+            url: format!("redis://:secret@127.0.0.1:{port}"),
+            cluster: false,
+            key_prefix: "t".into(),
+            timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_millis(100),
+            connections: 1,
+            on_unavailable: policy,
+            instances: 2,
+            breaker_failures: 2,
+            breaker_cool_off: Duration::from_secs(60),
+        };
+        let redis = RedisState::new(&config).expect("settings");
+        Guarded::new(redis, &config, LocalState::default(), None)
+    }
+
+    fn increment() -> Op {
+        Op::Increment {
+            key: "k".into(),
+            delta: 1,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    fn gcra() -> Op {
+        Op::Gcra {
+            key: "g".into(),
+            limit: 10,
+            period: Duration::from_secs(60),
+            burst: 4,
+            cost: 1,
+        }
+    }
+
+    fn set() -> Op {
+        Op::Set {
+            key: "s".into(),
+            value: b"v".to_vec(),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_fails_every_operation_and_the_breaker_opens() {
+        let state = unreachable(Unavailable::Closed);
+        for op in [increment(), gcra(), set()] {
+            let error = state.call("p", op).await.unwrap_err();
+            assert!(error.starts_with("shared state unavailable"), "{error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+        assert!(state.breaker.is_open(), "two failures open the breaker");
+        let error = state.call("p", increment()).await.unwrap_err();
+        assert!(error.contains("breaker open"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn open_lets_limits_pass_and_fails_key_values() {
+        let state = unreachable(Unavailable::Open);
+        assert_eq!(state.call("p", increment()).await, Ok(Outcome::Count(0)));
+        match state.call("p", gcra()).await {
+            Ok(Outcome::Gcra(decision)) => {
+                assert!(decision.allowed);
+                assert_eq!(decision.remaining, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(state.call("p", set()).await.is_err());
+        assert!(state.call("p", Op::Get { key: "s".into() }).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn local_counts_here_with_limits_divided_by_instances() {
+        let state = unreachable(Unavailable::Local);
+        assert_eq!(state.call("p", increment()).await, Ok(Outcome::Count(2)));
+        assert_eq!(state.call("p", increment()).await, Ok(Outcome::Count(4)));
+        let allowed = {
+            let mut allowed = 0;
+            for _ in 0..4 {
+                if let Ok(Outcome::Gcra(decision)) = state.call("p", gcra()).await
+                    && decision.allowed
+                {
+                    allowed += 1;
+                }
+            }
+            allowed
+        };
+        assert_eq!(allowed, 2, "a burst of 4 over 2 instances");
+        assert_eq!(state.call("p", set()).await, Ok(Outcome::Done));
+        assert_eq!(
+            state.call("p", Op::Get { key: "s".into() }).await,
+            Ok(Outcome::Value(Some(b"v".to_vec()))),
+            "key-values live in this process meanwhile"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plugin_error_never_reaches_redis_or_the_breaker() {
+        let state = unreachable(Unavailable::Open);
+        let long = Op::Get {
+            key: "k".repeat(600),
+        };
+        for _ in 0..3 {
+            let error = state.call("p", long.clone()).await.unwrap_err();
+            assert!(error.contains("keys are limited"), "{error}");
+        }
+        assert!(!state.breaker.is_open());
     }
 }
