@@ -218,7 +218,8 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
             .filter(|admin| admin.metrics)
             .map(|_| Arc::new(Metrics::new()));
         let (sandbox, plugins) = start_runtime_with(&config, metrics)?;
-        // Redis connects on this (control-plane) thread, which is otherwise mostly idle.
+        // Check Redis and load its scripts before the first request; the workers make their
+        // own connections on first use.
         let shared = sandbox.state().clone();
         tokio::spawn(async move { shared.warm_up().await });
         for route in &config.routes {

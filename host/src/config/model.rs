@@ -67,7 +67,7 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
-    /// Multiplexed connections kept open.
+    /// Multiplexed connections each worker thread keeps open.
     pub connections: usize,
     /// The policy while Redis is unavailable.
     pub on_unavailable: Unavailable,
@@ -245,8 +245,8 @@ pub const DEFAULT_STATE_KEY_PREFIX: &str = "wasmgate";
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(50);
 /// `state.connect-timeout` by default.
 pub const DEFAULT_STATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// `state.connections` by default.
-pub const DEFAULT_STATE_CONNECTIONS: u32 = 2;
+/// `state.connections` by default (per worker thread).
+pub const DEFAULT_STATE_CONNECTIONS: u32 = 1;
 /// `state.on-unavailable` by default.
 pub const DEFAULT_STATE_ON_UNAVAILABLE: &str = "closed";
 /// `state.instances` by default.

@@ -119,7 +119,8 @@ pub struct RawState {
     pub timeout: Option<ConfigDuration>,
     /// Time allowed to open a connection to Redis.
     pub connect_timeout: Option<ConfigDuration>,
-    /// Multiplexed connections kept open to Redis (per node in a cluster).
+    /// Multiplexed connections each worker thread keeps open to Redis (to each node in a
+    /// cluster).
     pub connections: Option<Spanned<u32>>,
     /// While Redis is unavailable: `"closed"`, `"open"` or `"local"`.
     pub on_unavailable: Option<Spanned<String>>,

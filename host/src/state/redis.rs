@@ -70,9 +70,15 @@ impl From<redis::RedisError> for RedisError {
 }
 
 /// A Redis (or Redis Cluster) backend: connects lazily and reconnects by itself.
+///
+/// Each worker thread has its own connections, made on first use on that worker's runtime,
+/// so a call's I/O stays on the thread that serves the request: no cross-thread wake-ups
+/// on the request path (see [`crate::workers`]).
 pub struct RedisState {
     client: Client,
-    connections: OnceCell<Connections>,
+    /// `per_worker` slots for each worker, worker by worker.
+    slots: Vec<OnceCell<Connection>>,
+    per_worker: usize,
     next: AtomicUsize,
     prefix: String,
 }
@@ -81,13 +87,14 @@ enum Client {
     Single {
         client: redis::Client,
         config: ConnectionManagerConfig,
-        count: usize,
     },
     Cluster(redis::cluster::ClusterClient),
 }
 
-enum Connections {
-    Single(Vec<ConnectionManager>),
+/// One multiplexed connection (to a cluster: one per node, behind one handle).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
@@ -113,58 +120,54 @@ impl RedisState {
             Client::Single {
                 client,
                 config: manager,
-                count: config.connections.max(1),
             }
         };
+        let per_worker = config.connections.max(1);
         Ok(Self {
             client,
-            connections: OnceCell::new(),
+            slots: (0..crate::workers::count() * per_worker)
+                .map(|_| OnceCell::new())
+                .collect(),
+            per_worker,
             next: AtomicUsize::new(0),
             prefix: config.key_prefix.clone(),
         })
     }
 
-    async fn connections(&self) -> Result<&Connections, RedisError> {
-        self.connections
-            .get_or_try_init(|| async {
-                match &self.client {
-                    Client::Single {
-                        client,
-                        config,
-                        count,
-                    } => (0..*count)
-                        .map(|_| {
-                            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(Connections::Single)
-                        .map_err(RedisError::from),
-                    Client::Cluster(client) => client
-                        .get_async_connection()
-                        .await
-                        .map(Connections::Cluster)
-                        .map_err(RedisError::from),
-                }
-            })
-            .await
+    /// A connection of the calling worker, made on its runtime on first use.
+    async fn connection(&self) -> Result<Connection, RedisError> {
+        let worker = crate::workers::current() % crate::workers::count().max(1);
+        let nth = if self.per_worker == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % self.per_worker
+        };
+        let slot = &self.slots[(worker * self.per_worker + nth) % self.slots.len()];
+        slot.get_or_try_init(|| self.connect()).await.cloned()
     }
 
-    /// Connects, and loads the scripts into every connection's server (a cluster loads
-    /// them on each node on first use).
+    async fn connect(&self) -> Result<Connection, RedisError> {
+        Ok(match &self.client {
+            Client::Single { client, config } => Connection::Single(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+            ),
+            Client::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+        })
+    }
+
+    /// Checks that Redis answers and loads the scripts, on a connection of its own (scripts
+    /// are per server; a cluster node loads them on first use).
     pub async fn warm_up(&self) -> Result<(), RedisError> {
-        match self.connections().await? {
-            Connections::Single(managers) => {
-                for manager in managers {
-                    for script in [&*INCREMENT, &*WINDOW, &*GCRA, &*COMPARE_AND_SET] {
-                        script
-                            .prepare_invoke()
-                            .load_async(&mut manager.clone())
-                            .await?;
-                    }
+        match &self.client {
+            Client::Single { client, .. } => {
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                for script in [&*INCREMENT, &*WINDOW, &*GCRA, &*COMPARE_AND_SET] {
+                    script.prepare_invoke().load_async(&mut connection).await?;
                 }
             }
-            Connections::Cluster(cluster) => {
-                let _: String = redis::cmd("PING").query_async(&mut cluster.clone()).await?;
+            Client::Cluster(client) => {
+                let mut connection = client.get_async_connection().await?;
+                let _: String = redis::cmd("PING").query_async(&mut connection).await?;
             }
         }
         Ok(())
@@ -173,12 +176,9 @@ impl RedisState {
     /// Runs one operation (without a timeout of its own: the caller bounds it).
     pub async fn run(&self, plugin: &str, op: &Op) -> Result<Outcome, RedisError> {
         let call = self.call_for(plugin, op);
-        let value = match self.connections().await? {
-            Connections::Single(managers) => {
-                let index = self.next.fetch_add(1, Ordering::Relaxed) % managers.len();
-                call.send(&mut managers[index].clone()).await?
-            }
-            Connections::Cluster(cluster) => call.send(&mut cluster.clone()).await?,
+        let value = match self.connection().await? {
+            Connection::Single(mut manager) => call.send(&mut manager).await?,
+            Connection::Cluster(mut cluster) => call.send(&mut cluster).await?,
         };
         outcome(op, value)
     }
