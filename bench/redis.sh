@@ -66,22 +66,30 @@ prepare() {
     [[ -x $GATEWAY_BIN ]] || die "no gateway binary at $GATEWAY_BIN"
     [[ -f $PLUGIN ]] || die "no $PLUGIN (plugins/build.sh -p rate-limit)"
     make_work_dir wasmgate-redis-bench
-    trap 'remove_cgroups; cleanup' EXIT
+    trap finish EXIT
     mkdir -p "$BENCH_RESULTS" "$WORK/plugins"
     cp "$PLUGIN" "$WORK/plugins/"
 }
 
 start_redis() {
-    REDIS_PORT=$(free_port)
-    taskset -c "$BENCH_LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
-        --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-    REDIS_PID=$!
-    STARTED_PIDS+=("$REDIS_PID")
-    for _ in $(seq 100); do
-        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-        sleep 0.05
+    local attempt
+    for attempt in 1 2 3; do
+        REDIS_PORT=$(free_port)
+        taskset -c "$BENCH_LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+            --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+        REDIS_PID=$!
+        STARTED_PIDS+=("$REDIS_PID")
+        for _ in $(seq 100); do
+            kill -0 "$REDIS_PID" 2>/dev/null || break
+            if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+                log "redis     pid $REDIS_PID  :$REDIS_PORT  ($(redis-server --version | cut -d' ' -f3))"
+                return
+            fi
+            sleep 0.05
+        done
+        log "redis-server did not start on :$REDIS_PORT (attempt $attempt): $(tail -1 "$WORK/redis.log")"
     done
-    log "redis     pid $REDIS_PID  :$REDIS_PORT  ($(redis-server --version | cut -d' ' -f3))"
+    die "cannot start redis-server"
 }
 
 # Writes a gateway config for `state` (local or redis) listening on port $2 to stdout.
@@ -151,6 +159,17 @@ limit_cpu() {
     else
         return 1
     fi
+}
+
+# The EXIT trap: stops what we started, removes our cgroups (only empty ones can go), then
+# lib.sh's cleanup (which keeps the logs and exits with this script's status).
+finish() {
+    local status=$? pid
+    for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    remove_cgroups
+    (exit "$status")
+    cleanup
 }
 
 remove_cgroups() {
@@ -258,6 +277,8 @@ scale_run() {
         total=$(awk -v t="$total" -v n="$n" -v s="$s" 'BEGIN { printf "%.0f", t + n / s }')
     done
     for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    remove_cgroups
+    CGROUPS=()
     SCALED=$total
 }
 
