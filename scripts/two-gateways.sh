@@ -3,9 +3,10 @@
 #
 # Builds the gateway (release) and the bundled rate-limit plugin, starts a redis-server and
 # two `wasmgate run` processes on free loopback ports with the same config (one route,
-# `/hello`, limited to 5 requests per 10 s for everyone, state in Redis), then sends 10
-# requests with curl, alternating between the gateways: 5 pass, 5 get 429, whichever gateway
-# they hit. Everything it started is stopped on exit.
+# `/hello`, limited for everyone to 5 requests per minute with GCRA: a burst of 5, then one
+# every 12 s; state in Redis), then sends 10 requests with curl, alternating between the
+# gateways: 5 pass, 5 get 429, whichever gateway they hit. Everything it started is stopped
+# on exit.
 #
 #   scripts/two-gateways.sh                  start its own redis-server (package redis-server)
 #   REDIS_URL=redis://host:6379 scripts/two-gateways.sh    use a running Redis instead
@@ -81,7 +82,7 @@ name = "hello"
 path = "/hello"
 respond = { status = 200, body = "hello\n" }
 stages = [
-  { plugin = "rate-limit", config = { key = "route", limits = [{ requests = 5, window = "10s" }] } },
+  { plugin = "rate-limit", config = { key = "route", algorithm = "gcra", limits = [{ requests = 5, window = "1m" }] } },
 ]
 TOML
     "$WASMGATE_BIN" run --config "$work/gateway-$n.toml" >"$work/gateway-$n.log" 2>&1 &
@@ -89,7 +90,7 @@ TOML
 done
 for port in "${ports[@]}"; do wait_port "$port"; done
 
-echo "two gateways on :${ports[0]} and :${ports[1]}, state in Redis; limit: 5 per 10 s for everyone"
+echo "two gateways on :${ports[0]} and :${ports[1]}, state in Redis; limit: 5 per minute for everyone (burst 5)"
 for i in $(seq 10); do
     port=${ports[$(((i - 1) % 2))]}
     curl -s -o /dev/null \
