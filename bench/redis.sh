@@ -16,6 +16,9 @@
 #   2. scale: one gateway, then two gateways, each held to BENCH_GATEWAY_QUOTA of a CPU by a cgroup
 #      (so that two gateways, the load generator and Redis all fit on a 2-core machine without
 #      competing), both counting in one Redis; req/s of two together over one.
+#   3. outage: one gateway with `timeout = "50ms"` and `on-unavailable = "local"` under load
+#      while Redis is paused (CLIENT PAUSE) for most of the run: p50, p99 and the slowest
+#      request, which the timeout (and then the breaker) must bound.
 #
 # Prints the tables; raw oha output is kept under bench/results/redis-<timestamp>/.
 set -euo pipefail
@@ -35,6 +38,9 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}                 # rounds (local and Redis altern
 BENCH_WARMUP=${BENCH_WARMUP:-1s}                # before every measured run
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}      # oha connections (closed loop) per gateway
 BENCH_GATEWAY_QUOTA=${BENCH_GATEWAY_QUOTA:-0.3} # CPUs each gateway may use in the scale runs
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-cost scale outage} # which of the three to run
+BENCH_OUTAGE_DURATION=${BENCH_OUTAGE_DURATION:-3s} # the outage run
+BENCH_PAUSE_MS=${BENCH_PAUSE_MS:-2500}          # how long Redis is paused in it
 BENCH_LOAD_CPU=${BENCH_LOAD_CPU:-0}             # CPU for oha and redis-server
 BENCH_SERVER_CPU=${BENCH_SERVER_CPU:-1}         # CPU for the gateways
 BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}         # 1: use the existing release binary and plugin
@@ -105,8 +111,10 @@ cache-dir = "$WORK/cache"
 watch = false
 
 EOF
-    if [[ $state == redis ]]; then
-        printf '[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s"\n\n' "$REDIS_PORT"
+    if [[ $state == redis* ]]; then
+        printf '[state]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"
+        [[ $state == redis-outage ]] && printf 'timeout = "50ms"\non-unavailable = "local"\n'
+        echo
     fi
     cat <<'EOF'
 [[routes]]
@@ -295,7 +303,35 @@ measure_scale() {
     TWO=$(printf '%s\n' "${two[@]}" | median)
 }
 
+# One gateway under load while Redis is paused for BENCH_PAUSE_MS of the run; sets OUTAGE.
+OUTAGE=""
+measure_outage() {
+    start_gateway redis-outage gateway-outage
+    local pid=$GW_PID port=$GW_PORT load
+    oha_run "http://127.0.0.1:$port/fixed" "$BENCH_WARMUP" "$WORK/warm-outage.json" >/dev/null
+    taskset -c "$BENCH_LOAD_CPU" "$OHA" --no-tui --output-format json -z "$BENCH_OUTAGE_DURATION" \
+        -c "$BENCH_CONNECTIONS" "http://127.0.0.1:$port/fixed" >"$BENCH_RESULTS/outage.json" \
+        2>"$WORK/outage.stderr" &
+    load=$!
+    sleep 0.2
+    redis-cli -p "$REDIS_PORT" CLIENT PAUSE "$BENCH_PAUSE_MS" ALL >/dev/null
+    wait "$load" || die "oha failed in the outage run"
+    OUTAGE=$(jq -r '"\(.summary.requestsPerSec | floor) | \(.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000) | \(.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000) | \(.summary.slowest * 1000 | . * 1000 | round / 1000) | \(.statusCodeDistribution | to_entries | map("\(.key): \(.value)") | join(", "))"' \
+        "$BENCH_RESULTS/outage.json")
+    log "outage: $OUTAGE"
+    stop_pid "$pid"
+}
+
 report() {
+    {
+        [[ " $BENCH_SCENARIOS " == *" cost "* ]] && report_cost
+        [[ " $BENCH_SCENARIOS " == *" scale "* ]] && report_scale
+        [[ " $BENCH_SCENARIOS " == *" outage "* ]] && report_outage
+        true
+    } | tee "$BENCH_RESULTS/summary.md"
+}
+
+report_cost() {
     {
         echo
         echo "## Cost of Redis per rate-limited request (medians of $BENCH_ROUNDS rounds, $BENCH_DURATION each, oha -c $BENCH_CONNECTIONS, 1 worker thread)"
@@ -314,6 +350,11 @@ report() {
         for algorithm in fixed gcra; do
             echo "| $algorithm | $(awk -v a="$(cost_median "$algorithm-redis" 5)" -v b="$(cost_median "$algorithm-local" 5)" 'BEGIN { printf "%.1f", a - b }') | $(awk -v a="$(cost_median "$algorithm-redis" 4)" -v b="$(cost_median "$algorithm-local" 4)" 'BEGIN { printf "%.3f", a - b }') |"
         done
+    }
+}
+
+report_scale() {
+    {
         echo
         echo "## Two gateways against one Redis (each gateway held to $BENCH_GATEWAY_QUOTA CPU, fixed window, medians of $BENCH_ROUNDS rounds)"
         echo
@@ -321,15 +362,33 @@ report() {
         echo "|--:|--:|--:|"
         echo "| 1 | $ONE | 1.00 |"
         echo "| 2 | $TWO | $(ratio "$TWO" "$ONE") |"
-    } | tee "$BENCH_RESULTS/summary.md"
+    }
+}
+
+report_outage() {
+    {
+        echo
+        echo "## Redis paused for ${BENCH_PAUSE_MS} ms of a ${BENCH_OUTAGE_DURATION} run (timeout 50 ms, on-unavailable = local, breaker defaults)"
+        echo
+        echo "| req/s | p50 ms | p99 ms | slowest ms | answers |"
+        echo "|--:|--:|--:|--:|---|"
+        echo "| $OUTAGE |"
+    }
 }
 
 main() {
     [[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0; }
     prepare
     start_redis
-    measure_cost
-    measure_scale
+    local scenario
+    for scenario in $BENCH_SCENARIOS; do
+        case $scenario in
+            cost) measure_cost ;;
+            scale) measure_scale ;;
+            outage) measure_outage ;;
+            *) die "unknown scenario $scenario (cost, scale, outage)" ;;
+        esac
+    done
     report
 }
 
