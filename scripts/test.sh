@@ -16,7 +16,8 @@ host_target=$(rustc -vV | sed -n 's/^host: //p')
 
 echo "== test peers (Debian packages)"
 # nginx is the reference the path-normalization test compares the gateway with; promtool
-# (package `prometheus`) checks the metrics exposition.
+# (package `prometheus`) checks the metrics exposition; redis-server (which brings
+# redis-cli) is the shared state backend tests/redis.rs starts on free ports.
 packages=()
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     packages+=(nginx-light)
@@ -27,6 +28,9 @@ fi
 # openssl (the CLI): tests/tls.rs offers TLS 1.1 with `openssl s_client`, which rustls cannot.
 if ! command -v openssl >/dev/null; then
     packages+=(openssl)
+fi
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    packages+=(redis-server)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)

@@ -94,6 +94,20 @@ snapshot_tests! {
     bad_names,
     respond_and_upstream,
     compress_errors,
+    state_errors,
+    state_backend,
+    state_no_url,
+}
+
+/// A Redis password in `state.url` never reaches the output, even in an error about the URL.
+#[test]
+fn redis_passwords_are_not_printed() {
+    let (_, stderr) = check_case("state_errors");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("rediss://:***@cache.internal:6380/0"),
+        "{stderr}"
+    );
 }
 
 /// Every `.toml` in the cases directory has a test (and a snapshot), and nothing is stale.

@@ -16,7 +16,7 @@
 //!   1. a block whose first non-comment character is `{` is one or more stage tables, and is
 //!      wrapped in `stages = [ … ]`;
 //!   2. if the block then has top-level keys that are not config sections (`server`, `plugins`,
-//!      `limits`, `admin`, `upstreams`, `routes`), they are a route's keys (`stages = [ … ]`,
+//!      `limits`, `admin`, `upstreams`, `routes`, `state`), they are a route's keys (`stages = [ … ]`,
 //!      say): a `[[routes]]` header is put before the block, with `name = "example"`,
 //!      `prefix = "/"` and `upstream = "example"` for whichever of them the block does not set
 //!      (no `upstream` when the last stage has `upstreams`: an aggregate stage answers);
@@ -60,13 +60,14 @@ use common::{TempDir, WASMGATE, check_as};
 const FRAGMENT_TARGET: &str = "127.0.0.1:9";
 
 /// The top-level tables of a config; any other top-level key of a fragment is a route's.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "server",
     "plugins",
     "limits",
     "admin",
     "upstreams",
     "routes",
+    "state",
 ];
 
 /// How long the warm-up may take to compile the non-Rust plugins into the cache.

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use wasmgate::config::Config;
 use wasmgate::gateway::{Gateway, LiveState};
 use wasmgate::plugins;
-use wasmgate::runtime::{MemoryCounters, Runtime, RuntimeSettings};
+use wasmgate::runtime::{LocalState, Runtime, RuntimeSettings};
 
 const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/inprocess-plugin-cache");
 
@@ -42,9 +42,8 @@ impl Core {
             cache_dir: Some(config.plugins.cache_dir.clone()),
             metrics: None,
         };
-        let runtime = Arc::new(
-            Runtime::new(&settings, Arc::new(MemoryCounters::default())).expect("runtime"),
-        );
+        let runtime =
+            Arc::new(Runtime::new(&settings, Arc::new(LocalState::default())).expect("runtime"));
         let loaded = {
             let runtime = runtime.clone();
             let dir = config.plugins.dir.clone();

@@ -20,7 +20,7 @@ use wasmgate::pipeline::rate_limit::RateLimitWorld;
 use wasmgate::pipeline::transform::TransformWorld;
 use wasmgate::runtime::bindings::types::{Context, Request, Response};
 use wasmgate::runtime::{
-    Call, InstancePool, MemoryCounters, Plugin, PluginPre, Runtime, RuntimeSettings, World,
+    Call, InstancePool, LocalState, Plugin, PluginPre, Runtime, RuntimeSettings, World,
 };
 
 /// A runtime sized like a small gateway, without the on-disk cache.
@@ -30,7 +30,7 @@ fn runtime() -> Runtime {
         cache_dir: None,
         metrics: None,
     };
-    Runtime::new(&settings, Arc::new(MemoryCounters::default())).expect("runtime starts")
+    Runtime::new(&settings, Arc::new(LocalState::default())).expect("runtime starts")
 }
 
 fn load(runtime: &Runtime, name: &str, path: &str) -> Arc<Plugin> {

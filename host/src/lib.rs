@@ -15,7 +15,9 @@
 //!    [`framing`] frames the answer from its body;
 //!    [`access_log`] writes one line when the body ends.
 //!
-//! Every failure becomes a JSON response in exactly one place, [`rescue`]. Along the way,
+//! Plugins that count, limit or keep key-values do so through [`state`]: in this process, or
+//! in Redis shared by every gateway. Every failure becomes a JSON response in exactly one
+//! place, [`rescue`]. Along the way,
 //! handles resolved when the live state was built count the request, its upstream attempts
 //! and its plugin calls in [`metrics`], which the [`admin`] listener serves to Prometheus,
 //! and [`trace`] records the request, its stage calls and upstream attempts as spans.
@@ -37,6 +39,7 @@ pub mod rescue;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod text;
 pub mod tls;
 pub mod trace;

@@ -13,7 +13,7 @@ use wasmgate::gateway::{Gateway, LiveState};
 use wasmgate::metrics::Metrics;
 use wasmgate::plugins::{self, PluginSet};
 use wasmgate::reload::{Reloader, SharedStatus};
-use wasmgate::runtime::{MemoryCounters, Runtime, RuntimeSettings};
+use wasmgate::runtime::{Runtime, RuntimeSettings};
 use wasmgate::server::Server;
 use wasmgate::trace::Tracing;
 
@@ -116,10 +116,19 @@ fn start_runtime_with(
         cache_dir: Some(config.plugins.cache_dir.clone()),
         metrics,
     };
-    let runtime = Arc::new(Runtime::new(
-        &settings,
-        Arc::new(MemoryCounters::new(config.plugins.counters)),
-    )?);
+    let state = wasmgate::state::from_config(
+        &config.state,
+        config.plugins.counters,
+        settings.metrics.as_ref(),
+    )?;
+    if let wasmgate::config::StateConfig::Redis(redis) = &config.state {
+        tracing::info!(
+            url = %redis.redacted_url(),
+            cluster = redis.cluster,
+            "shared state in Redis"
+        );
+    }
+    let runtime = Arc::new(Runtime::new(&settings, state)?);
     let plugins = plugins::load_dir(&runtime, &config.plugins.dir);
     Ok((runtime, plugins))
 }
@@ -211,6 +220,10 @@ fn run(path: &Path, workers: Option<usize>) -> anyhow::Result<ExitCode> {
             .filter(|admin| admin.metrics)
             .map(|_| Arc::new(Metrics::new()));
         let (sandbox, plugins) = start_runtime_with(&config, metrics)?;
+        // Check Redis and load its scripts before the first request; the workers make their
+        // own connections on first use.
+        let shared = sandbox.state().clone();
+        tokio::spawn(async move { shared.warm_up().await });
         for route in &config.routes {
             for stage in &route.stages {
                 if !plugins.loaded.contains_key(&stage.plugin) {

@@ -150,6 +150,24 @@ struct PluginLabels {
     plugin: Arc<str>,
 }
 
+/// `op`: a state operation, from a fixed list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateOpLabels {
+    op: &'static str,
+}
+
+/// `kind`: a state error kind, from a fixed list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateKindLabels {
+    kind: &'static str,
+}
+
+/// `policy`: an `on-unavailable` policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatePolicyLabels {
+    policy: &'static str,
+}
+
 /// `kind` (plugin or config), `outcome`, `reason`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -241,6 +259,11 @@ pub struct Metrics {
     plugin_counter_errors: Family<StageLabels, Counter>,
     plugin_compile: HistogramFamily<PluginLabels>,
     reloads: Family<ReloadLabels, Counter>,
+    state_calls: Family<StateOpLabels, Counter>,
+    state_duration: Histogram,
+    state_errors: Family<StateKindLabels, Counter>,
+    state_fallbacks: Family<StatePolicyLabels, Counter>,
+    state_breaker_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -286,6 +309,11 @@ impl Metrics {
             plugin_counter_errors: Family::default(),
             plugin_compile: Family::new_with_constructor(compile_histogram),
             reloads: Family::default(),
+            state_calls: Family::default(),
+            state_duration: call_histogram(),
+            state_errors: Family::default(),
+            state_fallbacks: Family::default(),
+            state_breaker_open: Gauge::default(),
         };
         metrics.registered()
     }
@@ -426,7 +454,49 @@ impl Metrics {
             "Hot reload results: kind (plugin, config), outcome (loaded, unloaded, rejected) and reason (read, compile, world, validate, config; empty unless rejected)",
             self.reloads.clone(),
         );
+        r.register(
+            "state_calls",
+            "Calls to the shared state backend (Redis), by operation: increment, window, gcra, kv_get, kv_set, kv_compare_and_set, kv_delete",
+            self.state_calls.clone(),
+        );
+        r.register_with_unit(
+            "state_call_duration",
+            "Time of one call to the shared state backend (Redis), timeouts included",
+            Unit::Seconds,
+            self.state_duration.clone(),
+        );
+        r.register(
+            "state_errors",
+            "Failed or refused calls to the shared state backend by kind: timeout, connection, server, answer, breaker_open (not called: the breaker is open)",
+            self.state_errors.clone(),
+        );
+        r.register(
+            "state_unavailable",
+            "State operations answered by the on-unavailable policy (closed, open, local) because the backend failed or its breaker was open",
+            self.state_fallbacks.clone(),
+        );
+        r.register(
+            "state_breaker_open",
+            "1 while the shared state backend's breaker is open (calls kept away from Redis), else 0",
+            self.state_breaker_open.clone(),
+        );
         self
+    }
+
+    /// Handles for the shared state backend.
+    pub fn state(&self) -> StateMetrics {
+        StateMetrics {
+            inner: Arc::new(StateSeries {
+                calls_family: self.state_calls.clone(),
+                errors_family: self.state_errors.clone(),
+                fallbacks_family: self.state_fallbacks.clone(),
+                calls: std::array::from_fn(|_| OnceLock::new()),
+                errors: std::array::from_fn(|_| OnceLock::new()),
+                fallbacks: std::array::from_fn(|_| OnceLock::new()),
+                duration: self.state_duration.clone(),
+                breaker_open: self.state_breaker_open.clone(),
+            }),
+        }
     }
 
     /// The exposition: OpenMetrics text when `openmetrics`, else Prometheus text 0.0.4.
@@ -1010,6 +1080,98 @@ const ERROR_KINDS: [&str; 6] = [
     "invalid_output",
     "pool_exhausted",
 ];
+
+/// Operations of the state backend, the `op` label's values.
+const STATE_OPS: [&str; 7] = [
+    "increment",
+    "window",
+    "gcra",
+    "kv_get",
+    "kv_set",
+    "kv_compare_and_set",
+    "kv_delete",
+];
+/// Kinds of state errors, the `kind` label's values.
+const STATE_ERRORS: [&str; 6] = [
+    "timeout",
+    "connection",
+    "server",
+    "answer",
+    "settings",
+    "breaker_open",
+];
+/// `on-unavailable` policies, the `policy` label's values.
+const STATE_POLICIES: [&str; 3] = ["closed", "open", "local"];
+
+/// The shared state backend's metrics. Label values come from fixed lists; each series is
+/// resolved once, on first use.
+#[derive(Clone)]
+pub struct StateMetrics {
+    inner: Arc<StateSeries>,
+}
+
+struct StateSeries {
+    calls_family: Family<StateOpLabels, Counter>,
+    errors_family: Family<StateKindLabels, Counter>,
+    fallbacks_family: Family<StatePolicyLabels, Counter>,
+    calls: [OnceLock<Counter>; STATE_OPS.len()],
+    errors: [OnceLock<Counter>; STATE_ERRORS.len()],
+    fallbacks: [OnceLock<Counter>; STATE_POLICIES.len()],
+    duration: Histogram,
+    breaker_open: Gauge,
+}
+
+/// The series of `label` in `slots` (one per value of `values`), made on first use; `None`
+/// for a value not in the list.
+fn fixed_series<'a>(
+    values: &[&'static str],
+    slots: &'a [OnceLock<Counter>],
+    label: &str,
+    make: impl FnOnce(&'static str) -> Counter,
+) -> Option<&'a Counter> {
+    let index = values.iter().position(|value| *value == label)?;
+    Some(slots[index].get_or_init(|| make(values[index])))
+}
+
+impl StateMetrics {
+    /// A call to the backend, of `op`, that took `elapsed`.
+    pub fn call(&self, op: &'static str, elapsed: Duration) {
+        let s = &self.inner;
+        if let Some(counter) = fixed_series(&STATE_OPS, &s.calls, op, |op| {
+            s.calls_family.get_or_create_owned(&StateOpLabels { op })
+        }) {
+            counter.inc();
+        }
+        s.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A failed or refused call.
+    pub fn error(&self, kind: &'static str) {
+        let s = &self.inner;
+        if let Some(counter) = fixed_series(&STATE_ERRORS, &s.errors, kind, |kind| {
+            s.errors_family
+                .get_or_create_owned(&StateKindLabels { kind })
+        }) {
+            counter.inc();
+        }
+    }
+
+    /// An operation answered by the `on-unavailable` policy.
+    pub fn fallback(&self, policy: &'static str) {
+        let s = &self.inner;
+        if let Some(counter) = fixed_series(&STATE_POLICIES, &s.fallbacks, policy, |policy| {
+            s.fallbacks_family
+                .get_or_create_owned(&StatePolicyLabels { policy })
+        }) {
+            counter.inc();
+        }
+    }
+
+    /// The breaker opened (`true`) or closed.
+    pub fn breaker_open(&self, open: bool) {
+        self.inner.breaker_open.set(i64::from(open));
+    }
+}
 
 /// One stage's plugin metrics. Counters with a fixed-list label are created on first use.
 pub struct StageMetrics {

@@ -391,7 +391,7 @@ impl Reloader {
         .await
         {
             Ok(state) => {
-                runtime.counters().set_budget(state.config.plugins.counters);
+                runtime.state().set_budget(state.config.plugins.counters);
                 self.status.lock().expect("status lock").restart_required = pending;
                 tracing::info!(routes = state.config.routes.len(), "config reloaded");
                 self.event("config reloaded".to_string());
@@ -592,6 +592,7 @@ pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
             a.plugins.max_instances != b.plugins.max_instances,
         ),
         ("tracing", a.tracing != b.tracing),
+        ("state", a.state != b.state),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)

@@ -73,7 +73,9 @@ macro_rules! export_rate_limit {
         mod __wasmgate_export {
             $crate::__wasmgate_generate_world!(
                 "rate-limit",
-                "wasmgate:plugin/counters@0.1.0": ::wasmgate_plugin_sdk::__private::raw::counters
+                "wasmgate:plugin/counters@0.1.0": ::wasmgate_plugin_sdk::__private::raw::counters,
+                "wasmgate:plugin/limiter@0.1.0": ::wasmgate_plugin_sdk::__private::raw::limiter,
+                "wasmgate:plugin/kv@0.1.0": ::wasmgate_plugin_sdk::__private::raw::kv
             );
 
             struct Export;

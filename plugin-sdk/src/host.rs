@@ -48,8 +48,8 @@ pub fn config_json() -> String {
 /// Counters shared by every instance of every plugin, and by every gateway
 /// process when the gateway uses a shared backend (Redis).
 ///
-/// Only rate-limit plugins may import counters: a plugin of another kind that
-/// calls this will not load.
+/// The `rate-limit` world imports counters; the gateway provides them to
+/// plugins of every kind.
 pub mod counters {
     /// Adds `delta` to the counter `key` and returns the new value.
     ///
@@ -100,11 +100,92 @@ pub mod connection {
     }
 }
 
+/// Rate-limit primitives the host computes atomically on the state backend's
+/// clock (Redis' clock when the gateway shares state through Redis), so
+/// several gateways with skewed clocks still enforce one limit.
+pub mod limiter {
+    /// A fixed window's count and its predecessor's.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct WindowCount {
+        /// The current window's count, this call's delta included.
+        pub current: u64,
+        /// The previous window's count.
+        pub previous: u64,
+        /// Milliseconds since the current window started.
+        pub elapsed_ms: u64,
+    }
+
+    /// A GCRA verdict.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Decision {
+        /// Whether the cost was taken.
+        pub allowed: bool,
+        /// Requests that could still go at once.
+        pub remaining: u64,
+        /// When refused: milliseconds until the same cost would be allowed.
+        pub retry_after_ms: u64,
+        /// Milliseconds until the full burst is available again.
+        pub reset_after_ms: u64,
+    }
+
+    /// Adds `delta` to the current `window_ms` window of `key` (windows aligned
+    /// to the backend's clock) and returns it with the previous window's count.
+    pub fn window(key: &str, delta: u64, window_ms: u64) -> Result<WindowCount, String> {
+        super::imp::window(key, delta, window_ms)
+    }
+
+    /// GCRA: `limit` requests per `period_ms`, spread evenly, with bursts of
+    /// up to `burst` from idle; takes `cost` (at most `burst`) if it fits.
+    pub fn gcra(
+        key: &str,
+        limit: u64,
+        period_ms: u64,
+        burst: u64,
+        cost: u64,
+    ) -> Result<Decision, String> {
+        super::imp::gcra(key, limit, period_ms, burst, cost)
+    }
+}
+
+/// A key-value store shared by every instance of this plugin (and by every
+/// gateway when the gateway shares state through Redis). Plugins of every kind
+/// may use it. Keys are at most 512 bytes, values 64 KiB, and every entry
+/// lives `ttl_ms` (1 ms to 30 days). An `Err` means the store could not
+/// answer; the text says why.
+pub mod kv {
+    /// The value of `key`, if it is there.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, String> {
+        super::imp::kv_get(key)
+    }
+
+    /// Sets `key` to `value` for `ttl_ms` milliseconds.
+    pub fn set(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), String> {
+        super::imp::kv_set(key, value, ttl_ms)
+    }
+
+    /// Sets `key` to `value` only if its value is `expected` (`None`: only if
+    /// it is absent); returns whether it did.
+    pub fn compare_and_set(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, String> {
+        super::imp::kv_compare_and_set(key, expected, value, ttl_ms)
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn delete(key: &str) -> Result<bool, String> {
+        super::imp::kv_delete(key)
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::Level;
     use super::connection::ClientCertificate;
-    use crate::bindings::wasmgate::plugin::{connection, counters, host, types};
+    use super::limiter::{Decision, WindowCount};
+    use crate::bindings::wasmgate::plugin::{connection, counters, host, kv, limiter, types};
 
     pub fn is_tls() -> bool {
         connection::is_tls()
@@ -148,12 +229,57 @@ mod imp {
     pub fn increment(key: &str, delta: u64, window_ms: u64) -> Result<u64, String> {
         counters::increment(key, delta, window_ms)
     }
+
+    pub fn window(key: &str, delta: u64, window_ms: u64) -> Result<WindowCount, String> {
+        limiter::window(key, delta, window_ms).map(|w| WindowCount {
+            current: w.current,
+            previous: w.previous,
+            elapsed_ms: w.elapsed_ms,
+        })
+    }
+
+    pub fn gcra(
+        key: &str,
+        limit: u64,
+        period_ms: u64,
+        burst: u64,
+        cost: u64,
+    ) -> Result<Decision, String> {
+        limiter::gcra(key, limit, period_ms, burst, cost).map(|d| Decision {
+            allowed: d.allowed,
+            remaining: d.remaining,
+            retry_after_ms: d.retry_after_ms,
+            reset_after_ms: d.reset_after_ms,
+        })
+    }
+
+    pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>, String> {
+        kv::get(key)
+    }
+
+    pub fn kv_set(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), String> {
+        kv::set(key, value, ttl_ms)
+    }
+
+    pub fn kv_compare_and_set(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, String> {
+        kv::compare_and_set(key, expected, value, ttl_ms)
+    }
+
+    pub fn kv_delete(key: &str) -> Result<bool, String> {
+        kv::delete(key)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     pub use crate::testing::host::{
-        client_certificate, config_json, increment, is_tls, log, now_millis, server_name, set_var,
+        client_certificate, config_json, gcra, increment, is_tls, kv_compare_and_set, kv_delete,
+        kv_get, kv_set, log, now_millis, server_name, set_var, window,
     };
 }
 

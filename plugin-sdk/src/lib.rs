@@ -21,8 +21,11 @@
 //! (`limits[1].window: ...`); the gateway adds the route and stage.
 //!
 //! Every call runs on a fresh instance, so nothing survives in memory from
-//! one call to the next. To share state across requests use
-//! [`counters::increment`] (rate-limit plugins), and to pass values to later
+//! one call to the next. To share state across requests (and, with the
+//! gateway's `[state]` in Redis, across gateways) use [`counters::increment`],
+//! the rate-limit primitives in [`limiter`] (fixed windows and GCRA on the
+//! backend's clock) or the key-value store in [`kv`] (any kind of plugin), and
+//! to pass values to later
 //! stages or phases of the same request use [`set_var`] and [`Context::vars`].
 //!
 //! # Five-minute quick start
@@ -147,7 +150,7 @@
 //! # Testing plugin logic
 //!
 //! The SDK also compiles for the build machine, where the host functions
-//! ([`now_millis`], [`counters::increment`], [`set_var`], [`log`]) are served
+//! ([`now_millis`], [`counters::increment`], [`limiter`], [`kv`], [`set_var`], [`log`]) are served
 //! by the in-process stand-in in [`testing`]. Call your trait functions
 //! directly with a config from [`parse_config`]:
 //!
@@ -189,7 +192,7 @@ pub use backend::{BackendCall, BackendResult, CallError};
 pub use config::{NoConfig, parse_config};
 pub use context::{Context, Identity};
 pub use headers::Headers;
-pub use host::{Level, config_json, connection, counters, log, now_millis, set_var};
+pub use host::{Level, config_json, connection, counters, kv, limiter, log, now_millis, set_var};
 pub use http::{BodyError, Request, Response};
 pub use plugin::{Aggregate, Auth, RateLimit, Transform};
 
@@ -203,6 +206,6 @@ pub mod prelude {
     pub use crate::{
         Aggregate, Auth, BackendCall, BackendResult, CallError, Context, Headers, Identity, Level,
         NoConfig, RateLimit, Request, Response, Transform, connection, counters, debug, error,
-        info, log, now_millis, set_var, trace, warn,
+        info, kv, limiter, log, now_millis, set_var, trace, warn,
     };
 }

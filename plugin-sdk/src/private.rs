@@ -17,7 +17,7 @@ use crate::{
 /// The raw bindings of the shared interfaces. The export macros point each
 /// plugin's own world bindings here (`with:`), so every world uses these types.
 pub mod raw {
-    pub use crate::bindings::wasmgate::plugin::{counters, host, types};
+    pub use crate::bindings::wasmgate::plugin::{counters, host, kv, limiter, types};
 }
 
 use raw::types as wit;

@@ -33,6 +33,10 @@ struct TestHost {
     counters_error: Option<String>,
     /// `Some` while the request "came over TLS": the SNI name and client certificate.
     tls: Option<(Option<String>, Option<ClientCertificate>)>,
+    /// GCRA cells: key → theoretical arrival time, in microseconds.
+    cells: HashMap<String, u64>,
+    /// Key-values: key → (value, expiry in ms).
+    values: HashMap<String, (Vec<u8>, u64)>,
 }
 
 thread_local! {
@@ -64,7 +68,8 @@ pub fn set_config(json: &str) {
     with(|host| host.config = Some(json.to_string()));
 }
 
-/// Makes every counter increment fail with `error`, or work again with `None`.
+/// Makes every counter, limiter and key-value call fail with `error`, or work
+/// again with `None`.
 pub fn set_counters_error(error: Option<&str>) {
     with(|host| host.counters_error = error.map(str::to_string));
 }
@@ -88,6 +93,7 @@ pub fn set_tls(server_name: Option<&str>, client_certificate: Option<ClientCerti
 pub(crate) mod host {
     use super::with;
     use crate::Level;
+    use crate::limiter::{Decision, WindowCount};
 
     pub fn log(level: Level, message: &str) {
         with(|host| host.logs.push((level, message.to_string())));
@@ -124,6 +130,103 @@ pub(crate) mod host {
 
     pub fn client_certificate() -> Option<crate::connection::ClientCertificate> {
         with(|host| host.tls.as_ref().and_then(|(_, cert)| cert.clone()))
+    }
+
+    fn failing() -> Result<(), String> {
+        with(|host| host.counters_error.clone()).map_or(Ok(()), Err)
+    }
+
+    pub fn window(key: &str, delta: u64, window_ms: u64) -> Result<WindowCount, String> {
+        failing()?;
+        let length = window_ms.max(1);
+        let now = now_millis();
+        let index = now / length;
+        let current = increment(&format!("\u{1}w|{key}|{index}"), delta, length * 2)?;
+        let previous = match index.checked_sub(1) {
+            Some(previous) => increment(&format!("\u{1}w|{key}|{previous}"), 0, length * 2)?,
+            None => 0,
+        };
+        Ok(WindowCount {
+            current,
+            previous,
+            elapsed_ms: now - index * length,
+        })
+    }
+
+    pub fn gcra(
+        key: &str,
+        limit: u64,
+        period_ms: u64,
+        burst: u64,
+        cost: u64,
+    ) -> Result<Decision, String> {
+        failing()?;
+        if limit == 0 || burst == 0 || cost > burst {
+            return Err("limit and burst must be at least 1, cost at most burst".into());
+        }
+        let now = now_millis().saturating_mul(1000);
+        let interval = (period_ms.saturating_mul(1000) / limit).max(1);
+        with(|host| {
+            let tat = host.cells.get(key).copied().unwrap_or(now).max(now);
+            let new_tat = tat + interval * cost;
+            let tolerance = interval * burst;
+            let allow_at = new_tat.saturating_sub(tolerance);
+            if now < allow_at {
+                return Ok(Decision {
+                    allowed: false,
+                    remaining: 0,
+                    retry_after_ms: (allow_at - now).div_ceil(1000),
+                    reset_after_ms: (tat - now).div_ceil(1000),
+                });
+            }
+            host.cells.insert(key.to_string(), new_tat);
+            Ok(Decision {
+                allowed: true,
+                remaining: (now + tolerance - new_tat) / interval,
+                retry_after_ms: 0,
+                reset_after_ms: (new_tat - now).div_ceil(1000),
+            })
+        })
+    }
+
+    pub fn kv_get(key: &str) -> Result<Option<Vec<u8>>, String> {
+        failing()?;
+        let now = now_millis();
+        Ok(with(|host| {
+            host.values
+                .get(key)
+                .filter(|(_, expires)| *expires > now)
+                .map(|(value, _)| value.clone())
+        }))
+    }
+
+    pub fn kv_set(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), String> {
+        failing()?;
+        let expires = now_millis().saturating_add(ttl_ms);
+        with(|host| {
+            host.values
+                .insert(key.to_string(), (value.to_vec(), expires))
+        });
+        Ok(())
+    }
+
+    pub fn kv_compare_and_set(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, String> {
+        if kv_get(key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        kv_set(key, value, ttl_ms)?;
+        Ok(true)
+    }
+
+    pub fn kv_delete(key: &str) -> Result<bool, String> {
+        let was = kv_get(key)?.is_some();
+        with(|host| host.values.remove(key));
+        Ok(was)
     }
 
     pub fn increment(key: &str, delta: u64, window_ms: u64) -> Result<u64, String> {

@@ -40,6 +40,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+pub mod redis;
+
 /// The path of the `wasmgate` binary under test.
 pub const WASMGATE: &str = env!("CARGO_BIN_EXE_wasmgate");
 

@@ -107,6 +107,10 @@ impl Checker<'_, '_> {
             })
             .collect();
         let routes = self.routes(&raw, &server, defaults, &plugin_limits);
+        let state = raw
+            .state
+            .as_ref()
+            .map_or(StateConfig::Local, |state| self.state(state));
         if !self.report.is_clean() {
             return None;
         }
@@ -118,6 +122,157 @@ impl Checker<'_, '_> {
             tracing,
             upstreams,
             routes,
+            state,
+        })
+    }
+
+    fn state(&mut self, raw: &Spanned<raw::RawState>) -> StateConfig {
+        let span = raw.span();
+        let s = raw.get_ref();
+        match s.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+            None | Some(("local", _)) => {
+                if let Some(url) = &s.url {
+                    self.report.error(
+                        url.span(),
+                        "state.url",
+                        "only the `redis` backend takes a URL: add `backend = \"redis\"`",
+                    );
+                }
+                StateConfig::Local
+            }
+            Some(("redis", _)) => self.redis(s, span),
+            Some((other, span)) => {
+                self.report.error(
+                    span,
+                    "state.backend",
+                    format!(
+                        "unknown backend `{}`: expected `local` or `redis`",
+                        crate::text::escape_control(other)
+                    ),
+                );
+                StateConfig::Local
+            }
+        }
+    }
+
+    fn redis(&mut self, s: &raw::RawState, span: Range<usize>) -> StateConfig {
+        let url = match &s.url {
+            None => {
+                self.report.error(
+                    span.clone(),
+                    "state.url",
+                    "the `redis` backend needs a URL, such as `redis://127.0.0.1:6379`",
+                );
+                String::new()
+            }
+            Some(url) => {
+                let text = url.get_ref();
+                let shown = crate::text::escape_control(&redact_url(text)).into_owned();
+                if text.starts_with("rediss://") {
+                    self.report.error(
+                        url.span(),
+                        "state.url",
+                        format!("`{shown}`: TLS to Redis (`rediss://`) is not supported yet; use `redis://` on a trusted network"),
+                    );
+                } else if let Err(error) = redis::Client::open(text.as_str()) {
+                    // The crate's error text can quote the URL: say what is wrong without it.
+                    let kind = if text.starts_with("redis://")
+                        || text.starts_with("redis+unix://")
+                        || text.starts_with("unix://")
+                    {
+                        format!("{:?}", error.kind())
+                    } else {
+                        "expected `redis://host:port[/db]`".to_string()
+                    };
+                    self.report.error(
+                        url.span(),
+                        "state.url",
+                        format!("`{shown}` is not a valid Redis URL ({kind})"),
+                    );
+                }
+                text.clone()
+            }
+        };
+        let key_prefix = match &s.key_prefix {
+            None => DEFAULT_STATE_KEY_PREFIX.to_string(),
+            Some(prefix) => {
+                let text = prefix.get_ref();
+                let valid = !text.is_empty()
+                    && text.len() <= 64
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+                if !valid {
+                    self.report.error(
+                        prefix.span(),
+                        "state.key-prefix",
+                        "use 1 to 64 letters, digits, `-`, `_`, `.` and `:`",
+                    );
+                }
+                text.clone()
+            }
+        };
+        let on_unavailable = match s
+            .on_unavailable
+            .as_ref()
+            .map(|p| (p.get_ref().as_str(), p.span()))
+        {
+            None => Unavailable::Closed,
+            Some(("closed", _)) => Unavailable::Closed,
+            Some(("open", _)) => Unavailable::Open,
+            Some(("local", _)) => Unavailable::Local,
+            Some((other, span)) => {
+                self.report.error(
+                    span,
+                    "state.on-unavailable",
+                    format!(
+                        "unknown policy `{}`: expected `closed`, `open` or `local`",
+                        crate::text::escape_control(other)
+                    ),
+                );
+                Unavailable::Closed
+            }
+        };
+        let mut at_least_one = |value: &Option<Spanned<u32>>, key: &str, default: u32| match value {
+            None => default,
+            Some(value) => {
+                if *value.get_ref() == 0 {
+                    self.report.error(value.span(), key, "must be at least 1");
+                }
+                (*value.get_ref()).max(1)
+            }
+        };
+        let connections = at_least_one(
+            &s.connections,
+            "state.connections",
+            DEFAULT_STATE_CONNECTIONS,
+        );
+        let instances = at_least_one(&s.instances, "state.instances", DEFAULT_STATE_INSTANCES);
+        let breaker_failures = at_least_one(
+            &s.breaker_failures,
+            "state.breaker-failures",
+            DEFAULT_STATE_BREAKER_FAILURES,
+        );
+        let timeout = s.timeout.map_or(DEFAULT_STATE_TIMEOUT, |d| d.0);
+        if timeout.is_zero() {
+            self.report
+                .error(span.clone(), "state.timeout", "must be more than 0ms");
+        }
+        StateConfig::Redis(RedisConfig {
+            url,
+            cluster: s.cluster.unwrap_or(DEFAULT_STATE_CLUSTER),
+            key_prefix,
+            timeout,
+            connect_timeout: s
+                .connect_timeout
+                .map_or(DEFAULT_STATE_CONNECT_TIMEOUT, |d| d.0),
+            connections: connections as usize,
+            on_unavailable,
+            instances,
+            breaker_failures,
+            breaker_cool_off: s
+                .breaker_cool_off
+                .map_or(DEFAULT_STATE_BREAKER_COOL_OFF, |d| d.0),
         })
     }
 

@@ -102,7 +102,10 @@ impl<'a> Reporter<'a> {
             .map_or(self.source.len(), |i| start + i);
         let line = self.source[..start].matches('\n').count() + 1;
         let column = self.source[line_start..start].chars().count() + 1;
-        let text = self.source[line_start..line_end].trim_end_matches('\r');
+        // Shown lines never carry a URL password (a Redis URL in `[state]`, say).
+        let text = super::model::mask_url_passwords(
+            self.source[line_start..line_end].trim_end_matches('\r'),
+        );
         let width = self.source[start..span.end.clamp(start, line_end)]
             .chars()
             .count()

@@ -32,6 +32,112 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+    /// Where shared state lives.
+    pub state: StateConfig,
+}
+
+/// `[state]`: where counters, limiter state and plugin key-values live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateConfig {
+    /// In this process's memory (the default): nothing is shared between gateways.
+    #[default]
+    Local,
+    /// In Redis, shared by every gateway that names the same Redis.
+    Redis(RedisConfig),
+}
+
+/// What state operations do while Redis cannot be reached (or the breaker is open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Operations fail; a rate limiter refuses (its own `on_error` decides how).
+    Closed,
+    /// Limits let every request through; key-value operations fail.
+    Open,
+    /// Operations run on this process's own state, with limits divided by `instances`.
+    Local,
+}
+
+/// `[state]` with `backend = "redis"`, with defaults applied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// The URL, credentials included: never log it, log [`RedisConfig::redacted_url`].
+    pub url: String,
+    /// The URL names a node of a Redis Cluster.
+    pub cluster: bool,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Hard limit on one call.
+    pub timeout: Duration,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Multiplexed connections each worker thread keeps open.
+    pub connections: usize,
+    /// The policy while Redis is unavailable.
+    pub on_unavailable: Unavailable,
+    /// Gateways sharing the limits (divides limits under `Unavailable::Local`).
+    pub instances: u32,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one call probes Redis again.
+    pub breaker_cool_off: Duration,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("on_unavailable", &self.on_unavailable)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every URL password in `text` (`scheme://user:password@host`) masked with one `*` per
+/// character, so that a config line can be shown with its columns intact.
+pub fn mask_url_passwords(text: &str) -> String {
+    let mut out = text.to_string();
+    let mut from = 0;
+    while let Some(found) = out[from..].find("://") {
+        let authority_start = from + found + 3;
+        let authority_end = out[authority_start..]
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .map_or(out.len(), |i| authority_start + i);
+        let authority = &out[authority_start..authority_end];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            let (start, end) = (authority_start + colon + 1, authority_start + at);
+            let stars = "*".repeat(out[start..end].chars().count());
+            out.replace_range(start..end, &stars);
+        }
+        from = authority_start;
+    }
+    out
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`; anything else as it is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
 }
 
 /// `[admin]`, with defaults applied.
@@ -238,6 +344,26 @@ pub const DEFAULT_AGGREGATE_BYTES_TOTAL: u64 = 256 << 20;
 pub const DEFAULT_COUNTER_KEYS: usize = 100_000;
 /// Bytes of counter keys one plugin may hold at once, by default.
 pub const DEFAULT_COUNTER_BYTES: usize = 16 << 20;
+/// `state.backend` by default.
+pub const DEFAULT_STATE_BACKEND: &str = "local";
+/// `state.cluster` by default.
+pub const DEFAULT_STATE_CLUSTER: bool = false;
+/// `state.key-prefix` by default.
+pub const DEFAULT_STATE_KEY_PREFIX: &str = "wasmgate";
+/// `state.timeout` by default: the most one Redis call may add to a request.
+pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(50);
+/// `state.connect-timeout` by default.
+pub const DEFAULT_STATE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// `state.connections` by default (per worker thread).
+pub const DEFAULT_STATE_CONNECTIONS: u32 = 1;
+/// `state.on-unavailable` by default.
+pub const DEFAULT_STATE_ON_UNAVAILABLE: &str = "closed";
+/// `state.instances` by default.
+pub const DEFAULT_STATE_INSTANCES: u32 = 1;
+/// `state.breaker-failures` by default.
+pub const DEFAULT_STATE_BREAKER_FAILURES: u32 = 5;
+/// `state.breaker-cool-off` by default.
+pub const DEFAULT_STATE_BREAKER_COOL_OFF: Duration = Duration::from_secs(1);
 /// The most header fields any limit may allow (the `http` crate's maps hold 32,768).
 pub(super) const HEADER_FIELDS_CEILING: usize = 10_000;
 
@@ -669,6 +795,50 @@ mod tests {
             table["listeners[].certificates[].client-auth"],
             DEFAULT_CLIENT_AUTH
         );
-        assert_eq!(table.len(), 50, "every row is checked: {table:?}");
+        assert_eq!(table["state.backend"], DEFAULT_STATE_BACKEND);
+        assert_eq!(table["state.url"], "none");
+        assert_eq!(table["state.cluster"], DEFAULT_STATE_CLUSTER.to_string());
+        assert_eq!(table["state.key-prefix"], DEFAULT_STATE_KEY_PREFIX);
+        assert_eq!(duration("state.timeout"), DEFAULT_STATE_TIMEOUT);
+        assert_eq!(
+            duration("state.connect-timeout"),
+            DEFAULT_STATE_CONNECT_TIMEOUT
+        );
+        assert_eq!(
+            number("state.connections"),
+            u64::from(DEFAULT_STATE_CONNECTIONS)
+        );
+        assert_eq!(table["state.on-unavailable"], DEFAULT_STATE_ON_UNAVAILABLE);
+        assert_eq!(
+            number("state.instances"),
+            u64::from(DEFAULT_STATE_INSTANCES)
+        );
+        assert_eq!(
+            number("state.breaker-failures"),
+            u64::from(DEFAULT_STATE_BREAKER_FAILURES)
+        );
+        assert_eq!(
+            duration("state.breaker-cool-off"),
+            DEFAULT_STATE_BREAKER_COOL_OFF
+        );
+        assert_eq!(table.len(), 61, "every row is checked: {table:?}");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://app:s3cret@host/1"),
+            "redis://app:***@host/1"
+        );
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            mask_url_passwords(r#"url = "redis://u:pw@h:1/0" # and "redis://:x@y""#),
+            r#"url = "redis://u:**@h:1/0" # and "redis://:*@y""#
+        );
+        assert_eq!(mask_url_passwords("no urls here"), "no urls here");
     }
 }

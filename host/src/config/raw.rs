@@ -105,6 +105,37 @@ pub struct RawConfig {
     /// Routes, matched most specific first.
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    /// Where state shared by plugin instances (and gateways) lives.
+    pub state: Option<Spanned<RawState>>,
+}
+
+/// `[state]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawState {
+    /// `"local"` (in-process, the default) or `"redis"`.
+    pub backend: Option<Spanned<String>>,
+    /// The Redis URL, `redis://[user:password@]host:port[/db]`.
+    pub url: Option<Spanned<String>>,
+    /// The URL names one node of a Redis Cluster.
+    pub cluster: Option<bool>,
+    /// Every key the gateway writes starts with this and `:`.
+    pub key_prefix: Option<Spanned<String>>,
+    /// The hard limit on one Redis call.
+    pub timeout: Option<ConfigDuration>,
+    /// Time allowed to open a connection to Redis.
+    pub connect_timeout: Option<ConfigDuration>,
+    /// Multiplexed connections each worker thread keeps open to Redis (to each node in a
+    /// cluster).
+    pub connections: Option<Spanned<u32>>,
+    /// While Redis is unavailable: `"closed"`, `"open"` or `"local"`.
+    pub on_unavailable: Option<Spanned<String>>,
+    /// Gateways sharing the limits; `"local"` divides each limit by this.
+    pub instances: Option<Spanned<u32>>,
+    /// Consecutive failed calls that open the breaker.
+    pub breaker_failures: Option<Spanned<u32>>,
+    /// How long an open breaker keeps calls away from Redis.
+    pub breaker_cool_off: Option<ConfigDuration>,
 }
 
 /// `[server]`

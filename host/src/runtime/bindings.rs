@@ -15,14 +15,13 @@ mod generated {
         });
     }
 
-    /// The `rate-limit` world and the `counters` interface.
+    /// The `rate-limit` world and the `counters`, `limiter` and `kv` interfaces.
     pub mod rate_limit {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "rate-limit",
             imports: {
-                "wasmgate:plugin/counters.increment": async | trappable,
-                default: trappable,
+                default: async | trappable,
             },
             exports: { default: async },
             with: {
@@ -77,6 +76,6 @@ pub use generated::auth::wasmgate::plugin::metrics;
 pub use generated::auth::wasmgate::plugin::trace;
 pub use generated::auth::wasmgate::plugin::types;
 pub use generated::auth::{Auth, AuthPre};
-pub use generated::rate_limit::wasmgate::plugin::counters;
+pub use generated::rate_limit::wasmgate::plugin::{counters, kv, limiter};
 pub use generated::rate_limit::{RateLimit, RateLimitPre};
 pub use generated::transform::{Transform, TransformPre};

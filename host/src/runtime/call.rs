@@ -114,7 +114,7 @@ impl Runtime {
             vars,
             call.span.clone(),
             call.limits.memory_bytes,
-            self.counters.clone(),
+            self.state.clone(),
             call.tls.clone(),
         );
         let mut store = Store::new(&self.engine, state);

@@ -12,9 +12,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{connection, counters, host, metrics, trace, types};
-use super::counters::Counters;
+use super::bindings::{connection, counters, host, kv, limiter, metrics, trace, types};
 use crate::custom_metrics::{CustomMetrics, Definition, Kind};
+use crate::state::{Op, Outcome, SharedState};
 use crate::text::escape_control;
 use crate::tls::TlsSession;
 
@@ -41,7 +41,7 @@ pub struct StageState {
     /// The TLS session the request came over (`connection` interface); `None` for plain
     /// connections and config validation.
     pub(crate) tls: Option<Arc<TlsSession>>,
-    counters: Arc<dyn Counters>,
+    state: Arc<dyn SharedState>,
     wasi: Option<Box<(WasiCtx, ResourceTable)>>,
 }
 
@@ -67,7 +67,7 @@ impl StageState {
         vars: Vec<(String, String)>,
         span: Option<trace::SpanContext>,
         memory_bytes: u64,
-        counters: Arc<dyn Counters>,
+        state: Arc<dyn SharedState>,
         tls: Option<Arc<TlsSession>>,
     ) -> Self {
         Self {
@@ -81,7 +81,7 @@ impl StageState {
                 held_bytes: 0,
             },
             tls,
-            counters,
+            state,
             wasi: None,
         }
     }
@@ -219,6 +219,32 @@ impl connection::Host for StageState {
     }
 }
 
+impl StageState {
+    /// Runs one state operation in this plugin's namespace; errors are counted on the stage.
+    async fn state_op(&mut self, op: Op) -> Result<Outcome, String> {
+        let result = match op.check() {
+            Ok(()) => {
+                let plugin = self.identity.plugin.clone();
+                self.state.run(&plugin, op).await
+            }
+            Err(refused) => Err(refused),
+        };
+        if result.is_err()
+            && let Some(errors) = &self.identity.counter_errors
+        {
+            errors.inc();
+        }
+        result
+    }
+}
+
+/// The error a plugin sees when a backend answers an operation with the wrong outcome (a
+/// host bug, never expected).
+fn mismatch(outcome: &Outcome) -> String {
+    tracing::error!(?outcome, "state backend answered with the wrong outcome");
+    "internal error in the state backend".to_string()
+}
+
 impl counters::Host for StageState {
     async fn increment(
         &mut self,
@@ -227,14 +253,115 @@ impl counters::Host for StageState {
         window_ms: u64,
     ) -> wasmtime::Result<Result<u64, String>> {
         let window = Duration::from_millis(window_ms.max(1));
-        let plugin = self.identity.plugin.clone();
-        let result = self.counters.increment(&plugin, &key, delta, window).await;
-        if result.is_err()
-            && let Some(errors) = &self.identity.counter_errors
-        {
-            errors.inc();
-        }
-        Ok(result)
+        let op = Op::Increment { key, delta, window };
+        Ok(self.state_op(op).await.and_then(|outcome| match outcome {
+            Outcome::Count(count) => Ok(count),
+            other => Err(mismatch(&other)),
+        }))
+    }
+}
+
+impl limiter::Host for StageState {
+    async fn window(
+        &mut self,
+        key: String,
+        delta: u64,
+        window_ms: u64,
+    ) -> wasmtime::Result<Result<limiter::WindowCount, String>> {
+        let window = Duration::from_millis(window_ms);
+        let op = Op::Window { key, delta, window };
+        Ok(self.state_op(op).await.and_then(|outcome| match outcome {
+            Outcome::Window(w) => Ok(limiter::WindowCount {
+                current: w.current,
+                previous: w.previous,
+                elapsed_ms: w.elapsed_ms,
+            }),
+            other => Err(mismatch(&other)),
+        }))
+    }
+
+    async fn gcra(
+        &mut self,
+        key: String,
+        limit: u64,
+        period_ms: u64,
+        burst: u64,
+        cost: u64,
+    ) -> wasmtime::Result<Result<limiter::Decision, String>> {
+        let op = Op::Gcra {
+            key,
+            limit,
+            period: Duration::from_millis(period_ms),
+            burst,
+            cost,
+        };
+        Ok(self.state_op(op).await.and_then(|outcome| match outcome {
+            Outcome::Gcra(d) => Ok(limiter::Decision {
+                allowed: d.allowed,
+                remaining: d.remaining,
+                retry_after_ms: d.retry_after_ms,
+                reset_after_ms: d.reset_after_ms,
+            }),
+            other => Err(mismatch(&other)),
+        }))
+    }
+}
+
+impl kv::Host for StageState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+        Ok(self
+            .state_op(Op::Get { key })
+            .await
+            .and_then(|outcome| match outcome {
+                Outcome::Value(value) => Ok(value),
+                other => Err(mismatch(&other)),
+            }))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<(), String>> {
+        let ttl = Duration::from_millis(ttl_ms);
+        Ok(self
+            .state_op(Op::Set { key, value, ttl })
+            .await
+            .and_then(|outcome| match outcome {
+                Outcome::Done => Ok(()),
+                other => Err(mismatch(&other)),
+            }))
+    }
+
+    async fn compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> wasmtime::Result<Result<bool, String>> {
+        let ttl = Duration::from_millis(ttl_ms);
+        let op = Op::CompareAndSet {
+            key,
+            expected,
+            value,
+            ttl,
+        };
+        Ok(self.state_op(op).await.and_then(|outcome| match outcome {
+            Outcome::Changed(changed) => Ok(changed),
+            other => Err(mismatch(&other)),
+        }))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, String>> {
+        Ok(self
+            .state_op(Op::Delete { key })
+            .await
+            .and_then(|outcome| match outcome {
+                Outcome::Changed(changed) => Ok(changed),
+                other => Err(mismatch(&other)),
+            }))
     }
 }
 

@@ -5,7 +5,6 @@
 pub mod bindings;
 pub mod cache;
 pub mod call;
-pub mod counters;
 pub mod host;
 pub mod plugin;
 pub mod reuse;
@@ -21,9 +20,9 @@ use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationCon
 
 use crate::metrics::Metrics;
 
+pub use crate::state::{LocalState, SharedState};
 pub use cache::CacheError;
 pub use call::{Answer, Call, StageError, World};
-pub use counters::{Counters, MemoryCounters};
 pub use host::StageState;
 pub use plugin::{Plugin, PluginError, PluginKind, PluginPre};
 pub use reuse::{InstancePool, PoolStats, PoolStatus};
@@ -58,7 +57,7 @@ impl Default for RuntimeSettings {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StageState>,
-    counters: Arc<dyn Counters>,
+    state: Arc<dyn SharedState>,
     cache: Option<cache::ArtifactCache>,
     ticker: ticker::EpochTicker,
     metrics: Option<Arc<Metrics>>,
@@ -73,7 +72,7 @@ impl Runtime {
     /// Builds the engine (and its epoch ticker thread) and the linker.
     pub fn new(
         settings: &RuntimeSettings,
-        counters: Arc<dyn Counters>,
+        state: Arc<dyn SharedState>,
     ) -> Result<Self, RuntimeError> {
         let fail = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
         let n = settings.max_instances.max(1);
@@ -115,6 +114,8 @@ impl Runtime {
             .map_err(fail)?;
         bindings::types::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(fail)?;
+        // Every world may import the state interfaces; a component that does not simply
+        // leaves them unused, so components built against older worlds still link.
         bindings::counters::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(fail)?;
         bindings::trace::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
@@ -122,6 +123,10 @@ impl Runtime {
         bindings::metrics::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(fail)?;
         bindings::connection::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(fail)?;
+        bindings::limiter::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
+            .map_err(fail)?;
+        bindings::kv::add_to_linker::<StageState, HasSelf<StageState>>(&mut linker, |s| s)
             .map_err(fail)?;
         let ticker = ticker::EpochTicker::start(engine.clone())
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
@@ -133,7 +138,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
-            counters,
+            state,
             cache,
             ticker,
             metrics: settings.metrics.clone(),
@@ -145,9 +150,9 @@ impl Runtime {
         self.metrics.as_ref()
     }
 
-    /// The shared counter store.
-    pub fn counters(&self) -> &Arc<dyn Counters> {
-        &self.counters
+    /// The shared state backend (counters, limiter cells, key-values).
+    pub fn state(&self) -> &Arc<dyn SharedState> {
+        &self.state
     }
 
     /// The engine.

@@ -1,7 +1,8 @@
-//! `rate-limit`: a rate-limit stage with fixed and sliding windows, several
-//! limits at once, keyed by client IP, a header, the authenticated subject or
-//! the route. Counts live in the host's shared counters, so several gateway
-//! processes with a shared backend enforce one limit.
+//! `rate-limit`: a rate-limit stage with fixed windows, sliding windows and
+//! GCRA, several limits at once, keyed by client IP, a header, the
+//! authenticated subject or the route. Counts live in the host's shared state
+//! (`limiter`), computed on the state backend's clock, so several gateway
+//! processes with a shared backend (Redis) enforce one limit.
 //!
 //! Every answer carries `RateLimit-Limit`, `RateLimit-Remaining`,
 //! `RateLimit-Reset` and `RateLimit-Policy` for the limit closest to
@@ -12,7 +13,7 @@ mod window;
 use serde::{Deserialize, Deserializer, de};
 use serde_json::Value;
 use wasmgate_plugin_sdk::{
-    Context, Headers, RateLimit, Request, Response, counters, error, now_millis, query, warn,
+    Context, Headers, RateLimit, Request, Response, error, limiter, query, warn,
 };
 
 use crate::window::{Algorithm, Decision};
@@ -53,6 +54,9 @@ struct Limit {
     /// Names the limit in counter keys (default: `<requests>/<window ms>`).
     #[serde(default)]
     name: Option<String>,
+    /// GCRA only: requests allowed at once from idle (default: `requests`).
+    #[serde(default)]
+    burst: Option<u64>,
 }
 
 /// Who a counter belongs to.
@@ -183,33 +187,44 @@ impl Limit {
         format!("{} requests per {amount}{unit}", self.requests)
     }
 
-    /// Counts this request against the limit.
-    fn count(&self, algorithm: Algorithm, base: &str, now: u64) -> Result<Decision, String> {
-        let (index, _) = window::window_position(now, self.window);
-        let key = |index: u64| format!("{base}|{}|{index}", self.id());
+    /// Counts this request against the limit, on the backend's clock.
+    fn count(&self, algorithm: Algorithm, base: &str) -> Result<Decision, String> {
+        let key = format!("{base}|{}", self.id());
         match self.algorithm.unwrap_or(algorithm) {
             Algorithm::Fixed => {
-                let count = counters::increment(&key(index), 1, self.window)?;
-                Ok(window::fixed(self.requests, self.window, now, count))
+                let counts = limiter::window(&key, 1, self.window)?;
+                Ok(window::fixed(
+                    self.requests,
+                    self.window,
+                    counts.elapsed_ms,
+                    counts.current,
+                ))
             }
             Algorithm::Sliding => {
-                // Each window's counter must outlive the next window, which
-                // reads it as the previous one.
-                let ttl = self.window.saturating_mul(2);
-                let current = counters::increment(&key(index), 1, ttl)?;
-                let previous = match index.checked_sub(1) {
-                    Some(previous) => counters::increment(&key(previous), 0, ttl)?,
-                    None => 0,
-                };
+                let counts = limiter::window(&key, 1, self.window)?;
                 Ok(window::sliding(
                     self.requests,
                     self.window,
-                    now,
-                    previous,
-                    current,
+                    counts.elapsed_ms,
+                    counts.previous,
+                    counts.current,
                 ))
             }
+            Algorithm::Gcra => {
+                let verdict = limiter::gcra(&key, self.requests, self.window, self.burst(), 1)?;
+                Ok(Decision {
+                    allowed: verdict.allowed,
+                    limit: self.requests,
+                    remaining: verdict.remaining,
+                    reset_ms: verdict.reset_after_ms,
+                    retry_after_ms: verdict.retry_after_ms,
+                })
+            }
         }
+    }
+
+    fn burst(&self) -> u64 {
+        self.burst.unwrap_or(self.requests)
     }
 }
 
@@ -233,6 +248,23 @@ impl RateLimit for RateLimiter {
                     "limits[{index}].requests: must be at least 1 (remove the route to refuse everything)"
                 ));
             }
+            let gcra = limit.algorithm.unwrap_or(config.algorithm) == Algorithm::Gcra;
+            match limit.burst {
+                Some(_) if !gcra => {
+                    return Err(format!(
+                        "limits[{index}].burst: only the `gcra` algorithm takes a burst"
+                    ));
+                }
+                Some(0) => {
+                    return Err(format!("limits[{index}].burst: must be at least 1"));
+                }
+                _ => {}
+            }
+            if gcra && limit.window.saturating_mul(1000) < limit.requests {
+                return Err(format!(
+                    "limits[{index}]: gcra allows at most one request per microsecond"
+                ));
+            }
         }
         let mut ids: Vec<String> = config.limits.iter().map(Limit::id).collect();
         ids.sort();
@@ -246,11 +278,10 @@ impl RateLimit for RateLimiter {
     }
 
     fn check(config: &Config, req: &Request, ctx: &Context) -> Result<Headers, Response> {
-        let now = now_millis();
         let base = format!("{}|{}", config.scope(ctx), config.client_key(req, ctx));
         let mut decisions = Vec::with_capacity(config.limits.len());
         for limit in &config.limits {
-            match limit.count(config.algorithm, &base, now) {
+            match limit.count(config.algorithm, &base) {
                 Ok(decision) => decisions.push((limit, decision)),
                 Err(why) => {
                     return match config.on_error {

@@ -239,3 +239,67 @@ fn readme_examples_are_valid() {
         RateLimiter::validate(&parsed).unwrap_or_else(|err| panic!("{err}\n{config}"));
     }
 }
+
+#[test]
+fn gcra_allows_a_burst_then_spreads_requests_evenly() {
+    start();
+    // 10 per second, bursts of 3: after the burst, one every 100 ms.
+    let config = config(
+        json!({ "algorithm": "gcra", "limits": [{ "requests": 10, "window": "1s", "burst": 3 }] }),
+    );
+    let client = ctx("orders", "203.0.113.7");
+    for remaining in ["2", "1", "0"] {
+        let headers = check(&config, &client).unwrap();
+        assert_eq!(header(&headers, "ratelimit-remaining"), remaining);
+    }
+    let refusal = check(&config, &client).unwrap_err();
+    assert_eq!(refusal.status, 429);
+    assert_eq!(
+        refusal.header_str("retry-after"),
+        Some("1"),
+        "100 ms, in whole seconds"
+    );
+    testing::advance_millis(100);
+    assert!(
+        check(&config, &client).is_ok(),
+        "one interval later, one more"
+    );
+    assert!(check(&config, &client).is_err(), "and only one");
+    testing::advance_millis(300);
+    let headers = check(&config, &client).unwrap();
+    assert_eq!(header(&headers, "ratelimit-remaining"), "2");
+}
+
+#[test]
+fn gcra_refusals_do_not_count_and_the_burst_defaults_to_the_limit() {
+    start();
+    let config =
+        config(json!({ "limits": [{ "requests": 2, "window": "1s", "algorithm": "gcra" }] }));
+    let client = ctx("orders", "203.0.113.7");
+    assert!(check(&config, &client).is_ok());
+    assert!(check(&config, &client).is_ok());
+    for _ in 0..5 {
+        assert!(check(&config, &client).is_err());
+    }
+    testing::advance_millis(500);
+    assert!(
+        check(&config, &client).is_ok(),
+        "hammering did not push the client back"
+    );
+}
+
+#[test]
+fn only_gcra_takes_a_burst() {
+    let error = |config: Value| {
+        let config: Config = parse_config(&config.to_string()).unwrap();
+        RateLimiter::validate(&config).unwrap_err()
+    };
+    assert!(
+        error(json!({ "limits": [{ "requests": 2, "window": "1s", "burst": 5 }] }))
+            .contains("only the `gcra` algorithm takes a burst")
+    );
+    assert!(
+        error(json!({ "algorithm": "gcra", "limits": [{ "requests": 2, "window": "1s", "burst": 0 }] }))
+            .contains("must be at least 1")
+    );
+}

@@ -12,6 +12,10 @@ pub enum Algorithm {
     /// much of the previous window still overlaps the last `window`: smooths
     /// out boundary bursts with two counters.
     Sliding,
+    /// The generic cell rate algorithm: requests spread evenly over the
+    /// window, with bursts of up to `burst` from idle; no boundary bursts,
+    /// one cell per client, and refused requests do not count.
+    Gcra,
 }
 
 /// The outcome of one limit for one request.
@@ -34,7 +38,8 @@ pub fn window_position(now_ms: u64, window_ms: u64) -> (u64, u64) {
     (now_ms / window_ms, now_ms % window_ms)
 }
 
-/// A fixed window, where `count` is the window's counter including this request.
+/// A fixed window, where `count` is the window's counter including this request
+/// and `now_ms` is the time (or the time into the window) on the counter's clock.
 pub fn fixed(limit: u64, window_ms: u64, now_ms: u64, count: u64) -> Decision {
     let (_, elapsed) = window_position(now_ms, window_ms);
     let reset_ms = window_ms - elapsed;

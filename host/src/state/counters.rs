@@ -1,35 +1,11 @@
-//! Shared counters behind the `counters` WIT interface.
+//! Windowed counters in this process's memory, with a per-plugin budget.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{CounterBudget, DEFAULT_COUNTER_BYTES, DEFAULT_COUNTER_KEYS};
-
-/// A boxed future returned by [`Counters`].
-pub type CounterFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, String>> + Send + 'a>>;
-
-/// A store of windowed counters shared by every plugin instance.
-///
-/// The in-process [`MemoryCounters`] is the default; a shared backend (Redis) implements the
-/// same trait so several gateway processes enforce one limit.
-pub trait Counters: Send + Sync {
-    /// Adds `delta` to `plugin`'s counter `key` and returns the new value. A counter starts
-    /// at zero and expires `window` after its first increment.
-    fn increment<'a>(
-        &'a self,
-        plugin: &'a str,
-        key: &'a str,
-        delta: u64,
-        window: Duration,
-    ) -> CounterFuture<'a>;
-
-    /// Applies a new per-plugin budget (from a config reload).
-    fn set_budget(&self, budget: CounterBudget);
-}
 
 /// Counters in this process's memory, sharded to keep lock hold times short, with a
 /// budget of keys and key bytes per plugin so that no plugin can grow the store without
@@ -56,7 +32,8 @@ struct Usage {
 }
 
 const SHARDS: usize = 16;
-const MAX_KEY_BYTES: usize = 512;
+/// Room for the plugin's 512 bytes and the tag [`super::LocalState`] puts before them.
+const MAX_KEY_BYTES: usize = 600;
 
 impl Default for MemoryCounters {
     fn default() -> Self {
@@ -121,6 +98,13 @@ impl MemoryCounters {
         Ok(delta)
     }
 
+    /// Applies a new per-plugin budget. Keys held over a lowered budget stay until they
+    /// expire; new ones are refused until then.
+    pub fn set_budget(&self, budget: CounterBudget) {
+        self.max_keys.store(budget.keys, Ordering::Relaxed);
+        self.max_bytes.store(budget.bytes, Ordering::Relaxed);
+    }
+
     fn lock_shard(&self, index: usize) -> Result<std::sync::MutexGuard<'_, Shard>, String> {
         self.shards[index]
             .lock()
@@ -171,25 +155,6 @@ impl MemoryCounters {
                 }
             }
         }
-    }
-}
-
-impl Counters for MemoryCounters {
-    fn increment<'a>(
-        &'a self,
-        plugin: &'a str,
-        key: &'a str,
-        delta: u64,
-        window: Duration,
-    ) -> CounterFuture<'a> {
-        let result = self.add(plugin, key, delta, window);
-        Box::pin(std::future::ready(result))
-    }
-
-    /// Keys held over a lowered budget stay until they expire; new ones are refused until then.
-    fn set_budget(&self, budget: CounterBudget) {
-        self.max_keys.store(budget.keys, Ordering::Relaxed);
-        self.max_bytes.store(budget.bytes, Ordering::Relaxed);
     }
 }
 
