@@ -67,6 +67,13 @@ struct RequestLabels {
     status: &'static str,
 }
 
+/// `route`, `result` (from a fixed list).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheResultLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
 /// `listener`, `protocol`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectionLabels {
@@ -215,6 +222,9 @@ pub struct Metrics {
     plugin_counter_errors: Family<StageLabels, Counter>,
     plugin_compile: HistogramFamily<PluginLabels>,
     reloads: Family<ReloadLabels, Counter>,
+    cache_lookups: Family<CacheResultLabels, Counter>,
+    cache_evictions: Family<RouteLabels, Counter>,
+    cache_bytes: Family<RouteLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -255,6 +265,9 @@ impl Metrics {
             plugin_counter_errors: Family::default(),
             plugin_compile: Family::new_with_constructor(compile_histogram),
             reloads: Family::default(),
+            cache_lookups: Family::default(),
+            cache_evictions: Family::default(),
+            cache_bytes: Family::default(),
         };
         metrics.registered()
     }
@@ -262,6 +275,22 @@ impl Metrics {
     fn registered(mut self) -> Self {
         let r = &mut self.registry;
         r.register_collector(Box::new(CustomCollector(self.custom.clone())));
+        r.register(
+            "cache_lookups",
+            "Requests the response cache saw, by route and result: hit (fresh, or stale as allowed), miss (went upstream), stale (served stale: while revalidating or on an upstream error), revalidated (a stale response the upstream confirmed with 304), coalesced (streamed from another request's upstream response), pass (not cacheable: method, request directives or hit-for-pass)",
+            self.cache_lookups.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Cached responses evicted to keep a route's cache within its bytes",
+            self.cache_evictions.clone(),
+        );
+        r.register_with_unit(
+            "cache",
+            "Bytes of responses a route's cache holds",
+            Unit::Bytes,
+            self.cache_bytes.clone(),
+        );
         r.register(
             "requests",
             "Requests answered, by route (empty: no route matched), method class and status class",
@@ -399,6 +428,30 @@ impl Metrics {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             route: labels.route,
         })
+    }
+
+    /// Cache handles for one route.
+    pub fn cache(&self, route: &str) -> CacheMetrics {
+        let route: Arc<str> = route.into();
+        let lookup = |result| {
+            self.cache_lookups.get_or_create_owned(&CacheResultLabels {
+                route: route.clone(),
+                result,
+            })
+        };
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        CacheMetrics {
+            hits: lookup("hit"),
+            misses: lookup("miss"),
+            stale: lookup("stale"),
+            revalidated: lookup("revalidated"),
+            coalesced: lookup("coalesced"),
+            passes: lookup("pass"),
+            evictions: self.cache_evictions.get_or_create_owned(&labels),
+            bytes: self.cache_bytes.get_or_create_owned(&labels),
+        }
     }
 
     /// Handles for one listener.
@@ -1040,4 +1093,25 @@ mod tests {
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
         assert!(openmetrics.contains("# TYPE wasmgate_requests counter"));
     }
+}
+
+/// A route's cache counters (`wasmgate_cache_*`).
+#[derive(Clone, Debug)]
+pub struct CacheMetrics {
+    /// Answered from the cache.
+    pub hits: Counter,
+    /// Went to the upstream.
+    pub misses: Counter,
+    /// Answered stale (while revalidating, or on an upstream error).
+    pub stale: Counter,
+    /// Answered from the cache after a 304 from the upstream.
+    pub revalidated: Counter,
+    /// Streamed from another request's upstream response.
+    pub coalesced: Counter,
+    /// Not cacheable.
+    pub passes: Counter,
+    /// Evicted for size.
+    pub evictions: Counter,
+    /// Bytes held.
+    pub bytes: Gauge,
 }

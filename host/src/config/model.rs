@@ -27,6 +27,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Distributed tracing, when configured.
     pub tracing: Option<TracingConfig>,
+    /// The memory cached responses share.
+    pub cache: super::cache::CacheStoreConfig,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
@@ -358,6 +360,8 @@ pub struct RouteConfig {
     pub stages: Vec<StageConfig>,
     /// Response compression; `None` sends responses as the terminal and stages leave them.
     pub compress: Option<super::compress::CompressConfig>,
+    /// Response caching; `None` never stores or serves cached responses.
+    pub cache: Option<super::cache::CacheConfig>,
     /// Where the route is written (`file:line:column`).
     pub location: String,
 }
