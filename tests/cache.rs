@@ -607,6 +607,7 @@ async fn purge_by_key_and_prefix_through_the_admin_api() {
     let one = purge(format!("route=c&key={host}/p/a")).await;
     assert_eq!(one.json()["purged"], 1, "{}", one.text());
     assert!(cache_status(&get(&gateway.url("/p/a")).await).contains("fwd=miss"));
+    assert!(cache_status(&get(&gateway.url("/p/a")).await).contains("hit"));
     assert!(cache_status(&get(&gateway.url("/p/b")).await).contains("hit"));
     let prefix = purge(format!("route=c&prefix={host}/p/")).await;
     assert_eq!(prefix.json()["purged"], 2);

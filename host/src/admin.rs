@@ -114,7 +114,7 @@ async fn purge(request: &Request<Incoming>, gateway: &Gateway) -> Response<Body>
         );
     };
     let (key, prefix) = target.unwrap_or_default();
-    let purged = cache.store.purge(&key, prefix || key.is_empty()).await;
+    let purged = cache.store.purge(&key, prefix || key.is_empty());
     json_response(StatusCode::OK, &json!({"purged": purged}))
 }
 
@@ -126,7 +126,7 @@ async fn caches(gateway: &Gateway) -> Response<Body> {
         routes.insert(
             name.clone(),
             json!({
-                "bytes": cache.store.weighted_size().await,
+                "bytes": cache.store.weighted_size(),
                 "max_bytes": cache.store.config.max_bytes,
                 "max_object_bytes": cache.store.config.max_object_bytes,
                 "flights": cache.flights.len(),

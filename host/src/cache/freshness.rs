@@ -129,10 +129,37 @@ pub fn lifetime(
             .any(|name| has(&cc, name));
     let lifetime = if stated.is_zero() && !explicit {
         config.default_ttl
+    } else if stated.is_zero()
+        && !has(&cc, "no-cache")
+        && !has(&cc, "max-age")
+        && !has(&cc, "s-maxage")
+    {
+        // `Expires` in a format `http-cache-semantics` does not read (RFC 850, asctime).
+        expires_lifetime(headers).unwrap_or_default()
     } else {
         stated
     };
     config.max_ttl.map_or(lifetime, |max| lifetime.min(max))
+}
+
+/// `Expires` minus `Date` (or now), read in any of the three HTTP date formats.
+fn expires_lifetime(headers: &HeaderMap) -> Option<Duration> {
+    let date = |name| {
+        let mut values = headers.get_all(name).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+    };
+    let expires = date(header::EXPIRES)?;
+    let base = date(header::DATE).unwrap_or_else(SystemTime::now);
+    expires.duration_since(base).ok()
+}
+
+/// An HTTP date (IMF-fixdate, RFC 850 or asctime).
+pub fn http_date(value: &http::HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
 }
 
 impl Object {
@@ -155,13 +182,9 @@ impl Object {
     /// How it may answer a request with these header fields.
     pub fn usable(&self, request: &HeaderMap, now: SystemTime) -> Usable {
         let age = self.age(now);
+        // `Pragma` is deprecated (RFC 9111 §5.4): only `Cache-Control` counts.
         let cc = directives(request);
-        let pragma_no_cache = request
-            .get(header::PRAGMA)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"))
-            && !request.contains_key(header::CACHE_CONTROL);
-        if has(&cc, "no-cache") || pragma_no_cache {
+        if has(&cc, "no-cache") {
             return Usable::Revalidate;
         }
         if seconds(&cc, "max-age").is_some_and(|max| age > max) {

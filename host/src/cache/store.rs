@@ -2,6 +2,9 @@
 //! that also draws from the gateway-wide [`Budget`] (`[cache] max-bytes`), so neither
 //! bound can be passed. Entries leave when their freshness and stale allowances are over,
 //! when evicted for size (least frequently and recently used first), or when purged.
+//!
+//! It is moka's synchronous cache: no operation waits on I/O, and a response is in the
+//! store before its client sees the end of its body, so the next request for it is a hit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +18,9 @@ use super::key::VARIANT_SEPARATOR;
 use crate::config::CacheConfig;
 use crate::metrics::CacheMetrics;
 
-/// How long an object with a validator is kept once it may no longer be served stale: it
-/// can still be revalidated with a conditional request instead of fetched again.
+/// How long an object is kept once it may no longer be served stale unasked: it can still
+/// be revalidated with a conditional request instead of fetched again, or answer a request
+/// that accepts it stale (`max-stale`).
 const REVALIDATION_GRACE: Duration = Duration::from_secs(600);
 /// How long a `Vary` marker is kept without being replaced.
 const VARY_MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -117,12 +121,7 @@ impl moka::Expiry<Arc<str>, Slot> for SlotExpiry {
                     .lifetime
                     .saturating_sub(object.age(std::time::SystemTime::now()));
                 let stale = object.stale.while_revalidate.max(object.stale.if_error);
-                let grace = if object.has_validator() {
-                    REVALIDATION_GRACE
-                } else {
-                    Duration::ZERO
-                };
-                remaining + stale + grace
+                remaining + stale + REVALIDATION_GRACE
             }
             Slot::Vary { .. } => VARY_MARKER_TTL,
             Slot::Pass(until) => until.saturating_duration_since(created),
@@ -142,7 +141,7 @@ impl moka::Expiry<Arc<str>, Slot> for SlotExpiry {
 
 /// A route's cached responses.
 pub struct RouteStore {
-    cache: moka::future::Cache<Arc<str>, Slot>,
+    cache: moka::sync::Cache<Arc<str>, Slot>,
     /// The settings it was made with (a reload with other settings makes a new store).
     pub config: CacheConfig,
     budget: Arc<Budget>,
@@ -154,7 +153,7 @@ impl RouteStore {
     /// An empty store for a route.
     pub fn new(config: CacheConfig, budget: Arc<Budget>, metrics: Option<CacheMetrics>) -> Self {
         let (listener_budget, listener_metrics) = (budget.clone(), metrics.clone());
-        let cache = moka::future::Cache::builder()
+        let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(|key: &Arc<str>, slot: &Slot| {
                 u32::try_from(Slot::weight(key, slot)).unwrap_or(u32::MAX)
@@ -186,12 +185,12 @@ impl RouteStore {
     }
 
     /// The entry under `key`.
-    pub async fn get(&self, key: &str) -> Option<Slot> {
-        self.cache.get(key).await
+    pub fn get(&self, key: &str) -> Option<Slot> {
+        self.cache.get(key)
     }
 
     /// Stores `slot` under `key`, if the route's and the gateway's bounds allow it.
-    pub async fn insert(&self, key: Arc<str>, slot: Slot) -> bool {
+    pub fn insert(&self, key: Arc<str>, slot: Slot) -> bool {
         let weight = Slot::weight(&key, &slot);
         if weight > self.config.max_bytes || !self.budget.reserve(weight) {
             return false;
@@ -199,7 +198,7 @@ impl RouteStore {
         if let Some(metrics) = &self.metrics {
             metrics.bytes.inc_by(weight as i64);
         }
-        self.cache.insert(key, slot).await;
+        self.cache.insert(key, slot);
         true
     }
 
@@ -210,13 +209,13 @@ impl RouteStore {
 
     /// Removes the entry under a primary key (its variants become unreachable: a later
     /// `Vary` marker gets a new epoch).
-    pub async fn invalidate(&self, key: &str) {
-        self.cache.invalidate(key).await;
+    pub fn invalidate(&self, key: &str) {
+        self.cache.invalidate(key);
     }
 
     /// Removes every entry whose primary key is `key` (`prefix: false`) or starts with it;
     /// returns how many primary keys were removed.
-    pub async fn purge(&self, key: &str, prefix: bool) -> usize {
+    pub fn purge(&self, key: &str, prefix: bool) -> usize {
         let doomed: Vec<Arc<str>> = self
             .cache
             .iter()
@@ -235,15 +234,15 @@ impl RouteStore {
             .filter(|k| !k.contains(VARIANT_SEPARATOR))
             .count();
         for stored in doomed {
-            self.cache.invalidate(&stored).await;
+            self.cache.invalidate(&stored);
         }
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         primaries
     }
 
     /// Bytes the store holds (after pending evictions are applied).
-    pub async fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
 }

@@ -11,7 +11,8 @@
 //!   background (routes with an `upstream`). Otherwise it is revalidated: the request goes
 //!   on with its validators; a 304 updates the stored response's header fields and it
 //!   answers (`fwd=stale; fwd-status=304`). Within `stale-if-error`, a 5xx or a failed
-//!   upstream is answered with the stale response.
+//!   upstream is answered with the stale response; an upstream that cannot be reached is,
+//!   unless the response forbids serving it stale (`must-revalidate`, `no-cache`, …).
 //! - A miss goes to the upstream, coalesced with concurrent misses for the key
 //!   ([`crate::cache::coalesce`]); a storable response (`http-cache-semantics` decides:
 //!   status, `no-store`, `private`, `Authorization`, …) no larger than `max-object-bytes`
@@ -111,16 +112,16 @@ impl CacheStage {
         Some(Box::new(Self { cache }))
     }
 
-    async fn lookup(&self, primary: &Arc<str>, headers: &HeaderMap) -> Lookup {
+    fn lookup(&self, primary: &Arc<str>, headers: &HeaderMap) -> Lookup {
         let store = &self.cache.store;
-        match store.get(primary).await {
+        match store.get(primary) {
             None => Lookup::Miss,
             Some(Slot::Pass(until)) if until > std::time::Instant::now() => Lookup::Pass,
             Some(Slot::Pass(_)) => Lookup::Miss,
             Some(Slot::Object(object)) => Lookup::Found(primary.clone(), object),
             Some(Slot::Vary { names, epoch }) => {
                 let variant: Arc<str> = key::variant(primary, epoch, &names, headers).into();
-                match store.get(&variant).await {
+                match store.get(&variant) {
                     Some(Slot::Object(object)) => Lookup::Found(variant, object),
                     _ => Lookup::Miss,
                 }
@@ -246,8 +247,7 @@ impl CacheStage {
                 if let Some(updated) = merge_304(&cache, &object, &policy_request, &parts, now) {
                     cache
                         .store
-                        .insert(key.clone(), Slot::Object(Arc::new(updated)))
-                        .await;
+                        .insert(key.clone(), Slot::Object(Arc::new(updated)));
                 } else if let Some(policy) = storable(&cache, &policy_request, &parts, now)
                     && let Some(collected) =
                         read_limited(body, cache.store.config.max_object_bytes).await
@@ -255,8 +255,7 @@ impl CacheStage {
                     let object = new_object(&cache, parts, collected, policy, now);
                     cache
                         .store
-                        .insert(key.clone(), Slot::Object(Arc::new(object)))
-                        .await;
+                        .insert(key.clone(), Slot::Object(Arc::new(object)));
                 }
             }
             cache
@@ -341,7 +340,7 @@ impl Stage for CacheStage {
                 lead: None,
                 store: method == Method::GET,
             };
-            match self.lookup(&primary, &parts.headers).await {
+            match self.lookup(&primary, &parts.headers) {
                 Lookup::Pass => {
                     pending.forward = Forward::Bypass;
                     pending.store = false;
@@ -379,6 +378,19 @@ impl Stage for CacheStage {
                     }
                 },
                 Lookup::Miss => {}
+            }
+            if freshness::directives(&parts.headers)
+                .iter()
+                .any(|(name, _)| name == "only-if-cached")
+            {
+                // Nothing stored may answer, and the client asked not to go further.
+                let mut response = Response::new(empty());
+                *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                add_cache_status(
+                    response.headers_mut(),
+                    &format!("{CACHE_NAME}; fwd=miss; detail=only-if-cached"),
+                );
+                return Ok(Decision::Respond(response));
             }
             let conditional = [
                 header::IF_NONE_MATCH,
@@ -419,7 +431,7 @@ impl Stage for CacheStage {
                 .remove::<Carried<Invalidate>>()
                 .and_then(Carried::take)
             {
-                self.invalidate(&invalidate, &response).await;
+                self.invalidate(&invalidate, &response);
                 return Ok(response);
             }
             let Some(pending) = flow
@@ -444,12 +456,18 @@ impl Stage for CacheStage {
             .and_then(Carried::take)?;
         let (_, object) = pending.stale.as_ref()?;
         let now = SystemTime::now();
-        if !object.usable_on_error(now) {
+        // The upstream could not be reached: a disconnected cache may serve stale unless
+        // the response forbids it (RFC 9111 §4.2.4), `stale-if-error` or not.
+        let detail = if object.usable_on_error(now) {
+            "stale-if-error"
+        } else if !object.stale.must_revalidate {
+            "disconnected"
+        } else {
             return None;
-        }
+        };
         count(self.cache.store.metrics(), |m| &m.stale);
         let status = format!(
-            "{CACHE_NAME}; fwd=stale; ttl={}; detail=stale-if-error",
+            "{CACHE_NAME}; fwd=stale; ttl={}; detail={detail}",
             object.ttl_seconds(now)
         );
         Some(self.answer(object, &pending.request, now, status))
@@ -480,8 +498,7 @@ impl CacheStage {
                 count(self.cache.store.metrics(), |m| &m.revalidated);
                 self.cache
                     .store
-                    .insert(key.clone(), Slot::Object(updated.clone()))
-                    .await;
+                    .insert(key.clone(), Slot::Object(updated.clone()));
                 let status = format!("{CACHE_NAME}; fwd=stale; fwd-status=304; stored");
                 return self.answer(&updated, &pending.request, now, status);
             }
@@ -508,8 +525,7 @@ impl CacheStage {
                 let until = std::time::Instant::now() + self.cache.store.config.hit_for_pass;
                 self.cache
                     .store
-                    .insert(pending.primary.clone(), Slot::Pass(until))
-                    .await;
+                    .insert(pending.primary.clone(), Slot::Pass(until));
             }
             if let Some(lead) = pending.lead {
                 lead.pass();
@@ -522,7 +538,7 @@ impl CacheStage {
             pending.primary.clone()
         } else {
             let store = &self.cache.store;
-            let epoch = match store.get(&pending.primary).await {
+            let epoch = match store.get(&pending.primary) {
                 Some(Slot::Vary { names, epoch }) if *names == *vary => epoch,
                 _ => {
                     let epoch = store.next_epoch();
@@ -530,12 +546,31 @@ impl CacheStage {
                         names: vary.clone().into(),
                         epoch,
                     };
-                    store.insert(pending.primary.clone(), marker).await;
+                    store.insert(pending.primary.clone(), marker);
                     epoch
                 }
             };
             key::variant(&pending.primary, epoch, &vary, &pending.request.headers).into()
         };
+        if body.is_end_stream() {
+            // Nothing will be polled: store it now.
+            let object = new_object(&self.cache, parts.clone(), Bytes::new(), policy, now);
+            self.cache.store.insert(key, Slot::Object(Arc::new(object)));
+            if let Some(lead) = pending.lead {
+                lead.head(SharedHead {
+                    status,
+                    headers: parts.headers.clone(),
+                    vary_values: key::vary_values(&vary, &pending.request.headers),
+                    vary,
+                });
+                lead.finish();
+            }
+            add_cache_status(
+                &mut parts.headers,
+                &format!("{CACHE_NAME}; fwd={forward}; stored"),
+            );
+            return Response::from_parts(parts, body);
+        }
         if let Some(lead) = &pending.lead {
             lead.head(SharedHead {
                 status,
@@ -560,7 +595,7 @@ impl CacheStage {
     }
 
     /// Invalidates what a successful unsafe request changed (RFC 9111 §4.4).
-    async fn invalidate(&self, invalidate: &Invalidate, response: &Response<Body>) {
+    fn invalidate(&self, invalidate: &Invalidate, response: &Response<Body>) {
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
             return;
@@ -586,7 +621,7 @@ impl CacheStage {
             }
         }
         for key in keys {
-            self.cache.store.invalidate(&key).await;
+            self.cache.store.invalidate(&key);
         }
     }
 }
@@ -617,7 +652,7 @@ fn storable(
     {
         return None;
     }
-    let policy = CachePolicy::new_options(request, response, now, CacheOptions::default());
+    let policy = policy_of(request, response, now);
     if !policy.is_storable() {
         return None;
     }
@@ -632,6 +667,55 @@ fn storable(
     let validator =
         headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
     (!lifetime.is_zero() || validator).then_some(policy)
+}
+
+/// The RFC 9111 policy of a response. `http-cache-semantics` stores only the statuses it
+/// lists; any final status with explicit freshness may be stored (RFC 9111 §3), so such a
+/// response is judged as if it were a 200.
+fn policy_of(request: &Parts, response: &http::response::Parts, now: SystemTime) -> CachePolicy {
+    const UNDERSTOOD: &[u16] = &[
+        200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+    ];
+    let status = response.status.as_u16();
+    let cc = freshness::directives(&response.headers);
+    let explicit = response.headers.contains_key(header::EXPIRES)
+        || cc
+            .iter()
+            .any(|(name, _)| name == "max-age" || name == "s-maxage");
+    // `must-understand`: only statuses the cache knows may be stored (RFC 9111 §5.2.2.3).
+    let must_understand = cc.iter().any(|(name, _)| name == "must-understand");
+    let mut judged = Response::new(()).into_parts().0;
+    judged.status =
+        if status >= 200 && !UNDERSTOOD.contains(&status) && explicit && !must_understand {
+            StatusCode::OK
+        } else {
+            response.status
+        };
+    // Directive names are case-insensitive; the crate reads them lower-case only.
+    judged.headers = response.headers.clone();
+    lower_cache_control(&mut judged.headers);
+    let mut asked = http::Request::new(()).into_parts().0;
+    asked.method = request.method.clone();
+    asked.uri = request.uri.clone();
+    asked.headers = request.headers.clone();
+    lower_cache_control(&mut asked.headers);
+    CachePolicy::new_options(&asked, &judged, now, CacheOptions::default())
+}
+
+/// Makes the `Cache-Control` fields lower-case.
+fn lower_cache_control(headers: &mut HeaderMap) {
+    let lowered: Vec<HeaderValue> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| HeaderValue::from_str(&value.to_str().ok()?.to_ascii_lowercase()).ok())
+        .collect();
+    if lowered.is_empty() {
+        return;
+    }
+    headers.remove(header::CACHE_CONTROL);
+    for value in lowered {
+        headers.append(header::CACHE_CONTROL, value);
+    }
 }
 
 /// A stored response made from a response head and its whole body.
@@ -666,7 +750,18 @@ fn merge_304(
     if response.status != StatusCode::NOT_MODIFIED {
         return None;
     }
-    match object.policy.after_response(request, response, now) {
+    let mut answer = object.policy.after_response(request, response, now);
+    if matches!(answer, AfterResponse::Modified(..)) && !response_names_validator(response) {
+        // A 304 without a validator answers the only validators sent: the stored response's.
+        let mut confirmed = response.clone();
+        for name in [header::ETAG, header::LAST_MODIFIED] {
+            if let Some(value) = object.headers.get(&name) {
+                confirmed.headers.insert(name, value.clone());
+            }
+        }
+        answer = object.policy.after_response(request, &confirmed, now);
+    }
+    match answer {
         AfterResponse::NotModified(policy, mut merged) => {
             merged.headers.remove(header::AGE);
             let lifetime = freshness::lifetime(&policy, &merged.headers, &cache.store.config, now);
@@ -681,6 +776,12 @@ fn merge_304(
         }
         AfterResponse::Modified(..) => None,
     }
+}
+
+/// Whether a response carries a validator.
+fn response_names_validator(response: &http::response::Parts) -> bool {
+    response.headers.contains_key(header::ETAG)
+        || response.headers.contains_key(header::LAST_MODIFIED)
 }
 
 /// The request's header fields with the stored response's validators added.
@@ -716,13 +817,18 @@ fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
             None => false,
         };
     }
-    let since = request
+    let Some(since) = request
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok());
+        .and_then(freshness::http_date)
+    else {
+        return false;
+    };
+    // Without `Last-Modified`, the response's `Date` stands in (RFC 9110 §13.1.3).
     let modified = response
         .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok());
-    matches!((since, modified), (Some(a), Some(b)) if a.trim() == b.trim())
+        .or_else(|| response.get(header::DATE))
+        .and_then(freshness::http_date);
+    modified.is_some_and(|modified| modified <= since)
 }
 
 /// Tees a response body into the store as it streams to the client, and shares it with the
@@ -778,10 +884,7 @@ impl BodyHook for Tee {
         let object = new_object(&self.cache, parts, body, policy, now);
         let (cache, key, lead) = (self.cache.clone(), self.key.clone(), self.lead.take());
         tokio::spawn(async move {
-            cache
-                .store
-                .insert(key, Slot::Object(Arc::new(object)))
-                .await;
+            cache.store.insert(key, Slot::Object(Arc::new(object)));
             if let Some(lead) = lead {
                 lead.finish();
             }
