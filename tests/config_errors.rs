@@ -93,6 +93,7 @@ snapshot_tests! {
     bad_names,
     respond_and_upstream,
     compress_errors,
+    cache_errors,
 }
 
 /// Every `.toml` in the cases directory has a test (and a snapshot), and nothing is stale.

@@ -439,6 +439,10 @@ mod tests {
         assert_eq!(table["plugins.dir"], DEFAULT_PLUGIN_DIR);
         assert_eq!(table["admin.metrics"], DEFAULT_ADMIN_METRICS.to_string());
         assert_eq!(
+            bytes("cache.max-bytes"),
+            crate::config::DEFAULT_CACHE_TOTAL_BYTES
+        );
+        assert_eq!(
             number("plugins.max-instances"),
             u64::from(DEFAULT_MAX_INSTANCES)
         );
@@ -494,6 +498,6 @@ mod tests {
         assert_eq!(table["tracing.service-name"], DEFAULT_SERVICE_NAME);
         assert_eq!(duration("tracing.export-interval"), DEFAULT_EXPORT_INTERVAL);
         assert_eq!(duration("tracing.export-timeout"), DEFAULT_EXPORT_TIMEOUT);
-        assert_eq!(table.len(), 29, "every row is checked: {table:?}");
+        assert_eq!(table.len(), 30, "every row is checked: {table:?}");
     }
 }
