@@ -78,6 +78,20 @@ async fn metrics(admin: SocketAddr) -> String {
     get(&format!("http://{admin}/metrics")).await.text()
 }
 
+/// Waits until no upstream fetch of route `c` is in flight: a response whose body a client
+/// has read is then stored (the store happens as its last bytes pass, which a client
+/// reading a `Content-Length` body may see first).
+async fn settled(gateway: &TestGateway) {
+    let admin = gateway.admin_addr();
+    for _ in 0..500 {
+        if cache_json(admin).await["routes"]["c"]["flights"] == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("a fetch stayed in flight: {}", cache_json(admin).await);
+}
+
 fn cache_status(reply: &common::Reply) -> String {
     reply.header_all("cache-status").join(", ")
 }
@@ -94,6 +108,7 @@ async fn a_fresh_response_is_served_from_the_cache_with_age_and_cache_status() {
     let first = get(&gateway.url("/a?y=2&x=1")).await;
     assert_eq!(first.text(), "v1");
     assert_eq!(cache_status(&first), "wasmgate; fwd=miss; stored");
+    settled(&gateway).await;
     let second = get(&gateway.url("/a?x=1&y=2")).await;
     assert_eq!(second.text(), "v1", "the same key, the query reordered");
     assert!(
@@ -272,6 +287,11 @@ async fn no_store_private_and_authorization_are_not_shared() {
         "v4",
         "a response to an authorized request is not shared"
     );
+    assert_eq!(
+        cache_status(&again),
+        "wasmgate; fwd=miss; stored",
+        "nor does it make the key hit-for-pass for others"
+    );
     send(&client(), auth("/public-auth")).await;
     let shared = get(&gateway.url("/public-auth")).await;
     assert_eq!(shared.text(), "v5", "unless it says public");
@@ -316,6 +336,7 @@ async fn stale_while_revalidate_answers_stale_and_refreshes_in_the_background() 
     .await
     .unwrap();
     assert_eq!(get(&gateway.url("/swr")).await.text(), "v1");
+    settled(&gateway).await;
     let stale = get(&gateway.url("/swr")).await;
     assert_eq!(stale.text(), "v1", "answered stale at once");
     assert!(
@@ -383,6 +404,7 @@ async fn a_stale_response_is_revalidated_and_a_304_merges_its_fields() {
     .await
     .unwrap();
     assert_eq!(get(&gateway.url("/r")).await.text(), "body1");
+    settled(&gateway).await;
     let revalidated = get(&gateway.url("/r")).await;
     assert_eq!(revalidated.status, StatusCode::OK);
     assert_eq!(revalidated.text(), "body1", "the stored body");
@@ -422,6 +444,7 @@ async fn stale_if_error_answers_when_the_upstream_fails() {
     .await
     .unwrap();
     assert_eq!(get(&gateway.url("/e")).await.text(), "good");
+    settled(&gateway).await;
     let rescued = get(&gateway.url("/e")).await;
     assert_eq!(rescued.status, StatusCode::OK);
     assert_eq!(rescued.text(), "good");
@@ -591,6 +614,7 @@ async fn purge_by_key_and_prefix_through_the_admin_api() {
     for path in ["/p/a", "/p/b", "/q"] {
         get(&gateway.url(path)).await;
     }
+    settled(&gateway).await;
     assert_eq!(count.load(Ordering::SeqCst), 3);
     let purge = |query: String| async move {
         send(
@@ -607,6 +631,7 @@ async fn purge_by_key_and_prefix_through_the_admin_api() {
     let one = purge(format!("route=c&key={host}/p/a")).await;
     assert_eq!(one.json()["purged"], 1, "{}", one.text());
     assert!(cache_status(&get(&gateway.url("/p/a")).await).contains("fwd=miss"));
+    settled(&gateway).await;
     assert!(cache_status(&get(&gateway.url("/p/a")).await).contains("hit"));
     assert!(cache_status(&get(&gateway.url("/p/b")).await).contains("hit"));
     let prefix = purge(format!("route=c&prefix={host}/p/")).await;
@@ -639,6 +664,7 @@ async fn a_reload_that_leaves_the_cache_settings_keeps_the_cache() {
             .unwrap()
     };
     get(&gateway.url("/k")).await;
+    settled(&gateway).await;
     let before = generation().await;
     std::fs::write(
         gateway.config_path(),

@@ -30,6 +30,15 @@ pub struct RouteCache {
     pub refreshing: Mutex<HashSet<Arc<str>>>,
 }
 
+impl RouteCache {
+    /// Marks a primary key "hit-for-pass": its requests go straight to the upstream for the
+    /// route's `hit-for-pass`.
+    pub fn mark_pass(&self, primary: &Arc<str>) {
+        let until = std::time::Instant::now() + self.store.config.hit_for_pass;
+        self.store.insert(primary.clone(), store::Slot::Pass(until));
+    }
+}
+
 /// The caches of every route that has one, and the budget they share.
 pub struct Caches {
     settings: CacheStoreConfig,

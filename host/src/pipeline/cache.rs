@@ -521,11 +521,12 @@ impl CacheStage {
             .is_some_and(|len| len > self.cache.store.config.max_object_bytes);
         let (Some(policy), false) = (policy, known_too_big) else {
             // Hit-for-pass, when the response itself (not this request) is not cacheable.
-            if pending.store && pending.request.method == Method::GET {
-                let until = std::time::Instant::now() + self.cache.store.config.hit_for_pass;
-                self.cache
-                    .store
-                    .insert(pending.primary.clone(), Slot::Pass(until));
+            if pending.store
+                && pending.request.method == Method::GET
+                && (known_too_big
+                    || uncacheable_for_anyone(&self.cache, &pending.request, &parts, now))
+            {
+                self.cache.mark_pass(&pending.primary);
             }
             if let Some(lead) = pending.lead {
                 lead.pass();
@@ -579,8 +580,16 @@ impl CacheStage {
                 vary,
             });
         }
+        let expected = body.size_hint().exact().or_else(|| {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
         let tee = Tee {
+            expected,
             cache: self.cache.clone(),
+            primary: pending.primary.clone(),
             key,
             head: Some((status, parts.headers.clone(), policy)),
             lead: pending.lead,
@@ -637,6 +646,34 @@ fn head_of(parts: &Parts) -> Parts {
     head.uri = parts.uri.clone();
     head.headers = parts.headers.clone();
     head
+}
+
+/// Whether a response could not be stored whatever the request had been: not for its
+/// `Authorization`, its `no-store`, or its own validators (a 304 or 206 answers those).
+fn uncacheable_for_anyone(
+    cache: &RouteCache,
+    request: &Parts,
+    response: &http::response::Parts,
+    now: SystemTime,
+) -> bool {
+    if matches!(
+        response.status,
+        StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
+    ) {
+        return false;
+    }
+    let mut plain = head_of(request);
+    for name in [
+        header::AUTHORIZATION,
+        header::CACHE_CONTROL,
+        header::PRAGMA,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::RANGE,
+    ] {
+        plain.headers.remove(name);
+    }
+    storable(cache, &plain, response, now).is_none()
 }
 
 /// The policy of a response that may be stored, or `None`.
@@ -835,12 +872,18 @@ fn not_modified(request: &HeaderMap, response: &HeaderMap) -> bool {
 /// flight's followers.
 struct Tee {
     cache: Arc<RouteCache>,
+    /// The request's primary key (hit-for-pass is marked there).
+    primary: Arc<str>,
+    /// Where the response is stored (its secondary key when it varies).
     key: Arc<str>,
     /// Status, fields and policy; `None` once the body proved too large.
     head: Option<(StatusCode, HeaderMap, CachePolicy)>,
     lead: Option<Lead>,
     chunks: Vec<Bytes>,
     size: u64,
+    /// The body's length when known: the body is complete once that many bytes passed
+    /// (the client may have it all before the body is polled for its end).
+    expected: Option<u64>,
 }
 
 impl BodyHook for Tee {
@@ -850,15 +893,20 @@ impl BodyHook for Tee {
         }
         self.size += data.len() as u64;
         if self.size > self.cache.store.config.max_object_bytes {
-            // Too large to store: stop holding it; followers cannot be fed any further.
+            // Too large to store: stop holding it (followers cannot be fed any further), and
+            // let the next requests for the key go straight to the upstream.
             self.head = None;
             self.chunks = Vec::new();
             self.lead = None;
+            self.cache.mark_pass(&self.primary);
             return Ok(());
         }
         self.chunks.push(data.clone());
         if let Some(lead) = &self.lead {
             lead.data(data);
+        }
+        if self.expected == Some(self.size) {
+            self.on_end(true);
         }
         Ok(())
     }
