@@ -3,8 +3,8 @@
 //! bound can be passed. Entries leave when their freshness and stale allowances are over,
 //! when evicted for size (least frequently and recently used first), or when purged.
 //!
-//! It is moka's synchronous cache: no operation waits on I/O, and a response is in the
-//! store before its client sees the end of its body, so the next request for it is a hit.
+//! It is moka's synchronous cache: no operation waits on I/O, so a response is stored from
+//! the body hook as its last bytes pass through, with nothing left to spawn.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
