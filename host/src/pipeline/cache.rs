@@ -332,19 +332,22 @@ impl Stage for CacheStage {
                 key::primary(config, flow.client.host, &parts.uri, &parts.headers).into();
             let now = SystemTime::now();
             let metrics = self.cache.store.metrics();
-            let mut pending = Pending {
-                primary: primary.clone(),
-                request: head_of(parts),
-                forward: Forward::Miss,
-                stale: None,
-                lead: None,
-                store: method == Method::GET,
-            };
+            // The request as the client sent it, for the response's policy; taken only on
+            // the way to the upstream (a hit needs none of it).
+            let mut client_head = None;
+            let mut forward = Forward::Miss;
+            let mut stale = None;
             match self.lookup(&primary, &parts.headers) {
                 Lookup::Pass => {
-                    pending.forward = Forward::Bypass;
-                    pending.store = false;
                     count(metrics, |m| &m.passes);
+                    let pending = Pending {
+                        primary,
+                        request: head_of(parts),
+                        forward: Forward::Bypass,
+                        stale: None,
+                        lead: None,
+                        store: false,
+                    };
                     flow.extensions.insert(Carried::new(pending));
                     return Ok(Decision::Continue);
                 }
@@ -364,7 +367,8 @@ impl Stage for CacheStage {
                         return Ok(Decision::Serve(self.answer(&object, parts, now, status)));
                     }
                     Usable::Revalidate => {
-                        pending.forward = Forward::Stale;
+                        forward = Forward::Stale;
+                        client_head = Some(head_of(parts));
                         if method == Method::GET && object.has_validator() {
                             let validators = revalidation_headers(&object, parts);
                             for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
@@ -374,11 +378,19 @@ impl Stage for CacheStage {
                                 };
                             }
                         }
-                        pending.stale = Some((key, object));
+                        stale = Some((key, object));
                     }
                 },
                 Lookup::Miss => {}
             }
+            let mut pending = Pending {
+                primary: primary.clone(),
+                request: client_head.unwrap_or_else(|| head_of(parts)),
+                forward,
+                stale,
+                lead: None,
+                store: method == Method::GET,
+            };
             if freshness::directives(&parts.headers)
                 .iter()
                 .any(|(name, _)| name == "only-if-cached")
