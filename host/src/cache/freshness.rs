@@ -121,8 +121,20 @@ pub fn lifetime(
     config: &CacheConfig,
     now: SystemTime,
 ) -> Duration {
-    let stated = policy.time_to_live(now) + policy.age(now);
     let cc = directives(headers);
+    // The lifetime is the time to live plus the age; with nothing left to live (already
+    // stale on arrival, or no freshness at all) it is what the directives state, if any.
+    let to_live = policy.time_to_live(now);
+    let stated = if to_live.is_zero() {
+        if has(&cc, "no-cache") || has(&cc, "proxy-revalidate") {
+            return Duration::ZERO;
+        }
+        seconds(&cc, "s-maxage")
+            .or_else(|| seconds(&cc, "max-age"))
+            .unwrap_or_default()
+    } else {
+        to_live + policy.age(now)
+    };
     let explicit = headers.contains_key(header::EXPIRES)
         || ["max-age", "s-maxage", "no-cache", "immutable"]
             .iter()
@@ -225,6 +237,47 @@ impl Object {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn policy_of(headers: &HeaderMap, now: SystemTime) -> CachePolicy {
+        let request = http::Request::get("/").body(()).unwrap();
+        let mut response = http::Response::new(());
+        *response.headers_mut() = headers.clone();
+        CachePolicy::new_options(&request, &response, now, Default::default())
+    }
+
+    #[test]
+    fn default_ttl_applies_only_to_responses_that_state_no_freshness() {
+        // Stored a second after it arrived, as a body takes time to stream.
+        let arrived = SystemTime::now();
+        let now = arrived + Duration::from_secs(1);
+        let config = CacheConfig {
+            default_ttl: Duration::from_secs(30),
+            ..CacheConfig::default()
+        };
+        let silent = HeaderMap::new();
+        assert_eq!(
+            lifetime(&policy_of(&silent, arrived), &silent, &config, now),
+            Duration::from_secs(30)
+        );
+        let stated = cc("max-age=5");
+        assert_eq!(
+            lifetime(&policy_of(&stated, arrived), &stated, &config, now),
+            Duration::from_secs(5)
+        );
+        let zero = cc("max-age=0");
+        assert_eq!(
+            lifetime(&policy_of(&zero, arrived), &zero, &config, now),
+            Duration::ZERO
+        );
+        let capped = CacheConfig {
+            max_ttl: Some(Duration::from_secs(2)),
+            ..config
+        };
+        assert_eq!(
+            lifetime(&policy_of(&stated, arrived), &stated, &capped, now),
+            Duration::from_secs(2)
+        );
+    }
 
     fn cc(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
