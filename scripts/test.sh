@@ -15,7 +15,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 host_target=$(rustc -vV | sed -n 's/^host: //p')
 
 echo "== test peers (Debian packages)"
-# nginx is the reference the path-normalization test compares the gateway with; promtool
+# nginx is the reference the path-normalization test compares the gateway with (and the
+# cache conformance script runs the suite against its proxy_cache); promtool
 # (package `prometheus`) checks the metrics exposition; redis-server (which brings
 # redis-cli) is the shared state backend tests/redis.rs starts on free ports.
 packages=()
@@ -66,3 +67,8 @@ node --test plugins/js/response-envelope/
 
 echo "== gateway: unit and integration tests"
 cargo test --workspace
+
+echo "== response cache: HTTP caching test suite (http-cache-tests, npm)"
+# The gateway's score may not drop below what it reached (README, Caching); nginx's
+# proxy_cache on the same suite: bench/cache-conformance.sh without --only.
+WASMGATE_BIN="$CARGO_TARGET_DIR/debug/wasmgate" bench/cache-conformance.sh --only gateway --min 261

@@ -3,7 +3,9 @@
 //! (the process answers) and `GET /health/ready` (every route can serve; `/health` is an
 //! alias), 503 with the reasons when not; `GET /metrics`, the Prometheus metrics (text
 //! 0.0.4, or OpenMetrics 1.0 when the `Accept` header asks for
-//! `application/openmetrics-text`).
+//! `application/openmetrics-text`); `POST /cache/purge?route=NAME&key=KEY` (or
+//! `&prefix=PREFIX`, or neither: the whole route) removes cached responses and answers
+//! `{"purged": N}`; `GET /cache` shows each route's cache (bytes held, bounds).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,9 +41,18 @@ pub async fn spawn(
             let gateway = gateway.clone();
             let status = status.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let response = answer(&request, &gateway, &status);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (gateway, status) = (gateway.clone(), status.clone());
+                    async move {
+                        let response = if request.uri().path() == "/cache/purge" {
+                            purge(&request, &gateway).await
+                        } else if request.uri().path() == "/cache" {
+                            caches(&gateway).await
+                        } else {
+                            answer(&request, &gateway, &status)
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -74,6 +85,99 @@ fn answer(request: &Request<Incoming>, gateway: &Gateway, status: &SharedStatus)
             &json!({"error": "not_found", "message": format!("no admin endpoint {path}; try /status")}),
         ),
     }
+}
+
+/// `POST /cache/purge?route=NAME[&key=KEY | &prefix=PREFIX]`: removes the route's cached
+/// responses under one primary key, under a key prefix, or all of them.
+async fn purge(request: &Request<Incoming>, gateway: &Gateway) -> Response<Body> {
+    if request.method() != Method::POST {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method_not_allowed", "message": "purge with POST"}),
+        );
+    }
+    let mut route = None;
+    let mut target = None;
+    for (name, value) in form_pairs(request.uri().query().unwrap_or_default()) {
+        match name.as_str() {
+            "route" => route = Some(value),
+            "key" => target = Some((value, false)),
+            "prefix" => target = Some((value, true)),
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "bad_request", "message": format!("unknown parameter `{name}`: expected route, key or prefix")}),
+                );
+            }
+        }
+    }
+    let state = gateway.state();
+    let Some(cache) = route.as_deref().and_then(|r| state.caches.routes.get(r)) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": "`route` must name a route with `cache`"}),
+        );
+    };
+    let (key, prefix) = target.unwrap_or_default();
+    let purged = cache.store.purge(&key, prefix || key.is_empty());
+    json_response(StatusCode::OK, &json!({"purged": purged}))
+}
+
+/// `GET /cache`: each route's cache.
+async fn caches(gateway: &Gateway) -> Response<Body> {
+    let state = gateway.state();
+    let mut routes = serde_json::Map::new();
+    for (name, cache) in &state.caches.routes {
+        routes.insert(
+            name.clone(),
+            json!({
+                "bytes": cache.store.weighted_size(),
+                "max_bytes": cache.store.config.max_bytes,
+                "max_object_bytes": cache.store.config.max_object_bytes,
+                "flights": cache.flights.len(),
+                "followers": cache.flights.followers(),
+            }),
+        );
+    }
+    let budget = state.caches.budget();
+    json_response(
+        StatusCode::OK,
+        &json!({"bytes": budget.used(), "max_bytes": budget.max(), "routes": routes}),
+    )
+}
+
+/// The `name=value` pairs of a query, percent-decoded (`+` is a space).
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |text: &str| {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() && text.is_char_boundary(i + 3) => {
+                    match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                        Ok(byte) => {
+                            out.push(byte);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                byte => out.push(byte),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name), decode(value))
+        })
+        .collect()
 }
 
 /// `/metrics`: the exposition, in the format the scraper asks for.

@@ -38,6 +38,12 @@ pub trait BodyHook: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Sees each data frame itself as it passes (a tee); by default only its length, through
+    /// [`on_data`](Self::on_data).
+    fn on_bytes(&mut self, data: &Bytes) -> Result<(), BoxError> {
+        self.on_data(data.len())
+    }
+
     /// Called once, when the body has ended: `clean` after its last frame, not after an
     /// error.
     fn on_end(&mut self, _clean: bool) {}
@@ -47,6 +53,10 @@ pub trait BodyHook: Send + Sync + 'static {
 impl<H: BodyHook> BodyHook for Option<H> {
     fn on_data(&mut self, len: usize) -> Result<(), BoxError> {
         self.as_mut().map_or(Ok(()), |hook| hook.on_data(len))
+    }
+
+    fn on_bytes(&mut self, data: &Bytes) -> Result<(), BoxError> {
+        self.as_mut().map_or(Ok(()), |hook| hook.on_bytes(data))
     }
 
     fn on_end(&mut self, clean: bool) {
@@ -61,6 +71,11 @@ impl<A: BodyHook, B: BodyHook> BodyHook for (A, B) {
     fn on_data(&mut self, len: usize) -> Result<(), BoxError> {
         self.0.on_data(len)?;
         self.1.on_data(len)
+    }
+
+    fn on_bytes(&mut self, data: &Bytes) -> Result<(), BoxError> {
+        self.0.on_bytes(data)?;
+        self.1.on_bytes(data)
     }
 
     fn on_end(&mut self, clean: bool) {
@@ -107,7 +122,7 @@ where
         let mut this = self.project();
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         let (frame, end) = match frame {
-            Some(Ok(frame)) => match frame.data_ref().map(|data| this.hook.on_data(data.len())) {
+            Some(Ok(frame)) => match frame.data_ref().map(|data| this.hook.on_bytes(data)) {
                 Some(Err(error)) => (Some(Err(error)), Some(false)),
                 // The end is known as soon as the last frame is out: hooks act early (a
                 // pooled connection goes back before the final poll).

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
 use crate::body::{Body, Hooked, boxed};
+use crate::cache::Caches;
 use crate::config::{Config, RouteConfig};
 use crate::framing;
 use crate::metrics::RouteMetrics;
@@ -49,6 +50,8 @@ pub struct LiveState {
     /// The gateway-wide reserve of bytes that aggregate calls' responses draw from
     /// (`plugins.aggregate-bytes-total`), kept across reloads that leave it unchanged.
     pub aggregate_reserve: Arc<Semaphore>,
+    /// The routes' response caches, kept across reloads that leave their settings unchanged.
+    pub caches: Caches,
     /// Request metrics of requests no route matched (`route=""`), when metrics are on.
     pub unmatched: Option<Arc<RouteMetrics>>,
 }
@@ -110,10 +113,12 @@ impl LiveState {
                 (name.clone(), upstream)
             })
             .collect();
+        let caches = Caches::build(&config, previous.map(|p| &p.caches), metrics);
         let mut problems = Vec::new();
         let mut pipelines = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let built = match Pipeline::build(route, &plugins.loaded, &upstreams, metrics) {
+            let built = match Pipeline::build(route, &plugins.loaded, &upstreams, metrics, &caches)
+            {
                 Ok(pipeline) => {
                     let invalid = pipeline.validate(runtime).await;
                     if invalid.is_empty() {
@@ -166,6 +171,7 @@ impl LiveState {
             upstreams,
             pipelines,
             aggregate_reserve,
+            caches,
             unmatched: metrics.map(|m| m.route("")),
         })
     }

@@ -25,6 +25,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod custom_metrics;
 pub mod framing;

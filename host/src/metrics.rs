@@ -67,6 +67,13 @@ struct RequestLabels {
     status: &'static str,
 }
 
+/// `route`, `result` (from a fixed list).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheResultLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
 /// `listener`, `protocol`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnectionLabels {
@@ -264,6 +271,9 @@ pub struct Metrics {
     state_errors: Family<StateKindLabels, Counter>,
     state_fallbacks: Family<StatePolicyLabels, Counter>,
     state_breaker_open: Gauge,
+    cache_lookups: Family<CacheResultLabels, Counter>,
+    cache_evictions: Family<RouteLabels, Counter>,
+    cache_bytes: Family<RouteLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -314,6 +324,9 @@ impl Metrics {
             state_errors: Family::default(),
             state_fallbacks: Family::default(),
             state_breaker_open: Gauge::default(),
+            cache_lookups: Family::default(),
+            cache_evictions: Family::default(),
+            cache_bytes: Family::default(),
         };
         metrics.registered()
     }
@@ -321,6 +334,22 @@ impl Metrics {
     fn registered(mut self) -> Self {
         let r = &mut self.registry;
         r.register_collector(Box::new(CustomCollector(self.custom.clone())));
+        r.register(
+            "cache_lookups",
+            "Requests the response cache saw, by route and result: hit (fresh, or stale as allowed), miss (went upstream), stale (served stale: while revalidating or on an upstream error), revalidated (a stale response the upstream confirmed with 304), coalesced (streamed from another request's upstream response), pass (not cacheable: method, request directives or hit-for-pass)",
+            self.cache_lookups.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Cached responses evicted to keep a route's cache within its bytes",
+            self.cache_evictions.clone(),
+        );
+        r.register_with_unit(
+            "cache",
+            "Bytes of responses a route's cache holds",
+            Unit::Bytes,
+            self.cache_bytes.clone(),
+        );
         r.register(
             "requests",
             "Requests answered, by route (empty: no route matched), method class and status class",
@@ -525,6 +554,30 @@ impl Metrics {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             route: labels.route,
         })
+    }
+
+    /// Cache handles for one route.
+    pub fn cache(&self, route: &str) -> CacheMetrics {
+        let route: Arc<str> = route.into();
+        let lookup = |result| {
+            self.cache_lookups.get_or_create_owned(&CacheResultLabels {
+                route: route.clone(),
+                result,
+            })
+        };
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        CacheMetrics {
+            hits: lookup("hit"),
+            misses: lookup("miss"),
+            stale: lookup("stale"),
+            revalidated: lookup("revalidated"),
+            coalesced: lookup("coalesced"),
+            passes: lookup("pass"),
+            evictions: self.cache_evictions.get_or_create_owned(&labels),
+            bytes: self.cache_bytes.get_or_create_owned(&labels),
+        }
     }
 
     /// Handles for one listener.
@@ -1302,4 +1355,25 @@ mod tests {
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
         assert!(openmetrics.contains("# TYPE wasmgate_requests counter"));
     }
+}
+
+/// A route's cache counters (`wasmgate_cache_*`).
+#[derive(Clone, Debug)]
+pub struct CacheMetrics {
+    /// Answered from the cache.
+    pub hits: Counter,
+    /// Went to the upstream.
+    pub misses: Counter,
+    /// Answered stale (while revalidating, or on an upstream error).
+    pub stale: Counter,
+    /// Answered from the cache after a 304 from the upstream.
+    pub revalidated: Counter,
+    /// Streamed from another request's upstream response.
+    pub coalesced: Counter,
+    /// Not cacheable.
+    pub passes: Counter,
+    /// Evicted for size.
+    pub evictions: Counter,
+    /// Bytes held.
+    pub bytes: Gauge,
 }

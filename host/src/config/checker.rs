@@ -11,6 +11,7 @@ use http::Method;
 use http::uri::Authority;
 use toml::Spanned;
 
+use super::cache::{CacheStoreConfig, DEFAULT_CACHE_TOTAL_BYTES};
 use super::error::Reporter;
 use super::model::*;
 use super::raw::{
@@ -120,6 +121,12 @@ impl Checker<'_, '_> {
             plugins,
             admin,
             tracing,
+            cache: CacheStoreConfig {
+                max_bytes: raw
+                    .cache
+                    .max_bytes
+                    .map_or(DEFAULT_CACHE_TOTAL_BYTES, |b| b.0),
+            },
             upstreams,
             routes,
             state,
@@ -1189,6 +1196,10 @@ impl Checker<'_, '_> {
                 .compress
                 .as_ref()
                 .and_then(|compress| self.compress(&format!("{key}.compress"), compress)),
+            cache: route
+                .cache
+                .as_ref()
+                .and_then(|cache| self.cache(&format!("{key}.cache"), cache)),
             location: self.location(&route.name.span()),
         })
     }

@@ -3,6 +3,7 @@
 //! Loading never stops at the first problem: every error found is reported, each naming the
 //! file, line, column and key (see [`ConfigError`]).
 
+mod cache;
 mod checker;
 mod compress;
 mod decode;
@@ -16,6 +17,10 @@ mod units;
 
 use std::path::Path;
 
+pub use cache::{
+    CacheConfig, CacheStoreConfig, DEFAULT_CACHE_OBJECT_BYTES, DEFAULT_CACHE_ROUTE_BYTES,
+    DEFAULT_CACHE_TOTAL_BYTES, DEFAULT_COALESCE_WAIT, DEFAULT_HIT_FOR_PASS,
+};
 pub use checker::default_cache_dir;
 pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};

@@ -28,6 +28,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Distributed tracing, when configured.
     pub tracing: Option<TracingConfig>,
+    /// The memory cached responses share.
+    pub cache: super::cache::CacheStoreConfig,
     /// Upstreams by name.
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// Routes in file order.
@@ -598,6 +600,8 @@ pub struct RouteConfig {
     pub stages: Vec<StageConfig>,
     /// Response compression; `None` sends responses as the terminal and stages leave them.
     pub compress: Option<super::compress::CompressConfig>,
+    /// Response caching; `None` never stores or serves cached responses.
+    pub cache: Option<super::cache::CacheConfig>,
     /// Where the route is written (`file:line:column`).
     pub location: String,
 }
@@ -674,6 +678,10 @@ mod tests {
         assert_eq!(duration("server.shutdown-grace"), DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(table["plugins.dir"], DEFAULT_PLUGIN_DIR);
         assert_eq!(table["admin.metrics"], DEFAULT_ADMIN_METRICS.to_string());
+        assert_eq!(
+            bytes("cache.max-bytes"),
+            crate::config::DEFAULT_CACHE_TOTAL_BYTES
+        );
         assert_eq!(
             number("plugins.max-instances"),
             u64::from(DEFAULT_MAX_INSTANCES)
@@ -821,7 +829,7 @@ mod tests {
             duration("state.breaker-cool-off"),
             DEFAULT_STATE_BREAKER_COOL_OFF
         );
-        assert_eq!(table.len(), 61, "every row is checked: {table:?}");
+        assert_eq!(table.len(), 62, "every row is checked: {table:?}");
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct RawConfig {
     /// Listeners beyond `server.listen`: plain, or TLS when they have certificates.
     #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
+    /// The response cache shared by routes with `cache`.
+    #[serde(default)]
+    pub cache: RawCacheStore,
     /// Named upstreams.
     #[serde(default)]
     pub upstreams: BTreeMap<UpstreamName, Spanned<RawUpstream>>,
@@ -351,6 +354,8 @@ pub struct RawRoute {
     pub respond: Option<Spanned<RawRespond>>,
     /// Response compression: `true` for the defaults, or a table.
     pub compress: Option<Spanned<RawCompress>>,
+    /// Response caching: `true` for the defaults, or a table.
+    pub cache: Option<Spanned<RawCache>>,
     /// The WASM stages, in order.
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
@@ -479,4 +484,63 @@ impl<'de> Deserialize<'de> for RawCompressLevels {
         }
         deserializer.deserialize_any(LevelsVisitor)
     }
+}
+
+/// `[cache]`: the memory all routes' cached responses share.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCacheStore {
+    /// Bytes of cached responses, all routes together.
+    pub max_bytes: Option<ByteSize>,
+}
+
+/// A route's `cache`: `true` (or `false`) for the defaults, or a table of settings.
+#[derive(Debug)]
+pub enum RawCache {
+    /// `cache = true` or `cache = false`.
+    Enabled(bool),
+    /// `cache = { … }`.
+    Table(RawCacheTable),
+}
+
+impl<'de> Deserialize<'de> for RawCache {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CacheVisitor;
+        impl<'de> Visitor<'de> for CacheVisitor {
+            type Value = RawCache;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a table such as { max-bytes = \"64MiB\" }")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawCache, E> {
+                Ok(RawCache::Enabled(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCache, A::Error> {
+                RawCacheTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawCache::Table)
+            }
+        }
+        deserializer.deserialize_any(CacheVisitor)
+    }
+}
+
+/// The settings of a route's `cache` table; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCacheTable {
+    /// Bytes of this route's cached responses.
+    pub max_bytes: Option<ByteSize>,
+    /// Larger responses are passed on, not stored.
+    pub max_object_bytes: Option<ByteSize>,
+    /// Freshness of a storable response that states none (no `max-age`, `Expires`, …).
+    pub default_ttl: Option<ConfigDuration>,
+    /// The longest a response stays fresh, whatever it states.
+    pub max_ttl: Option<ConfigDuration>,
+    /// Request header fields that are part of the key.
+    pub key_headers: Option<Vec<Spanned<String>>>,
+    /// Cookies that are part of the key.
+    pub key_cookies: Option<Vec<Spanned<String>>>,
+    /// How long a request waits for another one's response for the same key.
+    pub coalesce_wait: Option<ConfigDuration>,
+    /// How long a key whose response could not be stored skips the cache.
+    pub hit_for_pass: Option<ConfigDuration>,
 }

@@ -4,10 +4,12 @@
 //! rest. The route's [`terminal`] then answers (upstream, aggregate, or a static answer),
 //! and response-phase hooks run in reverse order for the stages that continued. WASM stages
 //! (one file per WIT world: [`auth`], [`rate_limit`], [`transform`]) and native stages
-//! (one file each: [`compress`]) implement the one [`Stage`] seam. Native stages come from
-//! route keys and run before the configured stages, so their response hooks run last.
+//! (one file each: [`compress`], [`cache`]) implement the one [`Stage`] seam. Native stages come
+//! from route keys and run before the configured stages, so their response hooks run last;
+//! the cache stage alone runs after them (it must not answer before authentication).
 
 pub mod auth;
+pub mod cache;
 pub mod compress;
 pub mod convert;
 mod flow;
@@ -30,6 +32,7 @@ pub use stage::{Decision, RequestBody, RequestParts, Stage, StageInfo};
 pub use terminal::Terminal;
 
 use crate::body::Body;
+use crate::cache::Caches;
 use crate::config::{RouteConfig, StageConfig};
 use crate::metrics::{Metrics, RouteMetrics, StageMetrics};
 use crate::rescue::GatewayError;
@@ -115,6 +118,7 @@ impl Pipeline {
         plugins: &std::collections::BTreeMap<String, Arc<Plugin>>,
         upstreams: &UpstreamMap,
         metrics: Option<&Metrics>,
+        caches: &Caches,
     ) -> Result<Self, Vec<BuildProblem>> {
         let stage_metrics = |index: usize, plugin: &Plugin| {
             metrics.map(|m| m.stage(&route.name, index, &plugin.name, &plugin.hash))
@@ -178,7 +182,7 @@ impl Pipeline {
             });
             None
         };
-        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(stage_configs.len() + 1);
+        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(stage_configs.len() + 2);
         // Native stages, from route keys.
         stages.extend(compress::CompressStage::for_route(route));
         for (index, config) in stage_configs.iter().enumerate() {
@@ -204,6 +208,9 @@ impl Pipeline {
             };
             stages.extend(stage);
         }
+        // The cache looks up after authentication and rate limiting, and what it serves goes
+        // back through every response hook.
+        stages.extend(cache::CacheStage::for_route(route, caches));
         let Some(terminal) = terminal.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
@@ -259,6 +266,7 @@ impl Pipeline {
             strip_identity_headers(&mut request.parts.headers);
         }
         let mut continued = Vec::with_capacity(self.stages.len());
+        let mut served_by_stage = None;
         for (index, stage) in self.stages.iter().enumerate() {
             let span = StageSpan::enter(flow, index, stage.info(), "");
             let decision = stage.on_request(flow, &mut request).await;
@@ -267,21 +275,41 @@ impl Pipeline {
                 Decision::Continue => continued.push((index, stage)),
                 Decision::Skip => {}
                 Decision::Respond(response) => return Ok(response),
+                Decision::Serve(response) => {
+                    served_by_stage = Some(response);
+                    break;
+                }
             }
         }
-        let span = StageSpan::enter_terminal(flow, self.terminal.as_ref());
-        let served = self.terminal.serve(flow, request).await;
-        span.exit(flow, served.as_ref().err());
+        let served = match served_by_stage {
+            Some(response) => Ok(response),
+            None => {
+                let span = StageSpan::enter_terminal(flow, self.terminal.as_ref());
+                let served = self.terminal.serve(flow, request).await;
+                span.exit(flow, served.as_ref().err());
+                served
+            }
+        };
+        let mut remaining = continued.into_iter().rev();
         let mut response = match served {
             Ok(response) => response,
             // A failed terminal's answer still carries the headers rate-limit stages asked
-            // for; response hooks do not run on it.
+            // for; response hooks do not run on it, unless a stage offers a response in its
+            // place (then the hooks of the stages before that one run on that response).
             Err(error) => {
-                let response = error.into_response(flow.client.request_id);
-                return Ok(flow.with_response_headers(response));
+                let rescued = remaining
+                    .by_ref()
+                    .find_map(|(_, stage)| stage.on_terminal_error(flow, &error));
+                match rescued {
+                    Some(response) => response,
+                    None => {
+                        let response = error.into_response(flow.client.request_id);
+                        return Ok(flow.with_response_headers(response));
+                    }
+                }
             }
         };
-        for (index, stage) in continued.into_iter().rev() {
+        for (index, stage) in remaining {
             let span = StageSpan::enter(flow, index, stage.info(), " response");
             let answer = stage.on_response(flow, response).await;
             span.exit(flow, answer.as_ref().err());

@@ -29,6 +29,10 @@ pub enum Decision {
     Skip,
     /// Answer with this response; later stages and the terminal do not run.
     Respond(Response<Body>),
+    /// Answer with this response in place of the terminal's (a cached one): later stages
+    /// and the terminal do not run, but the response hooks of the stages before this one
+    /// do, as on any response.
+    Serve(Response<Body>),
 }
 
 /// A request body as the pipeline holds it: still streaming, or read into memory for a stage.
@@ -87,6 +91,17 @@ pub trait Stage: Send + Sync {
         response: Response<Body>,
     ) -> StageFuture<'s, Response<Body>> {
         Box::pin(std::future::ready(Ok(response)))
+    }
+
+    /// Offers a response in place of a failed terminal's error answer (a cache's stale
+    /// response, `stale-if-error`), for stages whose request hook continued; the response
+    /// hooks of the stages before this one run on it.
+    fn on_terminal_error(
+        &self,
+        _flow: &mut Flow<'_>,
+        _error: &GatewayError,
+    ) -> Option<Response<Body>> {
+        None
     }
 
     /// Checks the stage's config once, when it is built (a plugin's `validate-config`).
