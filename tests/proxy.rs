@@ -1053,3 +1053,30 @@ async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() 
         "closed after {closed_after:?}, well past the idle timeout"
     );
 }
+
+/// An answer sent while the client is still sending the body (the limit passed midway) is not
+/// destroyed by a reset: the gateway reads and drops the rest of the body before it closes
+/// (a lingering close), so the client finishes writing and reads the 413.
+#[test]
+fn a_413_sent_midway_survives_the_rest_of_the_body() {
+    let up = TestUpstream::start(handler::sink);
+    let gateway = TestGateway::start(&format!(
+        "[server]\nmax-body-bytes = \"1MiB\"\n\n{}[[routes]]\nname = \"big\"\nprefix = \"/\"\nupstream = \"up\"\n",
+        upstream("up", &[up.addr()])
+    ));
+    let chunk = vec![b'x'; 4 << 20];
+    for _ in 0..3 {
+        let mut stream = common::raw_connect(gateway.addr());
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n400000\r\n")
+            .expect("writing the head");
+        // 4 MiB, of which the gateway reads 1 MiB before it answers: the rest is written
+        // while (and after) the 413 goes out.
+        stream.write_all(&chunk).expect("writing the whole body");
+        stream
+            .write_all(b"\r\n0\r\n\r\n")
+            .expect("writing the last chunk");
+        let answer = common::RawResponse::read_from(&mut stream).expect("the answer, not a reset");
+        assert_eq!(answer.status, 413);
+    }
+}

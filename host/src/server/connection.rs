@@ -115,6 +115,7 @@ fn serve<S>(
             } else {
                 // Bytes after this head, read with it, were its body, not another head.
                 activity.partial_head.store(false, Ordering::Release);
+                activity.unread_body.store(true, Ordering::Release);
             }
             Hooked::new(body, BodyDone(activity.clone()))
         });
@@ -162,6 +163,11 @@ pub(super) fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// How long a connection closed before its request body was read keeps reading it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How much of such a body it reads at most.
+const LINGER_BYTES: usize = 8 << 20;
+
 /// The HTTP/2 header list size advertised to clients: room for 4× the gateway's limit
 /// (64 KiB at least), so over-limit requests reach the gateway's JSON 431 instead of h2's
 /// bare one.
@@ -202,6 +208,9 @@ struct TimedStream<S> {
     max_header_bytes: usize,
     /// That answer, and how much of it is written.
     refusal: Option<(Vec<u8>, usize)>,
+    /// While closing after an answer sent before the request body was read: until when
+    /// the rest of the body is read and dropped, and how much was.
+    linger: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
 /// What a connection's requests are doing, shared between the service and the connection.
@@ -217,6 +226,9 @@ struct Activity {
     /// Whether the request in flight has been read to its end: bytes that arrive after
     /// that are the next (pipelined) request's head.
     body_done: AtomicBool,
+    /// Whether the request in flight has a body that was not read to its end (the gateway
+    /// answered before it, as with a 413): closing then lingers (see `poll_shutdown`).
+    unread_body: AtomicBool,
     /// Whether the last bytes read (between requests, or after the request in flight was
     /// read whole) ended inside a head: part of a pipelined request waits in hyper.
     partial_head: AtomicBool,
@@ -235,6 +247,7 @@ impl Activity {
             quiet_since_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             body_done: AtomicBool::new(false),
+            unread_body: AtomicBool::new(false),
             partial_head: AtomicBool::new(false),
             open,
             client_ip,
@@ -257,6 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TimedStream<S> {
             activity,
             max_header_bytes: settings.max_header_bytes,
             refusal: None,
+            linger: None,
         }
     }
 
@@ -440,8 +454,11 @@ impl BodyHook for InFlight {}
 struct BodyDone(Arc<Activity>);
 
 impl BodyHook for BodyDone {
-    fn on_end(&mut self, _clean: bool) {
+    fn on_end(&mut self, clean: bool) {
         self.0.body_done.store(true, Ordering::Release);
+        if clean {
+            self.0.unread_body.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -483,8 +500,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    /// Closes the write side; when the client is still sending a body the gateway did not
+    /// read (it answered first, as with a 413), first reads and drops the rest for a while
+    /// (nginx's lingering close): closing with unread bytes would reset the connection and
+    /// could destroy the answer before the client reads it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_refusal(cx))?;
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            if !this.activity.unread_body.load(Ordering::Acquire)
+                || this.activity.http2.load(Ordering::Relaxed)
+            {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), 0));
+        }
+        let Some((deadline, drained)) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    *drained += buf.filled().len();
+                    if *drained > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                // End of stream or an error: the client is done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    ready!(deadline.as_mut().poll(cx));
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
     }
 }
