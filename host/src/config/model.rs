@@ -860,7 +860,7 @@ mod tests {
             duration("state.breaker-cool-off"),
             DEFAULT_STATE_BREAKER_COOL_OFF
         );
-        assert_eq!(table.len(), 62, "every row is checked: {table:?}");
+        assert_eq!(table.len(), 64, "every row is checked: {table:?}");
     }
 
     #[test]
