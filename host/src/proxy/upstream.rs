@@ -8,6 +8,7 @@ use http::uri::Authority;
 use super::balance::Balancer;
 use super::breaker::{Breaker, Refusal};
 use super::health::{self, Health, Observed, TargetStatus};
+use super::limit::ConnectionLimit;
 use super::pool::{PoolSettings, TargetPool, Transport};
 use super::retry::Budget;
 use crate::config::{HashOn, UpstreamConfig};
@@ -33,8 +34,8 @@ pub struct Upstream {
     pub breaker: Breaker,
     /// Requests and retries in flight.
     pub budget: Budget,
-    /// Breaker refusals `[open, full]`, when metrics are on.
-    refusals: Option<[prometheus_client::metrics::counter::Counter; 2]>,
+    /// Breaker refusals `[open, full, pending]`, when metrics are on.
+    refusals: Option<[prometheus_client::metrics::counter::Counter; 3]>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -78,13 +79,23 @@ impl Upstream {
                 }
             },
         });
-        // Pools are kept across a reload only when nothing about how they connect changed.
+        // One connection limit for all workers' pools.
+        let limit = config.breaker.max_connections.map(|max| {
+            Arc::new(ConnectionLimit::new(
+                max,
+                config.breaker.max_pending_requests,
+            ))
+        });
+        // Pools are kept across a reload only when nothing about how they connect changed
+        // (and the upstream has no connection limit, which a new upstream starts afresh).
         let kept = |worker: usize, target: &Authority| {
             let previous = previous.filter(|p| {
                 p.config.connect_timeout == config.connect_timeout
                     && p.config.idle_timeout == config.idle_timeout
                     && p.config.max_idle_per_target == config.max_idle_per_target
                     && p.config.protocol == config.protocol
+                    && p.config.breaker.max_connections.is_none()
+                    && config.breaker.max_connections.is_none()
                     && p.config.max_concurrent_streams == config.max_concurrent_streams
                     && format!("{:?}", p.config.tls) == format!("{:?}", config.tls)
             })?;
@@ -107,6 +118,7 @@ impl Upstream {
                         transport.clone(),
                         settings,
                         None,
+                        None,
                     ))
                 })
                 .collect()
@@ -128,11 +140,15 @@ impl Upstream {
                         target.clone(),
                         transport.clone(),
                         settings,
+                        limit.clone(),
                         metrics,
                     ))
                 })
             })
-            .collect();
+            .collect::<Box<[_]>>();
+        if let Some(limit) = &limit {
+            limit.register(&pools);
+        }
         Self {
             health: Health::new(
                 config.targets.len(),
@@ -238,10 +254,11 @@ impl Upstream {
 
     /// Counts a breaker refusal.
     pub fn breaker_refused(&self, refusal: Refusal) {
-        if let Some([open, full]) = &self.refusals {
+        if let Some([open, full, pending]) = &self.refusals {
             match refusal {
                 Refusal::Open => open.inc(),
                 Refusal::Full(_) => full.inc(),
+                Refusal::Pending(_) => pending.inc(),
             };
         }
     }
