@@ -81,7 +81,6 @@ pub async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible
         "/grpc.health.v1.Health/Check" => unary(&HealthCheckResponse { status: 1 }),
         _ => status_only(UNIMPLEMENTED, "no such method"),
     };
-    eprintln!("greeter POST {path}");
     Ok(response)
 }
 
