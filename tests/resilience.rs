@@ -690,3 +690,44 @@ upstream = "api"
     assert_eq!(up.requests(), 4);
     assert_eq!(up.connections(), 2, "never more than max-connections");
 }
+
+/// A hostname target is resolved when the upstream starts and again every `dns-refresh`;
+/// connections go to the addresses it resolved to.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostname_targets_are_resolved_and_used() {
+    let up = TestUpstream::start(|_request: http::Request<_>| async {
+        Response::new(full("resolved")) as Response<BoxBody>
+    });
+    let port = up.addr().port();
+    let gateway = tokio::task::spawn_blocking(move || {
+        TestGateway::start(&format!(
+            r#"
+[upstreams.api]
+targets = ["localhost:{port}"]
+dns-refresh = "1s"
+
+[[routes]]
+name = "api"
+prefix = "/"
+upstream = "api"
+"#
+        ))
+    })
+    .await
+    .unwrap();
+    let resolved = gateway.wait_for_log("target resolved", Duration::from_secs(10));
+    assert!(resolved, "no resolution logged: {}", gateway.logs());
+    let line = gateway
+        .log_records()
+        .into_iter()
+        .find(|r| r["message"] == "target resolved")
+        .expect("the resolution line");
+    assert!(
+        line["addresses"]
+            .as_str()
+            .is_some_and(|a| a.contains(&format!("127.0.0.1:{port}"))),
+        "{line}"
+    );
+    let reply = send(&client(), request("GET", &gateway.url("/x"), &[], empty())).await;
+    assert_eq!(reply.text(), "resolved");
+}

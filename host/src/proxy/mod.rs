@@ -8,6 +8,7 @@ mod health;
 mod limit;
 mod multiplex;
 mod pool;
+mod resolve;
 mod retry;
 mod upstream;
 

@@ -24,6 +24,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::limit::ConnectionLimit;
 use super::multiplex::{Multiplexed, StreamEnd};
+use super::resolve::Addresses;
 use crate::body::{Body, BodyHook, Hooked, boxed};
 use crate::config::UpstreamProtocol;
 use crate::metrics::{ActiveConnection, UpstreamMetrics};
@@ -95,6 +96,8 @@ pub struct TargetPool {
     shared: Multiplexed,
     /// The upstream's connection limit, if it has one.
     limit: Option<Arc<ConnectionLimit>>,
+    /// What a hostname target resolved to last (shared by the target's pools).
+    addresses: Option<Arc<Addresses>>,
     /// Told each time a connection comes back idle (a request waiting for one may take it).
     returned: Notify,
     metrics: Option<UpstreamMetrics>,
@@ -153,6 +156,7 @@ impl TargetPool {
         transport: Arc<Transport>,
         settings: PoolSettings,
         limit: Option<Arc<ConnectionLimit>>,
+        addresses: Option<Arc<Addresses>>,
         metrics: Option<UpstreamMetrics>,
     ) -> Self {
         Self {
@@ -163,6 +167,7 @@ impl TargetPool {
             settings,
             idle: Mutex::new(Idle::default()),
             limit,
+            addresses,
             returned: Notify::new(),
             metrics,
         }
@@ -317,21 +322,25 @@ impl TargetPool {
 
     /// Opens a TCP connection (and TLS over it) within the connect timeout.
     async fn open(&self) -> Result<Opened, SendError> {
-        let stream = tokio::time::timeout(
-            self.settings.connect_timeout,
-            TcpStream::connect(self.authority.as_str()),
-        )
-        .await
-        .map_err(|_| {
-            SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no connection within {} ms",
-                    self.settings.connect_timeout.as_millis()
-                ),
-            ))
-        })?
-        .map_err(SendError::Connect)?;
+        let resolved = self.addresses.as_ref().and_then(|a| a.next());
+        let connect = async {
+            match resolved {
+                Some(address) => TcpStream::connect(address).await,
+                None => TcpStream::connect(self.authority.as_str()).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.settings.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                SendError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection within {} ms",
+                        self.settings.connect_timeout.as_millis()
+                    ),
+                ))
+            })?
+            .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
         // Probe a silent upstream so a dead peer under a long stream is noticed.
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);

@@ -10,6 +10,7 @@ use super::breaker::{Breaker, Refusal};
 use super::health::{self, Health, Observed, TargetStatus};
 use super::limit::ConnectionLimit;
 use super::pool::{PoolSettings, TargetPool, Transport};
+use super::resolve::{self, Addresses};
 use super::retry::Budget;
 use crate::config::{HashOn, UpstreamConfig};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -25,6 +26,8 @@ pub struct Upstream {
     pools: Box<[Arc<TargetPool>]>,
     /// Per target, the connection the active checks use (on the control runtime).
     check_pools: Vec<Arc<TargetPool>>,
+    /// Per target, what a hostname resolved to last (`None` for an IP address).
+    addresses: Vec<Option<Arc<Addresses>>>,
     /// Per target, when metrics are on.
     metrics: Option<Vec<UpstreamMetrics>>,
     /// Which targets may take requests.
@@ -103,6 +106,22 @@ impl Upstream {
             let count = previous.config.targets.len();
             previous.pools.get(worker * count + index).cloned()
         };
+        // A hostname target's addresses, shared by its pools (those kept from `previous`
+        // too, which is why they are the previous upstream's when it had the target).
+        let addresses: Vec<Option<Arc<Addresses>>> = config
+            .targets
+            .iter()
+            .map(|target| {
+                resolve::is_hostname(target).then(|| {
+                    previous
+                        .and_then(|p| {
+                            let index = p.config.targets.iter().position(|t| t == target)?;
+                            p.addresses[index].clone()
+                        })
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
         // Checks keep one connection per target between probes, as a client would.
         let check_pools = if config.health_check.is_some() {
             let settings = PoolSettings {
@@ -112,12 +131,14 @@ impl Upstream {
             config
                 .targets
                 .iter()
-                .map(|target| {
+                .zip(&addresses)
+                .map(|(target, addresses)| {
                     Arc::new(TargetPool::new(
                         target.clone(),
                         transport.clone(),
                         settings,
                         None,
+                        addresses.clone(),
                         None,
                     ))
                 })
@@ -141,6 +162,7 @@ impl Upstream {
                         transport.clone(),
                         settings,
                         limit.clone(),
+                        addresses[index].clone(),
                         metrics,
                     ))
                 })
@@ -162,7 +184,54 @@ impl Upstream {
             metrics: target_metrics,
             pools,
             check_pools,
+            addresses,
             config,
+        }
+    }
+
+    /// Resolves each hostname target again every `dns-refresh`, on the current tokio
+    /// runtime, until the upstream is dropped; a change closes the idle connections to the
+    /// addresses it had.
+    pub fn start_resolving(self: &Arc<Self>) {
+        for (index, target) in self.config.targets.iter().enumerate() {
+            let Some(addresses) = self.addresses[index].clone() else {
+                continue;
+            };
+            let upstream: Weak<Upstream> = Arc::downgrade(self);
+            let (target, refresh) = (target.clone(), self.config.dns_refresh);
+            tokio::spawn(async move {
+                loop {
+                    let resolved = resolve::resolve(&target).await;
+                    let Some(upstream) = upstream.upgrade() else {
+                        return;
+                    };
+                    let name = &upstream.config.name;
+                    match resolved {
+                        Ok(list) if !list.is_empty() => {
+                            if addresses.set(list) {
+                                tracing::info!(upstream = %name, %target, addresses = ?addresses.current(), "target resolved");
+                                upstream.close_idle(index);
+                            }
+                        }
+                        Ok(_) => {
+                            tracing::warn!(upstream = %name, %target, "target resolved to no address; keeping the last known")
+                        }
+                        Err(error) => {
+                            tracing::warn!(upstream = %name, %target, %error, "resolving target failed; keeping the last known addresses")
+                        }
+                    }
+                    drop(upstream);
+                    tokio::time::sleep(refresh).await;
+                }
+            });
+        }
+    }
+
+    /// Closes the idle connections to a target, in every worker's pool.
+    fn close_idle(&self, target: usize) {
+        let targets = self.config.targets.len();
+        for pool in self.pools.iter().skip(target).step_by(targets) {
+            while pool.close_idle() {}
         }
     }
 
