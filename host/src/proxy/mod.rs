@@ -7,6 +7,7 @@ mod headers;
 mod health;
 mod pool;
 mod retry;
+mod upgrade;
 mod upstream;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use breaker::{Refusal, State as BreakerState};
 pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
 pub use health::{Observed, TargetStatus};
 pub use pool::{PoolSettings, SendError, TargetPool, Transport};
+pub use upgrade::{Switched, forward_upgrade};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
@@ -111,6 +113,15 @@ pub enum ProxyError {
     /// The client's request body failed while it was read for a possible retry.
     #[error("reading the request body failed: {0}")]
     ClientBody(String),
+    /// The upstream switched protocols when it should not have: unasked, or to a protocol
+    /// the request did not offer.
+    #[error("upstream `{upstream}` {reason}")]
+    BadUpgrade {
+        /// Upstream name.
+        upstream: String,
+        /// What it did.
+        reason: &'static str,
+    },
 }
 
 fn describe_refusal(refusal: Refusal) -> String {

@@ -160,6 +160,12 @@ impl TargetPool {
         }
     }
 
+    /// Opens a connection of its own (never pooled) for an `Upgrade` handshake: plain or
+    /// TLS as the pool's, driven on the current runtime, able to switch protocols.
+    pub async fn connect_unpooled(&self) -> Result<SendRequest<Body>, SendError> {
+        self.connect().await
+    }
+
     /// Opens a connection and starts driving it on the current runtime.
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
         let stream = tokio::time::timeout(
@@ -213,7 +219,9 @@ impl TargetPool {
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         let authority = self.authority.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // A connection that switches protocols (only unpooled ones are asked to) hands
+            // its stream over instead of ending.
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(address = %authority, %error, "upstream connection ended with an error");
             }
         });

@@ -1,19 +1,21 @@
 //! The `upstream` terminal: proxies the request to the route's upstream, with the path the
 //! route's `rewrite` or `strip-prefix` (or a transform) gives it and the intermediary's
-//! forwarding headers.
+//! forwarding headers. An upgrade the route allows (see [`crate::tunnel`]) goes on a
+//! connection of its own, and a `101` carries the tunnel waiting to open.
 
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Response, Version};
+use http::{Response, StatusCode, Version};
 
 use super::Terminal;
 use crate::body::Body;
 use crate::config::HashOn;
 use crate::pipeline::Flow;
 use crate::pipeline::stage::{RequestParts, StageFuture};
-use crate::proxy::{self, Forwarded, Outbound, Upstream};
+use crate::proxy::{self, Forwarded, Outbound, ProxyError, Switched, Upstream};
 use crate::rescue::GatewayError;
+use crate::tunnel::{PendingTunnel, UpgradeRequest};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -35,6 +37,7 @@ impl Terminal for UpstreamTerminal {
             flow.upstream_used = Some(self.name.clone());
             let RequestParts { mut parts, body } = request;
             let body = body.into_body();
+            let upgrade = parts.extensions.remove::<UpgradeRequest>();
             let route = flow.route;
             let path_and_query = match flow.path_override.take() {
                 Some(path) => path,
@@ -84,7 +87,32 @@ impl Terminal for UpstreamTerminal {
                 timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
                 trace: flow.trace.clone(),
             };
-            Ok(proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await?)
+            let attempts = &mut flow.upstream_attempts;
+            let Some(upgrade) = upgrade else {
+                let response = proxy::forward(&self.upstream, outbound, attempts).await?;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(ProxyError::BadUpgrade {
+                        upstream: self.name.clone(),
+                        reason: "switched protocols on a request that asked for no upgrade",
+                    }
+                    .into());
+                }
+                return Ok(response);
+            };
+            let switched =
+                proxy::forward_upgrade(&self.upstream, outbound, upgrade.protocols, attempts)
+                    .await?;
+            Ok(match switched {
+                Switched::No(response) => response,
+                Switched::Yes(mut response, upstream) => {
+                    response.extensions_mut().insert(PendingTunnel {
+                        client: upgrade.client,
+                        upstream,
+                        limits: route.tunnel.limits,
+                    });
+                    response
+                }
+            })
         })
     }
 

@@ -1,0 +1,165 @@
+"""WebSocket client scenarios for tests/websocket.rs, on the PyPI `websockets` library.
+
+    client.py URL SCENARIO [ARG]
+
+Prints one JSON object (what happened) on stdout and exits 0 when the scenario went as the
+scenario expects; on anything else it prints the error and exits 1.
+
+Scenarios:
+  echo           a text and a binary message come back unchanged
+  fragmented     a message sent in 5 fragments comes back whole
+  big            a 16 MiB binary message comes back unchanged
+  ping           a ping is answered with a pong carrying the same data
+  close CODE     closes with CODE "client bye"; prints the close code the client got back
+  closed-by-upstream   sends one message; prints the close the upstream sent
+  many N         N sockets at once, each echoing 5 messages of its own
+  refused        the handshake is refused: prints the status and body of the answer
+  wait-close     waits for the tunnel to be closed; prints the close and seconds waited
+"""
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+HEADERS = json.loads(os.environ.get("WS_HEADERS", "{}"))
+
+
+def opened(url):
+    return connect(
+        url,
+        additional_headers=HEADERS,
+        max_size=32 << 20,
+        compression=None,
+        ping_interval=None,
+        open_timeout=30,
+        close_timeout=10,
+    )
+
+
+async def echo(url):
+    async with opened(url) as ws:
+        await ws.send("hello, tunnel")
+        text = await ws.recv()
+        await ws.send(b"\x00\x01\x02\xff")
+        binary = await ws.recv()
+    assert text == "hello, tunnel", text
+    assert binary == b"\x00\x01\x02\xff", binary
+    return {"text": text, "binary": binary.hex()}
+
+
+async def fragmented(url):
+    parts = [f"part-{i}-" * 100 for i in range(5)]
+    async with opened(url) as ws:
+        await ws.send(parts)
+        back = await ws.recv()
+    assert back == "".join(parts), len(back)
+    return {"fragments": len(parts), "length": len(back)}
+
+
+async def big(url):
+    message = os.urandom(16 << 20)
+    started = time.monotonic()
+    async with opened(url) as ws:
+        await ws.send(message)
+        back = await ws.recv()
+    assert back == message, "the 16 MiB message came back changed"
+    return {"bytes": len(back), "seconds": time.monotonic() - started}
+
+
+async def ping(url):
+    async with opened(url) as ws:
+        waiter = await ws.ping(b"are you there")
+        latency = await asyncio.wait_for(waiter, 10)
+    return {"pong": True, "latency": latency}
+
+
+async def close(url, code):
+    async with opened(url) as ws:
+        await ws.send("before close")
+        await ws.recv()
+        await ws.close(int(code), "client bye")
+    return {"sent": int(code), "received": ws.close_code}
+
+
+async def closed_by_upstream(url):
+    async with opened(url) as ws:
+        await ws.send("close, please")
+        try:
+            await ws.recv()
+        except ConnectionClosed as closed:
+            return {"code": closed.rcvd.code if closed.rcvd else None, "reason": closed.rcvd.reason if closed.rcvd else None}
+    raise AssertionError("the upstream did not close")
+
+
+async def many(url, count):
+    async def one(index):
+        async with opened(f"{url}?socket={index}") as ws:
+            for turn in range(5):
+                message = f"socket {index} turn {turn}"
+                await ws.send(message)
+                back = await ws.recv()
+                assert back == message, (back, message)
+        return index
+
+    done = await asyncio.gather(*(one(i) for i in range(int(count))))
+    assert sorted(done) == list(range(int(count)))
+    return {"sockets": len(done)}
+
+
+async def refused(url):
+    try:
+        async with opened(url):
+            pass
+    except InvalidStatus as error:
+        response = error.response
+        return {
+            "status": response.status_code,
+            "body": response.body.decode("utf-8", "replace"),
+            "headers": {k.lower(): v for k, v in response.headers.raw_items()},
+        }
+    raise AssertionError("the handshake was not refused")
+
+
+async def wait_close(url):
+    started = time.monotonic()
+    async with opened(url) as ws:
+        try:
+            await ws.recv()
+        except ConnectionClosed as closed:
+            return {
+                "code": closed.rcvd.code if closed.rcvd else None,
+                "seconds": time.monotonic() - started,
+            }
+    raise AssertionError("a message came instead of the close")
+
+
+SCENARIOS = {
+    "echo": echo,
+    "fragmented": fragmented,
+    "big": big,
+    "ping": ping,
+    "close": close,
+    "closed-by-upstream": closed_by_upstream,
+    "many": many,
+    "refused": refused,
+    "wait-close": wait_close,
+}
+
+
+def main():
+    url, scenario, *args = sys.argv[1:]
+    try:
+        result = asyncio.run(SCENARIOS[scenario](url, *args))
+    except BaseException as error:  # report every failure the same way
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+        sys.exit(1)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
