@@ -12,13 +12,22 @@ Scenarios:
   ping           a ping is answered with a pong carrying the same data
   close CODE     closes with CODE "client bye"; prints the close code the client got back
   closed-by-upstream   sends one message; prints the close the upstream sent
+  drop           echoes one message, then closes the TCP connection without a close frame
   many N         N sockets at once, each echoing 5 messages of its own
   refused        the handshake is refused: prints the status and body of the answer
   wait-close     waits for the tunnel to be closed; prints the close and seconds waited
+  keep-pinging SECONDS   pings every SECONDS until the tunnel is closed; prints the seconds
+  quiet-echo SECONDS     opens, stays silent for SECONDS, then echoes a message
+  keepalive-after-refusal PATH NEXT   (URL is http://HOST:PORT) an upgrade of PATH that is
+                 refused, then a plain GET of NEXT on the same connection (http.client)
+  upgrade-to PATH PROTOCOL   (URL is http://HOST:PORT) asks to upgrade PATH to PROTOCOL;
+                 prints the status and the JSON body
 """
 
 import asyncio
+import http.client
 import json
+import urllib.parse
 import os
 import sys
 import time
@@ -96,6 +105,18 @@ async def closed_by_upstream(url):
     raise AssertionError("the upstream did not close")
 
 
+async def drop(url):
+    async with opened(url) as ws:
+        await ws.send("going away")
+        await ws.recv()
+        ws.transport.close()
+        try:
+            await ws.wait_closed()
+        except ConnectionClosed:
+            pass
+    return {"code": ws.close_code}
+
+
 async def many(url, count):
     async def one(index):
         async with opened(f"{url}?socket={index}") as ws:
@@ -138,13 +159,73 @@ async def wait_close(url):
     raise AssertionError("a message came instead of the close")
 
 
+async def keep_pinging(url, every):
+    started = time.monotonic()
+    async with opened(url) as ws:
+        try:
+            while True:
+                waiter = await ws.ping(b"still here")
+                await asyncio.wait_for(waiter, 10)
+                await asyncio.sleep(float(every))
+        except ConnectionClosed:
+            pass
+    return {"seconds": time.monotonic() - started}
+
+
+async def quiet_echo(url, seconds):
+    async with opened(url) as ws:
+        await asyncio.sleep(float(seconds))
+        await ws.send("after the silence")
+        text = await ws.recv()
+    return {"text": text}
+
+
+def upgrade_headers(protocol):
+    return {
+        "Connection": "Upgrade",
+        "Upgrade": protocol,
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+
+
+async def keepalive_after_refusal(url, path, after):
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    conn.request("GET", path, headers=upgrade_headers("websocket"))
+    first = conn.getresponse()
+    first.read()
+    sock = conn.sock
+    conn.request("GET", after)
+    second = conn.getresponse()
+    second.read()
+    same = sock is not None and conn.sock is sock
+    conn.close()
+    return {"statuses": [first.status, second.status], "same_connection": same}
+
+
+async def upgrade_to(url, path, protocol):
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    conn.request("GET", path, headers=upgrade_headers(protocol))
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return {"status": response.status, "body": json.loads(body)}
+
+
 SCENARIOS = {
+    "keep-pinging": keep_pinging,
+    "quiet-echo": quiet_echo,
+    "keepalive-after-refusal": keepalive_after_refusal,
+    "upgrade-to": upgrade_to,
     "echo": echo,
     "fragmented": fragmented,
     "big": big,
     "ping": ping,
     "close": close,
     "closed-by-upstream": closed_by_upstream,
+    "drop": drop,
     "many": many,
     "refused": refused,
     "wait-close": wait_close,
