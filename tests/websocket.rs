@@ -158,9 +158,11 @@ fn client_ok_with(url: &str, scenario: &[&str], headers: &Value) -> Value {
     result
 }
 
-/// A gateway whose `/ws` routes go to `upstream`: `/ws/plain` as is, `/ws/auth` behind the
-/// `fx-auth-header` stage, `/ws/refuse` with `upgrade = []`, `/ws/short` with one-second
-/// tunnel limits (`extra` is added to that route), plus a `respond` route and an HTTP route.
+/// A gateway whose `/ws` routes go to `upstream`: `/ws/plain` (with compression and the
+/// cache on, which must leave handshakes and `101`s alone), `/ws/auth` behind the
+/// `fx-auth-header` stage, `/ws/refuse` with `upgrade = []`, `/ws/short` with `short` added
+/// (tunnel limits), plus a `respond` route and a plain HTTP route to `http`; `server` is
+/// added to `[server]`.
 fn gateway(upstream: SocketAddr, http: SocketAddr, server: &str, short: &str) -> TestGateway {
     let config = format!(
         r#"
@@ -183,6 +185,7 @@ prefix = "/ws/plain"
 upstream = "ws"
 strip-prefix = "/ws/plain"
 compress = true
+cache = true
 
 [[routes]]
 name = "ws-auth"
