@@ -28,10 +28,7 @@ const WEBSOCKETS: &str = "websockets==17.4";
 /// The tools venv's Python, with `websockets` importable; panics with how to install it.
 fn python() -> PathBuf {
     let tools = std::env::var_os("WASMGATE_TOOLS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/wasmgate-tools")
-        },
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmgate-tools"),
         PathBuf::from,
     );
     let python = tools.join("venv/bin/python");
@@ -219,7 +216,10 @@ prefix = "/http"
 upstream = "http"
 "#
     );
-    TestGateway::start_with_plugins(&config, &[("auth", wasmgate_fixtures::FX_AUTH_HEADER.as_ref())])
+    TestGateway::start_with_plugins(
+        &config,
+        &[("auth", wasmgate_fixtures::FX_AUTH_HEADER.as_ref())],
+    )
 }
 
 fn ws_url(gateway: &TestGateway, path: &str) -> String {
@@ -306,7 +306,10 @@ fn close_codes_reach_the_other_side_and_the_access_log_records_the_close() {
     let gateway = gateway(upstream.addr(), http.addr(), "", "");
 
     // The client closes with 4001: the upstream sees 4001, the client gets it echoed.
-    let closed = client_ok(&ws_url(&gateway, "/ws/plain/echo?close"), &["close", "4001"]);
+    let closed = client_ok(
+        &ws_url(&gateway, "/ws/plain/echo?close"),
+        &["close", "4001"],
+    );
     assert_eq!(closed["received"], 4001);
     let seen = upstream.wait_for("the client's close", |e| {
         e["event"] == "closed" && e["path"] == "/echo?close"
@@ -322,11 +325,17 @@ fn close_codes_reach_the_other_side_and_the_access_log_records_the_close() {
     assert_eq!(line["path"], "/ws/plain/echo", "{line}");
     assert_eq!(line["upstream"], "ws", "{line}");
     assert!(line["tunnel_client_bytes"].as_u64().unwrap() > 0, "{line}");
-    assert!(line["tunnel_upstream_bytes"].as_u64().unwrap() > 0, "{line}");
+    assert!(
+        line["tunnel_upstream_bytes"].as_u64().unwrap() > 0,
+        "{line}"
+    );
     assert!(line["tunnel_ms"].as_f64().is_some(), "{line}");
 
     // The upstream closes with 4002: the client sees 4002.
-    let closed = client_ok(&ws_url(&gateway, "/ws/plain/close-4002"), &["closed-by-upstream"]);
+    let closed = client_ok(
+        &ws_url(&gateway, "/ws/plain/close-4002"),
+        &["closed-by-upstream"],
+    );
     assert_eq!(closed, json!({"code": 4002, "reason": "upstream bye"}));
 
     // A client that goes away without a close frame: the upstream sees an abnormal close.
@@ -344,11 +353,15 @@ fn close_codes_reach_the_other_side_and_the_access_log_records_the_close() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"wasmgate_tunnels_closed_total{route="ws-plain",reason="upstream_closed"} 2"#),
+        metrics.contains(
+            r#"wasmgate_tunnels_closed_total{route="ws-plain",reason="upstream_closed"} 2"#
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"wasmgate_tunnels_closed_total{route="ws-plain",reason="client_closed"} 1"#),
+        metrics.contains(
+            r#"wasmgate_tunnels_closed_total{route="ws-plain",reason="client_closed"} 1"#
+        ),
         "{metrics}"
     );
 }
@@ -383,7 +396,11 @@ fn two_hundred_sockets_echo_at_once() {
             .count()
             == 200
     });
-    assert!(all_logged, "200 tunnel lines expected; logs:\n{}", gateway.logs());
+    assert!(
+        all_logged,
+        "200 tunnel lines expected; logs:\n{}",
+        gateway.logs()
+    );
 }
 
 #[test]
@@ -400,7 +417,10 @@ fn a_refusing_auth_stage_answers_the_handshake_and_the_upstream_sees_nothing() {
     assert!(ok, "{refused}");
     assert_eq!(refused["status"], 401, "{refused}");
     assert_eq!(refused["body"], r#"{"error":"unauthorized"}"#, "{refused}");
-    assert_eq!(refused["headers"]["www-authenticate"], "Bearer", "{refused}");
+    assert_eq!(
+        refused["headers"]["www-authenticate"], "Bearer",
+        "{refused}"
+    );
 
     // With the header the stage wants, the same route upgrades, and the upstream learns who.
     let echoed = client_ok_with(
@@ -455,7 +475,10 @@ fn routes_that_do_not_upgrade_answer_as_plain_http() {
         &["upgrade-to", "/http/other", "not-websocket"],
     );
     assert_eq!(echoed["status"], 200, "{echoed}");
-    assert!(echoed["body"]["headers"].get("upgrade").is_none(), "{echoed}");
+    assert!(
+        echoed["body"]["headers"].get("upgrade").is_none(),
+        "{echoed}"
+    );
     assert!(
         !upstream.seen.iter().any(|e| e["event"] == "open"),
         "{:?}",
@@ -507,7 +530,10 @@ fn connection_timeouts_leave_a_quiet_tunnel_alone() {
         "header-read-timeout = \"1s\"\nidle-timeout = \"1s\"",
         "",
     );
-    let echoed = client_ok(&ws_url(&gateway, "/ws/plain/echo?quiet"), &["quiet-echo", "2.5"]);
+    let echoed = client_ok(
+        &ws_url(&gateway, "/ws/plain/echo?quiet"),
+        &["quiet-echo", "2.5"],
+    );
     assert_eq!(echoed["text"], "after the silence");
     upstream.wait_for("the quiet socket's close", |e| {
         e["event"] == "closed" && e["path"] == "/echo?quiet"
@@ -519,12 +545,7 @@ fn connection_timeouts_leave_a_quiet_tunnel_alone() {
 fn shutdown_closes_open_tunnels_after_the_drain_period() {
     let mut upstream = WsUpstream::start();
     let http = http_upstream();
-    let mut gateway = gateway(
-        upstream.addr(),
-        http.addr(),
-        "shutdown-grace = \"1s\"",
-        "",
-    );
+    let mut gateway = gateway(upstream.addr(), http.addr(), "shutdown-grace = \"1s\"", "");
     let url = ws_url(&gateway, "/ws/plain/silent?shutdown");
     let client = std::thread::spawn(move || client_ok(&url, &["wait-close"]));
     upstream.wait_for("the tunnel opening", |e| {

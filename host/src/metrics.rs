@@ -1455,7 +1455,10 @@ impl TunnelMetrics {
                 reason: reason.as_str(),
             })
             .inc();
-        for (from, bytes) in [("client", moved.from_client), ("upstream", moved.from_upstream)] {
+        for (from, bytes) in [
+            ("client", moved.from_client),
+            ("upstream", moved.from_upstream),
+        ] {
             self.bytes
                 .get_or_create(&TunnelBytesLabels {
                     route: self.route.clone(),

@@ -9,8 +9,8 @@ use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use super::{
-    Attempts, Observed, Outbound, ProxyError, SendError, Upstream, VIA, append_via,
-    attempt_span, end_attempt_span, error_chain, record_attempt, strip_hop_by_hop,
+    Attempts, Observed, Outbound, ProxyError, SendError, Upstream, VIA, append_via, attempt_span,
+    end_attempt_span, error_chain, record_attempt, strip_hop_by_hop,
 };
 use crate::body::{Body, boxed, empty};
 
@@ -155,7 +155,10 @@ pub async fn forward_upgrade(
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, chosen);
     append_via(&mut parts.headers, VIA);
-    Ok(Switched::Yes(Response::from_parts(parts, empty()), switched))
+    Ok(Switched::Yes(
+        Response::from_parts(parts, empty()),
+        switched,
+    ))
 }
 
 /// The error of a handshake that failed before any answer, logged with its cause.
