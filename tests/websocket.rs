@@ -61,8 +61,14 @@ struct WsUpstream {
 
 impl WsUpstream {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with extra environment variables (`WS_TLS_CERT`, `WS_TLS_KEY`: speak TLS).
+    fn start_with(env: &[(&str, &std::path::Path)]) -> Self {
         let mut child = Command::new(python())
             .arg(script("upstream.py"))
+            .envs(env.iter().map(|(name, value)| (*name, *value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -157,7 +163,7 @@ fn client_ok_with(url: &str, scenario: &[&str], headers: &Value) -> Value {
 
 /// A gateway whose `/ws` routes go to `upstream`: `/ws/plain` (with compression and the
 /// cache on, which must leave handshakes and `101`s alone), `/ws/auth` behind the
-/// `fx-auth-header` stage, `/ws/refuse` with `upgrade = []`, `/ws/short` with `short` added
+/// `fx-auth-header` stage, `/ws/limited` behind `fx-ratelimit` (2 handshakes), `/ws/refuse` with `upgrade = []`, `/ws/short` with `short` added
 /// (tunnel limits), plus a `respond` route and a plain HTTP route to `http`; `server` is
 /// added to `[server]`.
 fn gateway(upstream: SocketAddr, http: SocketAddr, server: &str, short: &str) -> TestGateway {
@@ -192,6 +198,13 @@ strip-prefix = "/ws/auth"
 stages = [{{ plugin = "auth" }}]
 
 [[routes]]
+name = "ws-limited"
+prefix = "/ws/limited"
+upstream = "ws"
+strip-prefix = "/ws/limited"
+stages = [{{ plugin = "ratelimit", config = {{ limit = 2, window_ms = 600000 }} }}]
+
+[[routes]]
 name = "ws-refuse"
 prefix = "/ws/refuse"
 upstream = "ws"
@@ -218,7 +231,10 @@ upstream = "http"
     );
     TestGateway::start_with_plugins(
         &config,
-        &[("auth", wasmgate_fixtures::FX_AUTH_HEADER.as_ref())],
+        &[
+            ("auth", wasmgate_fixtures::FX_AUTH_HEADER.as_ref()),
+            ("ratelimit", wasmgate_fixtures::FX_RATELIMIT.as_ref()),
+        ],
     )
 }
 
@@ -569,4 +585,83 @@ fn shutdown_closes_open_tunnels_after_the_drain_period() {
         gateway.logs()
     );
     tunnel_line(&gateway, "ws-plain", "shutdown");
+}
+
+#[test]
+fn a_rate_limit_stage_counts_handshakes_and_refuses_past_its_limit() {
+    let mut upstream = WsUpstream::start();
+    let http = http_upstream();
+    let gateway = gateway(upstream.addr(), http.addr(), "", "");
+    for turn in 0..2 {
+        let echoed = client_ok(
+            &ws_url(&gateway, &format!("/ws/limited/echo?turn={turn}")),
+            &["echo"],
+        );
+        assert_eq!(echoed["text"], "hello, tunnel");
+    }
+    let refused = client_ok(&ws_url(&gateway, "/ws/limited/echo?turn=2"), &["refused"]);
+    assert_eq!(refused["status"], 429, "{refused}");
+    assert!(refused["headers"]["retry-after"].is_string(), "{refused}");
+    // The two allowed handshakes reached the upstream; the refused one did not.
+    upstream.wait_for("the second socket", |e| {
+        e["event"] == "open" && e["path"] == "/echo?turn=1"
+    });
+    let after = client_ok(&ws_url(&gateway, "/ws/plain/echo?marker"), &["echo"]);
+    assert_eq!(after["text"], "hello, tunnel");
+    upstream.wait_for("the marker socket", |e| {
+        e["event"] == "open" && e["path"] == "/echo?marker"
+    });
+    assert!(
+        !upstream.seen.iter().any(|e| e["path"] == "/echo?turn=2"),
+        "{:?}",
+        upstream.seen
+    );
+}
+
+#[test]
+fn a_tls_upstream_gets_the_handshake_over_verified_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = common::TempDir::new();
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "websocket test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec!["up.test".to_string()])
+        .expect("leaf params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf certificate");
+    let (ca_path, cert_path, key_path) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("up.pem"),
+        dir.path().join("up-key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).expect("writing the CA");
+    std::fs::write(&cert_path, leaf.pem()).expect("writing the certificate");
+    std::fs::write(&key_path, leaf_key.serialize_pem()).expect("writing the key");
+
+    let mut upstream = WsUpstream::start_with(&[
+        ("WS_TLS_CERT", cert_path.as_path()),
+        ("WS_TLS_KEY", key_path.as_path()),
+    ]);
+    let config = format!(
+        "[upstreams.wss]\ntargets = [\"{}\"]\ntls = true\ntls-server-name = \"up.test\"\ntls-ca = {:?}\n\n\
+         [[routes]]\nname = \"wss\"\nprefix = \"/\"\nupstream = \"wss\"\n",
+        upstream.addr(),
+        ca_path.display().to_string()
+    );
+    let gateway = TestGateway::start(&config);
+    let url = ws_url(&gateway, "/echo?tls");
+    let echoed = client_ok(&url, &["echo"]);
+    assert_eq!(echoed["text"], "hello, tunnel");
+    let big = client_ok(&url, &["big"]);
+    assert_eq!(big["bytes"], 16 << 20);
+    upstream.wait_for("the TLS socket", |e| {
+        e["event"] == "open" && e["path"] == "/echo?tls"
+    });
+    tunnel_line(&gateway, "wss", "upstream_closed");
 }

@@ -9,10 +9,14 @@ Paths:
   /close-4002    closes with 4002 "upstream bye" after its first message
   /silent        sends nothing and waits for the close
 Any other path is refused with a 404 (no upgrade).
+
+With WS_TLS_CERT and WS_TLS_KEY (PEM files) in the environment it speaks TLS (wss).
 """
 
 import asyncio
 import json
+import os
+import ssl
 import sys
 
 from websockets.asyncio.server import serve
@@ -51,12 +55,22 @@ async def handle(ws):
     emit(event="closed", path=path, code=code, reason=reason)
 
 
+def tls_context():
+    cert, key = os.environ.get("WS_TLS_CERT"), os.environ.get("WS_TLS_KEY")
+    if not cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def main():
     # 32 MiB messages, no compression (so byte counts are the messages' own).
     async with serve(
         handle,
         "127.0.0.1",
         0,
+        ssl=tls_context(),
         process_request=route,
         max_size=32 << 20,
         compression=None,
