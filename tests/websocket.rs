@@ -136,11 +136,22 @@ impl Drop for WsUpstream {
 /// Runs a `client.py` scenario against `url` with extra handshake `headers`; returns
 /// whether it went as expected and what it printed.
 fn run_client(url: &str, scenario: &[&str], headers: &Value) -> (bool, Value) {
+    run_client_env(url, scenario, headers, &[])
+}
+
+/// [`run_client`] with extra environment variables (`WS_CA`: the CA of a `wss://` gateway).
+fn run_client_env(
+    url: &str,
+    scenario: &[&str],
+    headers: &Value,
+    env: &[(&str, &std::path::Path)],
+) -> (bool, Value) {
     let output = Command::new(python())
         .arg(script("client.py"))
         .arg(url)
         .args(scenario)
         .env("WS_HEADERS", headers.to_string())
+        .envs(env.iter().map(|(name, value)| (*name, *value)))
         .stderr(Stdio::inherit())
         .output()
         .expect("running the WebSocket client");
@@ -619,7 +630,7 @@ fn a_rate_limit_stage_counts_handshakes_and_refuses_past_its_limit() {
 }
 
 #[test]
-fn a_tls_upstream_gets_the_handshake_over_verified_tls() {
+fn wss_clients_reach_a_tls_upstream_over_verified_tls_both_sides() {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let dir = common::TempDir::new();
     let ca_key = KeyPair::generate().expect("CA key");
@@ -630,38 +641,73 @@ fn a_tls_upstream_gets_the_handshake_over_verified_tls() {
         .push(DnType::CommonName, "websocket test CA");
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf = CertificateParams::new(vec!["up.test".to_string()])
-        .expect("leaf params")
-        .signed_by(&leaf_key, &issuer)
-        .expect("leaf certificate");
-    let (ca_path, cert_path, key_path) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("up.pem"),
-        dir.path().join("up-key.pem"),
-    );
+    // One leaf for the upstream (`up.test`), one for the gateway's listener (localhost).
+    let leaf = |names: Vec<String>, name: &str| {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+        for san in names {
+            params.subject_alt_names.push(match san.parse() {
+                Ok(ip) => rcgen::SanType::IpAddress(ip),
+                Err(_) => rcgen::SanType::DnsName(san.try_into().expect("a DNS name")),
+            });
+        }
+        let cert = params.signed_by(&key, &issuer).expect("leaf certificate");
+        let (cert_path, key_path) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("writing a certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("writing a key");
+        (cert_path, key_path)
+    };
+    let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).expect("writing the CA");
-    std::fs::write(&cert_path, leaf.pem()).expect("writing the certificate");
-    std::fs::write(&key_path, leaf_key.serialize_pem()).expect("writing the key");
+    let (up_cert, up_key) = leaf(vec!["up.test".into()], "up");
+    let (gw_cert, gw_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "gateway");
 
     let mut upstream = WsUpstream::start_with(&[
-        ("WS_TLS_CERT", cert_path.as_path()),
-        ("WS_TLS_KEY", key_path.as_path()),
+        ("WS_TLS_CERT", up_cert.as_path()),
+        ("WS_TLS_KEY", up_key.as_path()),
     ]);
     let config = format!(
-        "[upstreams.wss]\ntargets = [\"{}\"]\ntls = true\ntls-server-name = \"up.test\"\ntls-ca = {:?}\n\n\
-         [[routes]]\nname = \"wss\"\nprefix = \"/\"\nupstream = \"wss\"\n",
-        upstream.addr(),
-        ca_path.display().to_string()
+        r#"
+[server]
+listen = []
+
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[listeners.certificates]]
+cert = {gw_cert:?}
+key = {gw_key:?}
+
+[upstreams.wss]
+targets = ["{upstream}"]
+tls = true
+tls-server-name = "up.test"
+tls-ca = {ca:?}
+
+[[routes]]
+name = "wss"
+prefix = "/"
+upstream = "wss"
+"#,
+        gw_cert = gw_cert.display().to_string(),
+        gw_key = gw_key.display().to_string(),
+        upstream = upstream.addr(),
+        ca = ca_path.display().to_string(),
     );
     let gateway = TestGateway::start(&config);
-    let url = ws_url(&gateway, "/echo?tls");
-    let echoed = client_ok(&url, &["echo"]);
-    assert_eq!(echoed["text"], "hello, tunnel");
-    let big = client_ok(&url, &["big"]);
-    assert_eq!(big["bytes"], 16 << 20);
-    upstream.wait_for("the TLS socket", |e| {
+    let url = format!("wss://{}/echo?tls", gateway.addr());
+    let env = [("WS_CA", ca_path.as_path())];
+    for scenario in [&["echo"][..], &["big"], &["ping"]] {
+        let (ok, result) = run_client_env(&url, scenario, &json!({}), &env);
+        assert!(ok, "{scenario:?} over wss: {result}");
+    }
+    let open = upstream.wait_for("the TLS socket", |e| {
         e["event"] == "open" && e["path"] == "/echo?tls"
     });
-    tunnel_line(&gateway, "wss", "upstream_closed");
+    assert_eq!(open["headers"]["x-forwarded-proto"], "https", "{open}");
+    let line = tunnel_line(&gateway, "wss", "upstream_closed");
+    assert_eq!(line["tls"], true, "{line}");
 }

@@ -2,6 +2,9 @@
 
     client.py URL SCENARIO [ARG]
 
+WS_HEADERS (a JSON object) adds handshake header fields; WS_CA (a PEM file) is the CA that
+verifies a wss:// gateway.
+
 Prints one JSON object (what happened) on stdout and exits 0 when the scenario went as the
 scenario expects; on anything else it prints the error and exits 1.
 
@@ -29,6 +32,7 @@ import http.client
 import json
 import urllib.parse
 import os
+import ssl
 import sys
 import time
 
@@ -36,11 +40,15 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 HEADERS = json.loads(os.environ.get("WS_HEADERS", "{}"))
+# wss:// URLs: the CA (PEM file) to verify the gateway's certificate with.
+CA = os.environ.get("WS_CA")
 
 
 def opened(url):
+    tls = ssl.create_default_context(cafile=CA) if url.startswith("wss:") and CA else None
     return connect(
         url,
+        ssl=tls,
         additional_headers=HEADERS,
         max_size=32 << 20,
         compression=None,
