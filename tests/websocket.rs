@@ -5,10 +5,12 @@
 //!
 //! Covered: echo of text and binary messages, a fragmented and a 16 MiB message, ping/pong,
 //! close codes both ways, 200 sockets at once, an auth stage refusing the handshake (the
-//! upstream sees nothing), keep-alive after a refused handshake, routes that refuse or
-//! cannot upgrade, the tunnel's idle timeout and maximum lifetime, the connection timeouts
-//! leaving a quiet tunnel alone, shutdown closing tunnels after the drain period, and the
-//! access-log line and metrics of a closed tunnel.
+//! upstream sees nothing) and a rate-limit stage counting handshakes, keep-alive after a
+//! refused handshake, routes that refuse or cannot upgrade (and HTTP/2, which has no
+//! `Upgrade`), the tunnel's idle timeout and maximum lifetime, the connection timeouts
+//! leaving a quiet tunnel alone, shutdown closing tunnels after the drain period, wss
+//! clients through a TLS listener to a TLS upstream, and the access-log line and metrics of
+//! a closed tunnel.
 
 mod common;
 
@@ -506,6 +508,22 @@ fn routes_that_do_not_upgrade_answer_as_plain_http() {
         echoed["body"]["headers"].get("upgrade").is_none(),
         "{echoed}"
     );
+    // HTTP/2 has no `Upgrade` (and extended CONNECT is not offered): a request to the
+    // WebSocket route over HTTP/2 is a plain request, which the upstream refuses.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let over_h2 = runtime.block_on(common::send(
+        &common::h2_client(),
+        common::request(
+            "GET",
+            &gateway.url("/ws/plain/echo?h2"),
+            &[],
+            common::empty(),
+        ),
+    ));
+    assert_eq!(over_h2.status, 426, "{over_h2:?}");
     assert!(
         !upstream.seen.iter().any(|e| e["event"] == "open"),
         "{:?}",
