@@ -404,6 +404,16 @@ fn scrape(gateway: &TestGateway) -> String {
     runtime.block_on(async { common::get(&format!("http://{admin}/metrics")).await.text() })
 }
 
+/// A JSON answer of the admin API.
+fn admin_get(gateway: &TestGateway, path: &str) -> Value {
+    let admin = gateway.admin_addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async { common::get(&format!("http://{admin}{path}")).await.json() })
+}
+
 #[test]
 fn two_hundred_sockets_echo_at_once() {
     let mut upstream = WsUpstream::start();
@@ -596,6 +606,15 @@ fn shutdown_closes_open_tunnels_after_the_drain_period() {
     upstream.wait_for("the tunnel opening", |e| {
         e["event"] == "open" && e["path"] == "/silent?shutdown"
     });
+    // The open tunnel counts as a request in flight on its target (least-request balancing
+    // spreads long-lived sockets).
+    let status = admin_get(&gateway, "/status");
+    let targets = status["upstreams"]
+        .as_array()
+        .and_then(|all| all.iter().find(|u| u["name"] == "ws"))
+        .map(|ws| ws["targets"].clone())
+        .unwrap_or_else(|| panic!("no upstream ws in {status}"));
+    assert_eq!(targets[0]["in_flight"], 1, "{targets}");
     let signalled = Instant::now();
     gateway.signal_term();
     let closed = client.join().expect("client thread");

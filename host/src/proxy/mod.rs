@@ -22,7 +22,7 @@ pub use breaker::{Refusal, State as BreakerState};
 pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
 pub use health::{Observed, TargetStatus};
 pub use pool::{PoolSettings, SendError, TargetPool, Transport};
-pub use upgrade::{Switched, forward_upgrade};
+pub use upgrade::{Switched, TunnelLoad, forward_upgrade};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};

@@ -3,6 +3,9 @@
 //! balancer, health, metrics and trace as for any request. No retries: a handshake is not
 //! replayed on another target once bytes may have reached one.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
@@ -17,8 +20,9 @@ use crate::body::{Body, boxed, empty};
 /// The upstream's answer to a handshake.
 pub enum Switched {
     /// It switched: the `101` for the client (with `Connection: upgrade` and the chosen
-    /// `Upgrade`), and the upstream connection once hyper hands it over.
-    Yes(Response<Body>, OnUpgrade),
+    /// `Upgrade`), the upstream connection once hyper hands it over, and the tunnel's
+    /// load on its target (to hold while the tunnel is open).
+    Yes(Response<Body>, OnUpgrade, TunnelLoad),
     /// It answered otherwise: that answer goes to the client as any response would.
     No(Response<Body>),
 }
@@ -27,7 +31,7 @@ pub enum Switched {
 /// `upstream` on a fresh connection and returns how the upstream answered; records in
 /// `attempts_made` how it went.
 pub async fn forward_upgrade(
-    upstream: &Upstream,
+    upstream: &Arc<Upstream>,
     outbound: Outbound,
     protocols: HeaderValue,
     attempts_made: &mut Attempts,
@@ -84,8 +88,7 @@ pub async fn forward_upgrade(
         metrics.requests.inc();
     }
     let sent_at = Instant::now();
-    let in_flight = &upstream.health.target(target).in_flight;
-    in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let load = TunnelLoad::enter(upstream, target);
     let exchange = async {
         let mut sender = pool.connect_unpooled().await?;
         sender.send_request(request).await.map_err(SendError::Http)
@@ -93,7 +96,6 @@ pub async fn forward_upgrade(
     let outcome = tokio::time::timeout(timeout, exchange)
         .await
         .map(|result| result.map(|response| response.map(boxed)));
-    in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     *attempts_made = Attempts {
         count: 1,
         target: Some(authority.to_string()),
@@ -158,7 +160,40 @@ pub async fn forward_upgrade(
     Ok(Switched::Yes(
         Response::from_parts(parts, empty()),
         switched,
+        load,
     ))
+}
+
+/// A handshake, then its tunnel, counted as a request in flight on its target until
+/// dropped: least-request balancing then spreads long-lived sockets, and the admin status
+/// shows them.
+pub struct TunnelLoad {
+    upstream: Arc<Upstream>,
+    target: usize,
+}
+
+impl TunnelLoad {
+    fn enter(upstream: &Arc<Upstream>, target: usize) -> Self {
+        upstream
+            .health
+            .target(target)
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        Self {
+            upstream: upstream.clone(),
+            target,
+        }
+    }
+}
+
+impl Drop for TunnelLoad {
+    fn drop(&mut self) {
+        self.upstream
+            .health
+            .target(self.target)
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The error of a handshake that failed before any answer, logged with its cause.

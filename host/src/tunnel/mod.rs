@@ -84,6 +84,8 @@ pub struct PendingTunnel {
     pub upstream: OnUpgrade,
     /// How long the tunnel may last.
     pub limits: TunnelLimits,
+    /// Whatever must live as long as the tunnel (its load on the upstream target).
+    pub hold: Arc<dyn std::any::Any + Send + Sync>,
 }
 
 /// Why a tunnel closed, as the access log and metrics name it.
@@ -236,6 +238,7 @@ impl PendingTunnel {
             }
         };
         record.opened = Instant::now();
+        let _hold = self.hold;
         let (reason, moved) = pump::pump(
             TokioIo::new(client),
             TokioIo::new(upstream),

@@ -104,11 +104,12 @@ impl Terminal for UpstreamTerminal {
                     .await?;
             Ok(match switched {
                 Switched::No(response) => response,
-                Switched::Yes(mut response, upstream) => {
+                Switched::Yes(mut response, upstream, load) => {
                     response.extensions_mut().insert(PendingTunnel {
                         client: upgrade.client,
                         upstream,
                         limits: route.tunnel.limits,
+                        hold: Arc::new(load),
                     });
                     response
                 }
