@@ -99,6 +99,7 @@ snapshot_tests! {
     state_backend,
     state_no_url,
     cache_errors,
+    upgrade_errors,
 }
 
 /// A Redis password in `state.url` never reaches the output, even in an error about the URL.

@@ -45,4 +45,5 @@ pub mod state;
 pub mod text;
 pub mod tls;
 pub mod trace;
+pub mod tunnel;
 pub mod workers;

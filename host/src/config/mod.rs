@@ -13,6 +13,7 @@ mod model;
 pub mod raw;
 mod resilience;
 mod template;
+mod tunnel;
 mod units;
 
 use std::path::Path;
@@ -26,6 +27,10 @@ pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use model::*;
 pub use template::{PathTemplate, TemplatePart, path_captures};
+pub use tunnel::{
+    DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_LIFETIME, DEFAULT_UPGRADE, TunnelConfig,
+    TunnelLimits,
+};
 pub use units::{ByteSize, ConfigDuration};
 
 use crate::router::RouteKey;
