@@ -13,6 +13,7 @@ mod model;
 pub mod raw;
 mod resilience;
 mod template;
+mod transcode;
 mod units;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use model::*;
 pub use template::{PathTemplate, TemplatePart, path_captures};
+pub use transcode::{DEFAULT_STREAM_FORMAT, TranscodeConfig};
 pub use units::{ByteSize, ConfigDuration};
 
 use crate::router::RouteKey;

@@ -584,6 +584,8 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
     /// A static answer instead of an upstream.
     pub respond: Option<RespondConfig>,
+    /// HTTP/JSON → gRPC transcoding to an upstream instead of proxying.
+    pub transcode: Option<super::transcode::TranscodeConfig>,
     /// A literal prefix removed before proxying.
     pub strip_prefix: Option<String>,
     /// A new upstream path built from captures.
