@@ -923,6 +923,7 @@ impl Checker<'_, '_> {
             self.upstream_tls(&key, raw, https, &targets, base)
         };
         let balance = self.balance(&key, raw);
+        let protocol = self.protocol(&key, raw, tls.is_some() || https);
         let health_check = raw
             .health_check
             .as_ref()
@@ -963,7 +964,70 @@ impl Checker<'_, '_> {
                 .idle_timeout
                 .map_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT, |d| d.0),
             tls,
+            protocol,
+            max_concurrent_streams: self.max_concurrent_streams(&key, raw, protocol),
         })
+    }
+
+    /// `protocol`: HTTP/1.1, or HTTP/2 with or without TLS, consistent with the targets.
+    fn protocol(&mut self, key: &str, raw: &RawUpstream, tls: bool) -> UpstreamProtocol {
+        let Some(spanned) = &raw.protocol else {
+            return UpstreamProtocol::Http1;
+        };
+        let (protocol, mismatch) = match spanned.get_ref().as_str() {
+            "http1" => (UpstreamProtocol::Http1, None),
+            "h2c" => (
+                UpstreamProtocol::H2c,
+                tls.then_some("`h2c` is HTTP/2 without TLS, but this upstream speaks TLS: use `h2`"),
+            ),
+            "h2" => (
+                UpstreamProtocol::H2,
+                (!tls).then_some("`h2` is HTTP/2 over TLS: list https:// targets or set `tls = true`, or use `h2c` for HTTP/2 without TLS"),
+            ),
+            other => {
+                self.report.error(
+                    spanned.span(),
+                    format!("{key}.protocol"),
+                    format!(
+                        "unknown protocol `{}`: expected `http1`, `h2c` or `h2`",
+                        crate::text::escape_control(other)
+                    ),
+                );
+                return UpstreamProtocol::Http1;
+            }
+        };
+        if let Some(message) = mismatch {
+            self.report
+                .error(spanned.span(), format!("{key}.protocol"), message);
+        }
+        protocol
+    }
+
+    /// `max-concurrent-streams`: only for HTTP/2, at least 1.
+    fn max_concurrent_streams(
+        &mut self,
+        key: &str,
+        raw: &RawUpstream,
+        protocol: UpstreamProtocol,
+    ) -> u32 {
+        let Some(spanned) = &raw.max_concurrent_streams else {
+            return DEFAULT_MAX_CONCURRENT_STREAMS;
+        };
+        let streams = *spanned.get_ref();
+        if !protocol.is_http2() {
+            self.report.error(
+                spanned.span(),
+                format!("{key}.max-concurrent-streams"),
+                "streams are HTTP/2's: set `protocol = \"h2c\"` or `\"h2\"`, or remove this key",
+            );
+        } else if streams == 0 {
+            self.report.error(
+                spanned.span(),
+                format!("{key}.max-concurrent-streams"),
+                "must be at least 1",
+            );
+        }
+        streams.max(1)
     }
 
     fn routes(

@@ -336,6 +336,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_IDLE_PER_TARGET: usize = 64;
 /// An upstream's `idle-timeout` by default.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// An HTTP/2 upstream's `max-concurrent-streams` by default.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Calls one aggregate plan may make by default.
 pub const DEFAULT_AGGREGATE_CALLS: usize = 32;
 /// Response bytes the calls of one aggregate plan may return together, by default.
@@ -517,6 +519,29 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// TLS to the targets; `None` is plain HTTP.
     pub tls: Option<UpstreamTlsConfig>,
+    /// The HTTP version spoken to the targets.
+    pub protocol: UpstreamProtocol,
+    /// Streams one HTTP/2 connection carries at once before another is opened.
+    pub max_concurrent_streams: u32,
+}
+
+/// The HTTP version an upstream's targets speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (plain or over TLS).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, with prior knowledge (`h2c`).
+    H2c,
+    /// HTTP/2 over TLS, agreed by ALPN (`h2`).
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// Whether this is HTTP/2 (either kind).
+    pub fn is_http2(self) -> bool {
+        !matches!(self, Self::Http1)
+    }
 }
 
 /// What part of the path a route matches.
@@ -727,6 +752,12 @@ mod tests {
             duration("upstreams.NAME.idle-timeout"),
             DEFAULT_UPSTREAM_IDLE_TIMEOUT
         );
+        assert_eq!(
+            number("upstreams.NAME.max-concurrent-streams"),
+            u64::from(DEFAULT_MAX_CONCURRENT_STREAMS)
+        );
+        assert_eq!(table["upstreams.NAME.protocol"], "http1");
+        assert_eq!(UpstreamProtocol::default(), UpstreamProtocol::Http1);
         assert_eq!(
             table["tracing.sampling-ratio"]
                 .parse::<f64>()

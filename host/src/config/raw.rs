@@ -310,6 +310,11 @@ pub struct RawUpstream {
     pub max_idle_per_target: Option<usize>,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Option<ConfigDuration>,
+    /// `"http1"` (default), `"h2c"` (HTTP/2 without TLS, prior knowledge) or `"h2"` (HTTP/2
+    /// over TLS, agreed by ALPN).
+    pub protocol: Option<Spanned<String>>,
+    /// Streams one HTTP/2 connection carries at once before another is opened.
+    pub max_concurrent_streams: Option<Spanned<u32>>,
     /// Speak TLS to `host:port` targets (`https://` targets always do).
     pub tls: Option<bool>,
     /// The name sent as SNI and verified in the certificate (default: the target's host).

@@ -4,11 +4,11 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop fields that never cross the gateway, besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// (`Trailer` is end to end: it announces the trailer fields, which the gateway carries.)
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
@@ -70,6 +70,21 @@ pub fn add_forwarding(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     append_via(headers, forwarded.via);
+}
+
+/// Whether the client's `TE` accepts trailers (`TE: trailers`, as every gRPC client sends).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            coding
+                .split(';')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case("trailers"))
+        })
 }
 
 /// Appends a `Via` entry.

@@ -5,6 +5,7 @@ mod balance;
 mod breaker;
 mod headers;
 mod health;
+mod multiplex;
 mod pool;
 mod retry;
 mod upstream;
@@ -18,7 +19,9 @@ use tokio::time::Instant;
 
 pub use balance::hash as hash_key;
 pub use breaker::{Refusal, State as BreakerState};
-pub use headers::{Forwarded, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop};
+pub use headers::{
+    Forwarded, accepts_trailers, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop,
+};
 pub use health::{Observed, TargetStatus};
 pub use pool::{PoolSettings, SendError, TargetPool, Transport};
 pub use upstream::Upstream;

@@ -1,6 +1,7 @@
-//! Keep-alive HTTP/1.1 connections to one upstream target, for one worker thread.
+//! Connections to one upstream target, for one worker thread: keep-alive HTTP/1.1
+//! connections, or shared HTTP/2 connections ([`Multiplexed`]) for an HTTP/2 upstream.
 //!
-//! A request takes the most recently used idle connection (or opens one), sends, and gets
+//! An HTTP/1.1 request takes the most recently used idle connection (or opens one), sends, and gets
 //! the connection back into the idle list the moment the response body has been read to
 //! its end: no task per request and no connection shared between threads. A request that
 //! a reused connection closed before writing it (the upstream timed the connection out as
@@ -11,17 +12,25 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::uri::Authority;
-use http::{HeaderValue, Request, Response};
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 
+use super::multiplex::{Multiplexed, StreamEnd};
 use crate::body::{Body, BodyHook, Hooked, boxed};
+use crate::config::UpstreamProtocol;
 use crate::metrics::{ActiveConnection, UpstreamMetrics};
 use crate::tls::UpstreamTls;
+
+/// How often an HTTP/2 connection is pinged (while it carries streams or not), and how long
+/// an answer may take before the connection is closed as dead.
+const H2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 
 /// Idle time after which the kernel starts probing an upstream connection.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -48,8 +57,12 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// How long an idle connection is kept.
     pub idle_timeout: Duration,
-    /// How many idle connections are kept.
+    /// How many idle connections are kept (HTTP/1.1).
     pub max_idle: usize,
+    /// The HTTP version spoken.
+    pub protocol: UpstreamProtocol,
+    /// Streams one HTTP/2 connection carries at once.
+    pub max_streams: u32,
 }
 
 /// How a pool's connections are made.
@@ -72,7 +85,15 @@ pub struct TargetPool {
     host: Option<HeaderValue>,
     settings: PoolSettings,
     idle: Mutex<Idle>,
+    /// The HTTP/2 connections, for an HTTP/2 upstream.
+    shared: Multiplexed,
     metrics: Option<UpstreamMetrics>,
+}
+
+/// A connected stream, before HTTP starts on it.
+enum Opened {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 #[derive(Default)]
@@ -119,6 +140,7 @@ impl TargetPool {
             host: HeaderValue::from_str(authority.as_str()).ok(),
             authority,
             transport,
+            shared: Multiplexed::new(settings.max_streams),
             settings,
             idle: Mutex::new(Idle::default()),
             metrics,
@@ -136,6 +158,9 @@ impl TargetPool {
         self: &Arc<Self>,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, SendError> {
+        if self.settings.protocol.is_http2() {
+            return self.send_http2(request).await;
+        }
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
@@ -160,8 +185,52 @@ impl TargetPool {
         }
     }
 
-    /// Opens a connection and starts driving it on the current runtime.
-    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+    /// Sends `request` on a stream of a shared HTTP/2 connection. The `Host` header becomes
+    /// the `:authority`; a request that a closing connection refused before taking it is sent
+    /// again on another.
+    async fn send_http2(&self, mut request: Request<Body>) -> Result<Response<Body>, SendError> {
+        let host = request.headers_mut().remove(header::HOST);
+        let authority = host
+            .as_ref()
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse::<Authority>().ok())
+            .unwrap_or_else(|| self.authority.clone());
+        let scheme = match *self.transport {
+            Transport::Plain => Scheme::HTTP,
+            _ => Scheme::HTTPS,
+        };
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(scheme);
+        uri.authority = Some(authority);
+        *request.uri_mut() = Uri::from_parts(uri).map_err(|e| {
+            SendError::Connect(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        *request.version_mut() = Version::HTTP_2;
+        loop {
+            let (mut sender, stream, reused) = match self.shared.take() {
+                Some((sender, stream)) => (sender, stream, true),
+                None => {
+                    let sender = self.connect_http2().await?;
+                    let (sender, stream) = self.shared.add(sender);
+                    (sender, stream, false)
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(
+                        response.map(|body| boxed(Hooked::new(body, StreamEnd(Some(stream)))))
+                    );
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Http(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Opens a TCP connection (and TLS over it) within the connect timeout.
+    async fn open(&self) -> Result<Opened, SendError> {
         let stream = tokio::time::timeout(
             self.settings.connect_timeout,
             TcpStream::connect(self.authority.as_str()),
@@ -182,7 +251,7 @@ impl TargetPool {
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         match &*self.transport {
-            Transport::Plain => self.handshake(stream).await,
+            Transport::Plain => Ok(Opened::Plain(stream)),
             Transport::Tls(tls) => {
                 let secured = tokio::time::timeout(
                     self.settings.connect_timeout,
@@ -199,9 +268,17 @@ impl TargetPool {
                     ))
                 })?
                 .map_err(SendError::Tls)?;
-                self.handshake(secured).await
+                Ok(Opened::Tls(Box::new(secured)))
             }
             Transport::Broken(reason) => Err(SendError::Tls(std::io::Error::other(reason.clone()))),
+        }
+    }
+
+    /// Opens an HTTP/1.1 connection and starts driving it on the current runtime.
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        match self.open().await? {
+            Opened::Plain(stream) => self.handshake(stream).await,
+            Opened::Tls(stream) => self.handshake(stream).await,
         }
     }
 
@@ -216,6 +293,48 @@ impl TargetPool {
             if let Err(error) = connection.await {
                 tracing::debug!(address = %authority, %error, "upstream connection ended with an error");
             }
+        });
+        Ok(sender)
+    }
+
+    /// Opens an HTTP/2 connection (a TLS target must agree to `h2` by ALPN) and drives it on
+    /// the current runtime; it counts as active while open.
+    async fn connect_http2(&self) -> Result<http2::SendRequest<Body>, SendError> {
+        match self.open().await? {
+            Opened::Plain(stream) => self.handshake_http2(stream).await,
+            Opened::Tls(stream) => {
+                if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+                    return Err(SendError::Tls(std::io::Error::other(
+                        "the target did not agree to HTTP/2 (ALPN `h2`); set `protocol = \"http1\"` for this upstream",
+                    )));
+                }
+                self.handshake_http2(*stream).await
+            }
+        }
+    }
+
+    async fn handshake_http2<S>(&self, stream: S) -> Result<http2::SendRequest<Body>, SendError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .keep_alive_interval(H2_KEEPALIVE.0)
+            .keep_alive_timeout(H2_KEEPALIVE.1)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        let authority = self.authority.clone();
+        let active = self
+            .metrics
+            .as_ref()
+            .map(|m| ActiveConnection::new(&m.active));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(address = %authority, %error, "upstream HTTP/2 connection ended with an error");
+            }
+            drop(active);
         });
         Ok(sender)
     }

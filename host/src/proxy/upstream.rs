@@ -56,6 +56,8 @@ impl Upstream {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_idle: config.max_idle_per_target,
+            protocol: config.protocol,
+            max_streams: config.max_concurrent_streams,
         };
         let target_metrics: Option<Vec<UpstreamMetrics>> = metrics.map(|metrics| {
             config
@@ -66,7 +68,7 @@ impl Upstream {
         });
         let transport = Arc::new(match &config.tls {
             None => Transport::Plain,
-            Some(tls) => match UpstreamTls::new(tls) {
+            Some(tls) => match UpstreamTls::new(tls, config.protocol.is_http2()) {
                 Ok(tls) => Transport::Tls(tls),
                 Err(error) => {
                     tracing::error!(upstream = %config.name, %error, "upstream TLS settings cannot be used; its requests fail with 502");
@@ -80,6 +82,8 @@ impl Upstream {
                 p.config.connect_timeout == config.connect_timeout
                     && p.config.idle_timeout == config.idle_timeout
                     && p.config.max_idle_per_target == config.max_idle_per_target
+                    && p.config.protocol == config.protocol
+                    && p.config.max_concurrent_streams == config.max_concurrent_streams
                     && format!("{:?}", p.config.tls) == format!("{:?}", config.tls)
             })?;
             let index = previous.config.targets.iter().position(|t| t == target)?;

@@ -16,7 +16,7 @@ use rustls::crypto::CryptoProvider;
 
 pub use certs::{CertError, CertificateInfo, CertifiedPair};
 pub use listener::{CertificateStatus, TlsListener};
-pub use upstream::UpstreamTls;
+pub use upstream::{ALPN_H2, UpstreamTls};
 
 /// Installs rustls' ring provider as the process default (once; later calls do nothing).
 pub fn install_default_provider() {

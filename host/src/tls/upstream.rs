@@ -15,8 +15,11 @@ use tokio_rustls::client::TlsStream;
 use super::{TlsError, certs};
 use crate::config::UpstreamTlsConfig;
 
-/// The ALPN protocol offered to upstreams: the pool speaks HTTP/1.1.
-const ALPN: &[u8] = b"http/1.1";
+/// The ALPN protocol offered to HTTP/1.1 upstreams.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// The ALPN protocol offered to HTTP/2 upstreams (the only one: a target that does not
+/// agree is refused rather than spoken to in a version the upstream was not declared with).
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// How an upstream's connections speak TLS.
 #[derive(Clone)]
@@ -36,8 +39,8 @@ impl std::fmt::Debug for UpstreamTls {
 
 impl UpstreamTls {
     /// Builds the client config: reads the CA bundle (or takes the system's roots) and the
-    /// client certificate, if any.
-    pub fn new(settings: &UpstreamTlsConfig) -> Result<Self, TlsError> {
+    /// client certificate, if any; offers HTTP/2 by ALPN when `http2`, else HTTP/1.1.
+    pub fn new(settings: &UpstreamTlsConfig, http2: bool) -> Result<Self, TlsError> {
         let roots = match &settings.ca {
             Some(ca) => Arc::new(certs::load_roots(ca)?),
             None => system_roots(),
@@ -60,7 +63,7 @@ impl UpstreamTls {
                     .map_err(|e| TlsError::Settings(format!("{}: {e}", cert.display())))?
             }
         };
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.alpn_protocols = vec![if http2 { ALPN_H2 } else { ALPN_HTTP1 }.to_vec()];
         let server_name = settings
             .server_name
             .as_deref()

@@ -54,7 +54,16 @@ impl Terminal for UpstreamTerminal {
             } else {
                 proxy::VIA
             };
+            // `TE: trailers` is hop-by-hop, but an HTTP/2 upstream (a gRPC server) needs to
+            // hear it again: the gateway carries trailers end to end.
+            let trailers =
+                self.upstream.config.protocol.is_http2() && proxy::accepts_trailers(&parts.headers);
             proxy::strip_hop_by_hop(&mut parts.headers);
+            if trailers {
+                parts
+                    .headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
             proxy::add_forwarding(
                 &mut parts.headers,
                 &Forwarded {
