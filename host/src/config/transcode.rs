@@ -80,13 +80,25 @@ impl Checker<'_, '_> {
         let t = spanned.get_ref();
         let upstream = t.upstream.get_ref();
         let mut ok = true;
-        if !raw.upstreams.contains_key(upstream) {
-            self.report.error(
-                t.upstream.span(),
-                format!("{key}.upstream"),
-                format!("unknown upstream `{upstream}`"),
-            );
-            ok = false;
+        match raw.upstreams.get(upstream) {
+            None => {
+                self.report.error(
+                    t.upstream.span(),
+                    format!("{key}.upstream"),
+                    format!("unknown upstream `{upstream}`"),
+                );
+                ok = false;
+            }
+            Some(target) => {
+                let protocol = target.get_ref().protocol.as_ref().map(|p| p.get_ref().as_str());
+                if !matches!(protocol, Some("h2c" | "h2")) {
+                    self.report.error(
+                        t.upstream.span(),
+                        format!("{key}.upstream"),
+                        format!("upstream `{upstream}` speaks HTTP/1.1, and gRPC needs HTTP/2: set `protocol = \"h2c\"` (or `\"h2\"` over TLS) on it"),
+                    );
+                }
+            }
         }
         if t.protos.get_ref().is_empty() {
             self.report.error(

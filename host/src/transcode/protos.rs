@@ -34,8 +34,13 @@ const EMBEDDED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Files always compiled along with a route's own, so error details render.
-const ALWAYS: &[&str] = &["google/rpc/status.proto", "google/rpc/error_details.proto"];
+/// Files always compiled along with a route's own: the HTTP option (so a file that does
+/// not import it is reported as unannotated), and the status and its details (so they render).
+const ALWAYS: &[&str] = &[
+    "google/api/annotations.proto",
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
+];
 
 /// A `.proto` problem, located when protox says where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,12 +101,12 @@ pub fn compile(files: &[PathBuf], include: &[PathBuf]) -> Result<DescriptorPool,
         }
         compiler
             .open_file(file)
-            .map_err(|error| locate(&error, &seen))?;
+            .map_err(|error| locate(&error, &seen, &dirs))?;
     }
     for name in ALWAYS {
         compiler
             .open_file(name)
-            .map_err(|error| locate(&error, &seen))?;
+            .map_err(|error| locate(&error, &seen, &dirs))?;
     }
     Ok(compiler.descriptor_pool())
 }
@@ -145,7 +150,7 @@ impl FileResolver for Embedded {
 }
 
 /// Turns a protox error into a [`ProtoError`] at the file, line and column it names.
-fn locate(error: &protox::Error, seen: &Seen) -> ProtoError {
+fn locate(error: &protox::Error, seen: &Seen, dirs: &[PathBuf]) -> ProtoError {
     let message = match error.help() {
         Some(help) => format!("{error} ({help})"),
         None => error.to_string(),
@@ -159,10 +164,18 @@ fn locate(error: &protox::Error, seen: &Seen) -> ProtoError {
         };
     };
     let seen = seen.borrow();
-    let (path, source) = match seen.get(name) {
-        Some((path, source)) => (path.clone(), Some(source.as_str())),
+    // Files named on the command line are opened by protox itself: read them back.
+    let on_disk = || {
+        dirs.iter().map(|dir| dir.join(name)).find_map(|path| {
+            let source = std::fs::read_to_string(&path).ok()?;
+            Some((Some(path), source))
+        })
+    };
+    let (path, source) = match seen.get(name).cloned().or_else(on_disk) {
+        Some((path, source)) => (path, Some(source)),
         None => (None, None),
     };
+    let source = source.as_deref();
     let file = Some(path.unwrap_or_else(|| PathBuf::from(name)));
     let label = error.labels().and_then(|mut labels| labels.next());
     match (label, source) {
