@@ -54,8 +54,14 @@ cargo test --manifest-path plugins/Cargo.toml --target "$host_target"
 echo "== non-Rust plugins: toolchains, builds"
 scripts/build-polyglot.sh
 
-echo "== non-Rust plugins: unit tests (native)"
 tools="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}"
+echo "== gRPC test peers (PyPI, into $tools/venv)"
+# tests/transcode.rs: grpcio serves, grpcio-tools generates its stubs (protoc for the test
+# side only), grpcio-status packs rich error details.
+"$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0
+
+echo "== non-Rust plugins: unit tests (native)"
 plugins/c/hmac-auth/test.sh
 plugins/cpp/cors/test.sh
 ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" "$tools/venv/bin/python" -m ziglang test plugins/zig/ip-filter/src/filter.zig

@@ -1,7 +1,7 @@
 """The bookstore gRPC server behind tests/transcode.rs, built on grpcio (PyPI).
 
-    peer.py PROTO_DIR     serves wasmgate.bookstore.v1.Bookstore from PROTO_DIR/bookstore.proto
-                          on a free port; prints `PORT <n>` once listening
+    peer.py PROTO_DIR [PORT]  serves wasmgate.bookstore.v1.Bookstore from PROTO_DIR/bookstore.proto
+                              on PORT (default: a free one); prints `PORT <n>` once listening
 
 Stubs are generated at start with grpcio-tools' bundled protoc (test side only: the gateway
 compiles the same file itself). The server answers from fixed data, echoing what it was sent
@@ -154,7 +154,7 @@ def main():
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     rpc.add_BookstoreServicer_to_server(Bookstore(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{sys.argv[2] if len(sys.argv) > 2 else 0}")
     server.start()
     print(f"PORT {port}", flush=True)
     server.wait_for_termination()

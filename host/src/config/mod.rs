@@ -27,7 +27,9 @@ pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use model::*;
 pub use template::{PathTemplate, TemplatePart, path_captures};
-pub use transcode::{DEFAULT_STREAM_FORMAT, TranscodeConfig};
+pub use transcode::{
+    DEFAULT_EMIT_DEFAULTS, DEFAULT_PROTO_FIELD_NAMES, DEFAULT_STREAM_FORMAT, TranscodeConfig,
+};
 pub use units::{ByteSize, ConfigDuration};
 
 use crate::router::RouteKey;

@@ -862,7 +862,19 @@ mod tests {
             duration("state.breaker-cool-off"),
             DEFAULT_STATE_BREAKER_COOL_OFF
         );
-        assert_eq!(table.len(), 62, "every row is checked: {table:?}");
+        assert_eq!(
+            table["route transcode.stream-format"],
+            crate::config::DEFAULT_STREAM_FORMAT
+        );
+        assert_eq!(
+            table["route transcode.emit-defaults"],
+            crate::config::DEFAULT_EMIT_DEFAULTS.to_string()
+        );
+        assert_eq!(
+            table["route transcode.proto-field-names"],
+            crate::config::DEFAULT_PROTO_FIELD_NAMES.to_string()
+        );
+        assert_eq!(table.len(), 67, "every row is checked: {table:?}");
     }
 
     #[test]

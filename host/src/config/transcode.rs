@@ -16,6 +16,11 @@ use crate::transcode::{Api, JsonOptions, LoadError, StreamFormat};
 
 /// `stream-format` by default.
 pub const DEFAULT_STREAM_FORMAT: &str = "ndjson";
+/// `emit-defaults` by default: fields holding their default value are left out, as proto3
+/// JSON does.
+pub const DEFAULT_EMIT_DEFAULTS: bool = false;
+/// `proto-field-names` by default: lowerCamelCase JSON names.
+pub const DEFAULT_PROTO_FIELD_NAMES: bool = false;
 
 /// A route's `transcode` table.
 #[derive(Debug, Deserialize)]
@@ -142,8 +147,8 @@ impl Checker<'_, '_> {
             .flat_map(|s| s.get_ref().iter().map(|s| s.get_ref().clone()))
             .collect();
         let json = JsonOptions {
-            emit_defaults: t.emit_defaults.unwrap_or(false),
-            proto_field_names: t.proto_field_names.unwrap_or(false),
+            emit_defaults: t.emit_defaults.unwrap_or(DEFAULT_EMIT_DEFAULTS),
+            proto_field_names: t.proto_field_names.unwrap_or(DEFAULT_PROTO_FIELD_NAMES),
         };
         if !ok {
             return None;
