@@ -155,7 +155,9 @@ fn every_error_names_file_line_column_and_key() {
         let (file, proto) = (format!("{case}.toml:"), format!("{case}.proto:"));
         for line in stderr.lines().filter(|line| line.starts_with("error: ")) {
             let rest = &line["error: ".len()..];
-            let in_file = rest.strip_prefix(&file).or_else(|| rest.strip_prefix(&proto));
+            let in_file = rest
+                .strip_prefix(&file)
+                .or_else(|| rest.strip_prefix(&proto));
             let located = in_file.and_then(|rest| {
                 let mut parts = rest.splitn(4, ':');
                 let line_no = parts.next()?.parse::<u32>().ok()?;

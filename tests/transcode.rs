@@ -125,11 +125,21 @@ fn start() -> (Bookstore, TestGateway) {
     (bookstore, gateway)
 }
 
-async fn call(gateway: &TestGateway, method: &str, path: &str, body: Option<&str>) -> common::Reply {
+async fn call(
+    gateway: &TestGateway,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> common::Reply {
     let body = body.map_or_else(empty, |b| full(b.to_string()));
     send(
         &client(),
-        request(method, &gateway.url(path), &[("content-type", "application/json")], body),
+        request(
+            method,
+            &gateway.url(path),
+            &[("content-type", "application/json")],
+            body,
+        ),
     )
     .await
 }
@@ -141,10 +151,19 @@ async fn unary_methods_map_path_query_and_body() {
     let shelf = call(&gateway, "GET", "/v1/shelves/1", None).await;
     assert_eq!(shelf.status, 200, "{}", shelf.text());
     assert_eq!(shelf.header("content-type"), Some("application/json"));
-    assert_eq!(shelf.json(), json!({"id": "1", "theme": "Fiction", "bookCount": 2}));
+    assert_eq!(
+        shelf.json(),
+        json!({"id": "1", "theme": "Fiction", "bookCount": 2})
+    );
 
     // Nested and repeated query parameters, by `.proto` or JSON name.
-    let listed = call(&gateway, "GET", "/v1/shelves?filter.theme=Fiction&ids=1&ids=2&ids=3", None).await;
+    let listed = call(
+        &gateway,
+        "GET",
+        "/v1/shelves?filter.theme=Fiction&ids=1&ids=2&ids=3",
+        None,
+    )
+    .await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert_eq!(
         listed.json(),
@@ -153,18 +172,51 @@ async fn unary_methods_map_path_query_and_body() {
             {"id": "3", "theme": "Fiction", "bookCount": 5},
         ]})
     );
-    let listed = call(&gateway, "GET", "/v1/shelves?filter.minBooks=3&page_size=1", None).await;
-    assert_eq!(listed.json(), json!({"shelves": [{"id": "3", "theme": "Fiction", "bookCount": 5}]}));
+    let listed = call(
+        &gateway,
+        "GET",
+        "/v1/shelves?filter.minBooks=3&page_size=1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed.json(),
+        json!({"shelves": [{"id": "3", "theme": "Fiction", "bookCount": 5}]})
+    );
 
     // `body: "*"`, with camelCase input.
-    let created = call(&gateway, "POST", "/v1/shelves", Some(r#"{"theme": "Poetry", "bookCount": 4}"#)).await;
+    let created = call(
+        &gateway,
+        "POST",
+        "/v1/shelves",
+        Some(r#"{"theme": "Poetry", "bookCount": 4}"#),
+    )
+    .await;
     assert_eq!(created.status, 200, "{}", created.text());
-    assert_eq!(created.json(), json!({"id": "100", "theme": "Poetry", "bookCount": 4}));
-    let created = call(&gateway, "POST", "/v1/shelves", Some(r#"{"theme": "Plays", "book_count": 1, "id": "7"}"#)).await;
-    assert_eq!(created.json(), json!({"id": "7", "theme": "Plays", "bookCount": 1}));
+    assert_eq!(
+        created.json(),
+        json!({"id": "100", "theme": "Poetry", "bookCount": 4})
+    );
+    let created = call(
+        &gateway,
+        "POST",
+        "/v1/shelves",
+        Some(r#"{"theme": "Plays", "book_count": 1, "id": "7"}"#),
+    )
+    .await;
+    assert_eq!(
+        created.json(),
+        json!({"id": "7", "theme": "Plays", "bookCount": 1})
+    );
 
     // `body: "book"`, with the shelf from the path.
-    let book = call(&gateway, "POST", "/v1/shelves/3/books", Some(r#"{"title": "Dune", "author": "Herbert", "pages": 412}"#)).await;
+    let book = call(
+        &gateway,
+        "POST",
+        "/v1/shelves/3/books",
+        Some(r#"{"title": "Dune", "author": "Herbert", "pages": 412}"#),
+    )
+    .await;
     assert_eq!(book.status, 200, "{}", book.text());
     assert_eq!(
         book.json(),
@@ -221,12 +273,27 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
     // Bad JSON: a wrong type, an unknown field, not JSON at all; each names what is wrong.
     let wrong_type = call(&gateway, "POST", "/v1/shelves", Some(r#"{"theme": 5}"#)).await;
     assert_eq!(wrong_type.status, 400, "{}", wrong_type.text());
-    let message = wrong_type.json()["message"].as_str().expect("a message").to_string();
+    let message = wrong_type.json()["message"]
+        .as_str()
+        .expect("a message")
+        .to_string();
     assert!(message.contains("`theme`"), "{message}");
-    let unknown = call(&gateway, "POST", "/v1/shelves", Some(r#"{"colour": "red"}"#)).await;
+    let unknown = call(
+        &gateway,
+        "POST",
+        "/v1/shelves",
+        Some(r#"{"colour": "red"}"#),
+    )
+    .await;
     assert_eq!(unknown.status, 400, "{}", unknown.text());
     assert!(unknown.text().contains("colour"), "{}", unknown.text());
-    let nested = call(&gateway, "POST", "/v1/shelves/1/books", Some(r#"{"pages": "many"}"#)).await;
+    let nested = call(
+        &gateway,
+        "POST",
+        "/v1/shelves/1/books",
+        Some(r#"{"pages": "many"}"#),
+    )
+    .await;
     assert_eq!(nested.status, 400, "{}", nested.text());
     assert!(nested.text().contains("book.pages"), "{}", nested.text());
     let garbage = call(&gateway, "POST", "/v1/shelves", Some("{not json")).await;
@@ -235,7 +302,12 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
     // Query parameters the request message has no field for.
     let unknown = call(&gateway, "GET", "/v1/shelves?colour=red", None).await;
     assert_eq!(unknown.status, 400, "{}", unknown.text());
-    assert!(unknown.json()["message"].as_str().expect("a message").contains("`colour`"));
+    assert!(
+        unknown.json()["message"]
+            .as_str()
+            .expect("a message")
+            .contains("`colour`")
+    );
     let bad_value = call(&gateway, "GET", "/v1/shelves?page_size=ten", None).await;
     assert_eq!(bad_value.status, 400, "{}", bad_value.text());
     let with_star_body = call(&gateway, "POST", "/v1/shelves?theme=x", Some("{}")).await;
@@ -244,7 +316,10 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
     // A path the route matches but no binding does: 404 naming what it serves.
     let nothing = call(&gateway, "GET", "/v1/nothing/here", None).await;
     assert_eq!(nothing.status, 404, "{}", nothing.text());
-    let message = nothing.json()["message"].as_str().expect("a message").to_string();
+    let message = nothing.json()["message"]
+        .as_str()
+        .expect("a message")
+        .to_string();
     assert!(message.contains("GET /v1/shelves/{shelf}"), "{message}");
     // A bound path with another method: 405 with Allow.
     let wrong_method = call(&gateway, "PUT", "/v1/shelves", None).await;
@@ -312,8 +387,19 @@ async fn server_streaming_is_ndjson_or_sse_message_by_message() {
          data: {\"name\":\"shelves/2/books/1\",\"pages\":1,\"title\":\"Book 1\"}\n\n\
          event: error\ndata: {\"code\":8,\"details\":[],\"message\":\"no more books today\"}\n\n"
     );
-    let failing = call(&gateway, "GET", "/v1/shelves/2/books:stream?count=5&fail_after=1", None).await;
-    let last = failing.text().lines().last().map(str::to_string).unwrap_or_default();
+    let failing = call(
+        &gateway,
+        "GET",
+        "/v1/shelves/2/books:stream?count=5&fail_after=1",
+        None,
+    )
+    .await;
+    let last = failing
+        .text()
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap_or_default();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&last).expect("JSON"),
         json!({"error": {"code": 8, "message": "no more books today", "details": []}})
@@ -322,7 +408,12 @@ async fn server_streaming_is_ndjson_or_sse_message_by_message() {
     // Message by message: the first book arrives while the server holds the second back
     // until the test releases it.
     let response = client()
-        .request(request("GET", &gateway.url("/v1/shelves/1/books:stream?count=2&hold=true"), &[], empty()))
+        .request(request(
+            "GET",
+            &gateway.url("/v1/shelves/1/books:stream?count=2&hold=true"),
+            &[],
+            empty(),
+        ))
         .await
         .expect("the streaming call");
     assert_eq!(response.status(), 200);
@@ -357,23 +448,35 @@ fn count(logs: &str, needle: &str) -> usize {
 async fn a_changed_proto_is_recompiled_and_a_broken_one_keeps_the_last_good() {
     let protos = TempDir::new();
     let proto = protos.path().join("bookstore.proto");
-    std::fs::write(&proto, std::fs::read(peer_dir().join("bookstore.proto")).expect("the proto"))
-        .expect("copying the proto");
+    std::fs::write(
+        &proto,
+        std::fs::read(peer_dir().join("bookstore.proto")).expect("the proto"),
+    )
+    .expect("copying the proto");
     let bookstore_port = {
         let dir = protos.path().to_path_buf();
-        tokio::task::spawn_blocking(move || Bookstore::start(&dir)).await.expect("peer")
+        tokio::task::spawn_blocking(move || Bookstore::start(&dir))
+            .await
+            .expect("peer")
     };
     let config = config(bookstore_port.port, &proto, "");
     let gateway = tokio::task::spawn_blocking(move || TestGateway::start(&config))
         .await
         .expect("gateway");
-    assert_eq!(call(&gateway, "GET", "/v2/shelves/1", None).await.status, 404);
+    assert_eq!(
+        call(&gateway, "GET", "/v2/shelves/1", None).await.status,
+        404
+    );
 
     // A new binding: served once the file is recompiled.
     let reloads = count(&gateway.logs(), "config reloaded");
     std::fs::write(&proto, proto_with_binding("/v2/shelves/{shelf}")).expect("editing the proto");
     assert!(
-        common::eventually(Duration::from_secs(20), || count(&gateway.logs(), "config reloaded") > reloads).await,
+        common::eventually(Duration::from_secs(20), || count(
+            &gateway.logs(),
+            "config reloaded"
+        ) > reloads)
+        .await,
         "no reload; logs:\n{}",
         gateway.logs()
     );
@@ -383,10 +486,15 @@ async fn a_changed_proto_is_recompiled_and_a_broken_one_keeps_the_last_good() {
 
     // A syntax error: rejected, logged at its line, and the last good version keeps serving.
     let rejected = count(&gateway.logs(), "config rejected");
-    let broken = proto_with_binding("/v2/shelves/{shelf}").replace("int32 book_count = 3;", "int32 book_count = 3");
+    let broken = proto_with_binding("/v2/shelves/{shelf}")
+        .replace("int32 book_count = 3;", "int32 book_count = 3");
     std::fs::write(&proto, broken).expect("breaking the proto");
     assert!(
-        common::eventually(Duration::from_secs(20), || count(&gateway.logs(), "config rejected") > rejected).await,
+        common::eventually(Duration::from_secs(20), || count(
+            &gateway.logs(),
+            "config rejected"
+        ) > rejected)
+        .await,
         "no rejection; logs:\n{}",
         gateway.logs()
     );
@@ -397,8 +505,14 @@ async fn a_changed_proto_is_recompiled_and_a_broken_one_keeps_the_last_good() {
         .position(|l| l.contains("int32 book_count = 3"))
         .expect("the broken line")
         + 1;
-    let (shown, next) = (format!("bookstore.proto:{line}:"), format!("bookstore.proto:{}:", line + 1));
-    assert!(logs.contains(&shown) || logs.contains(&next), "no {shown} in the logs:\n{logs}");
+    let (shown, next) = (
+        format!("bookstore.proto:{line}:"),
+        format!("bookstore.proto:{}:", line + 1),
+    );
+    assert!(
+        logs.contains(&shown) || logs.contains(&next),
+        "no {shown} in the logs:\n{logs}"
+    );
     let shelf = call(&gateway, "GET", "/v2/shelves/1", None).await;
     assert_eq!(shelf.status, 200, "{}", shelf.text());
     let shelf = call(&gateway, "GET", "/v1/shelves/3", None).await;
@@ -430,7 +544,10 @@ transcode = {{ upstream = "shop", protos = ["{}"] }}
     let output = common::check(&toml);
     assert_eq!(output.code, Some(1), "{}", output.stderr);
     assert!(
-        output.stderr.contains(&format!("{}:5:3: routes[0].transcode.protos:", proto.display())),
+        output.stderr.contains(&format!(
+            "{}:5:3: routes[0].transcode.protos:",
+            proto.display()
+        )),
         "{}",
         output.stderr
     );
@@ -452,7 +569,11 @@ transcode = {{ upstream = "shop", protos = ["{}"] }}
         "`shop.Shop.Missing` is neither a service nor a method",
         "`shop.Nope` is neither a service nor a method",
     ] {
-        assert!(output.stderr.contains(expected), "{expected}: {}", output.stderr);
+        assert!(
+            output.stderr.contains(expected),
+            "{expected}: {}",
+            output.stderr
+        );
     }
 }
 
@@ -472,6 +593,10 @@ transcode = {{ upstream = "plain", protos = ["{}"] }}
     );
     let output = common::check(&toml);
     assert_eq!(output.code, Some(1), "{}", output.stderr);
-    assert!(output.stderr.contains("routes[0].transcode.upstream"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("routes[0].transcode.upstream"),
+        "{}",
+        output.stderr
+    );
     assert!(output.stderr.contains("h2c"), "{}", output.stderr);
 }

@@ -493,9 +493,7 @@ impl Watched {
         {
             return Some(Change::Plugin(name));
         }
-        if self.proto_dirs.contains(&parent)
-            && path.extension().is_some_and(|ext| ext == "proto")
-        {
+        if self.proto_dirs.contains(&parent) && path.extension().is_some_and(|ext| ext == "proto") {
             return Some(Change::Config);
         }
         self.cert_dirs

@@ -1171,7 +1171,10 @@ impl Checker<'_, '_> {
             let other = [
                 (route.upstream.as_ref().map(Spanned::span), "upstream"),
                 (route.respond.as_ref().map(Spanned::span), "respond"),
-                (route.strip_prefix.as_ref().map(Spanned::span), "strip-prefix"),
+                (
+                    route.strip_prefix.as_ref().map(Spanned::span),
+                    "strip-prefix",
+                ),
                 (route.rewrite.as_ref().map(Spanned::span), "rewrite"),
             ];
             for (span, name) in other {

@@ -95,7 +95,11 @@ impl Checker<'_, '_> {
                 ok = false;
             }
             Some(target) => {
-                let protocol = target.get_ref().protocol.as_ref().map(|p| p.get_ref().as_str());
+                let protocol = target
+                    .get_ref()
+                    .protocol
+                    .as_ref()
+                    .map(|p| p.get_ref().as_str());
                 if !matches!(protocol, Some("h2c" | "h2")) {
                     self.report.error(
                         t.upstream.span(),
@@ -113,7 +117,11 @@ impl Checker<'_, '_> {
             );
             return None;
         }
-        let stream_format = match t.stream_format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
+        let stream_format = match t
+            .stream_format
+            .as_ref()
+            .map(|f| (f.get_ref().as_str(), f.span()))
+        {
             None | Some(("ndjson", _)) => StreamFormat::Ndjson,
             Some(("sse", _)) => StreamFormat::Sse,
             Some((other, span)) => {
@@ -129,8 +137,18 @@ impl Checker<'_, '_> {
                 StreamFormat::Ndjson
             }
         };
-        let protos: Vec<PathBuf> = t.protos.get_ref().iter().map(|p| base.join(p.get_ref())).collect();
-        let include: Vec<PathBuf> = t.include.iter().flatten().map(|d| base.join(d.get_ref())).collect();
+        let protos: Vec<PathBuf> = t
+            .protos
+            .get_ref()
+            .iter()
+            .map(|p| base.join(p.get_ref()))
+            .collect();
+        let include: Vec<PathBuf> = t
+            .include
+            .iter()
+            .flatten()
+            .map(|d| base.join(d.get_ref()))
+            .collect();
         for (dir, written) in include.iter().zip(t.include.iter().flatten()) {
             if !dir.is_dir() {
                 self.report.error(

@@ -151,7 +151,10 @@ impl Status {
             429 | 502..=504 => UNAVAILABLE,
             _ => UNKNOWN,
         };
-        Self::new(code, format!("the upstream answered HTTP {status} instead of a gRPC response"))
+        Self::new(
+            code,
+            format!("the upstream answered HTTP {status} instead of a gRPC response"),
+        )
     }
 
     /// The HTTP status this gRPC status maps to.
@@ -186,10 +189,12 @@ impl Status {
                 let status = pool.get_message_by_name("google.rpc.Status")?;
                 DynamicMessage::decode(status, bytes.clone()).ok()
             })
-            .and_then(|status| match status.get_field_by_name("details")?.into_owned() {
-                Value::List(list) => Some(list),
-                _ => None,
-            })
+            .and_then(
+                |status| match status.get_field_by_name("details")?.into_owned() {
+                    Value::List(list) => Some(list),
+                    _ => None,
+                },
+            )
             .unwrap_or_default();
         let details: Vec<Json> = details
             .iter()
@@ -255,7 +260,10 @@ mod tests {
                 got.push(message);
             }
         }
-        assert_eq!(got, vec![Bytes::from("hello"), Bytes::new(), Bytes::from("world!")]);
+        assert_eq!(
+            got,
+            vec![Bytes::from("hello"), Bytes::new(), Bytes::from("world!")]
+        );
         deframer.finish().expect("nothing left");
     }
 
@@ -266,7 +274,10 @@ mod tests {
         assert_eq!(deframer.next_message(), Err(FrameError::Compressed));
         let mut deframer = Deframer::default();
         deframer.push(&[0, 0xff, 0, 0, 0]);
-        assert!(matches!(deframer.next_message(), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            deframer.next_message(),
+            Err(FrameError::TooLarge(_))
+        ));
         let mut deframer = Deframer::default();
         deframer.push(&[0, 0, 0, 0, 9, 1]);
         assert_eq!(deframer.next_message(), Ok(None));
@@ -278,7 +289,9 @@ mod tests {
         let http = |code| Status::new(code, "").http_status().as_u16();
         assert_eq!(
             [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16].map(http),
-            [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401]
+            [
+                200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401
+            ]
         );
     }
 
@@ -286,7 +299,10 @@ mod tests {
     fn the_status_is_read_from_headers_with_its_message_decoded() {
         let mut headers = HeaderMap::new();
         headers.insert("grpc-status", "5".parse().expect("value"));
-        headers.insert("grpc-message", "no%20shelf%20%E2%9C%93".parse().expect("value"));
+        headers.insert(
+            "grpc-message",
+            "no%20shelf%20%E2%9C%93".parse().expect("value"),
+        );
         let status = Status::from_headers(&headers).expect("a status");
         assert_eq!(status.code, 5);
         assert_eq!(status.message, "no shelf ✓");

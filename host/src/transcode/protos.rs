@@ -12,7 +12,9 @@ use std::rc::Rc;
 
 use miette::Diagnostic as _;
 use prost_reflect::DescriptorPool;
-use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
+use protox::file::{
+    ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+};
 
 /// The files the gateway brings, by import name.
 const EMBEDDED: &[(&str, &str)] = &[
@@ -237,7 +239,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("wasmgate-protos-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("wasmgate-protos-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating a temp dir");
         dir
     }

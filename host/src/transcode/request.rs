@@ -5,7 +5,7 @@ use prost::Message as _;
 use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value as Json};
 
-use super::rules::{BodyRule, Binding, field_path};
+use super::rules::{Binding, BodyRule, field_path};
 use super::template::percent_decode;
 
 /// Why a request cannot become a request message (a 400, with this message).
@@ -30,7 +30,7 @@ pub fn build(
     let mut message = match (&binding.body, body) {
         (BodyRule::Whole, Some(body)) => {
             let mut json = serde_json::Deserializer::from_slice(body);
-            let message = deserialize(&input, &mut json, "")?;
+            let message = deserialize(&input, &mut json)?;
             json.end()
                 .map_err(|e| RequestError(format!("invalid JSON body: {e}")))?;
             message
@@ -40,7 +40,7 @@ pub fn build(
                 .map_err(|e| RequestError(format!("invalid JSON body: {e}")))?;
             let mut wrapped = Map::new();
             wrapped.insert(field.name().to_string(), value);
-            deserialize(&input, Json::Object(wrapped), "")?
+            deserialize(&input, Json::Object(wrapped))?
         }
         _ => DynamicMessage::new(input.clone()),
     };
@@ -84,7 +84,7 @@ pub fn build(
         insert(&mut params, &path, leaf, field.is_list(), &name)?;
     }
     if !params.is_empty() {
-        let from_params = deserialize(&input, Json::Object(params), "")?;
+        let from_params = deserialize(&input, Json::Object(params))?;
         message
             .merge(from_params.encode_to_vec().as_slice())
             .map_err(|e| RequestError(format!("cannot merge parameters: {e}")))?;
@@ -96,7 +96,6 @@ pub fn build(
 fn deserialize<'de, D: serde::Deserializer<'de>>(
     input: &MessageDescriptor,
     json: D,
-    _context: &str,
 ) -> Result<DynamicMessage, RequestError> {
     let options = DeserializeOptions::new().deny_unknown_fields(true);
     let mut track = serde_path_to_error::Track::new();
@@ -199,4 +198,152 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
             (decode(name), decode(value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::Value;
+
+    use super::*;
+    use crate::transcode::{Api, JsonOptions, Lookup, StreamFormat};
+
+    const PROTO: &str = r#"syntax = "proto3";
+package t;
+import "google/api/annotations.proto";
+message Filter { string theme = 1; bool open = 2; }
+enum Kind { KIND_UNSPECIFIED = 0; BIG = 1; }
+message Req { int64 id = 1; Filter filter = 2; repeated int32 ids = 3; Kind kind = 4; string note = 5; map<string, string> tags = 6; }
+service S {
+  rpc Get(Req) returns (Req) { option (google.api.http) = { get: "/v1/things/{id}" }; }
+  rpc Put(Req) returns (Req) { option (google.api.http) = { put: "/v1/things/{id}" body: "filter" }; }
+  rpc All(Req) returns (Req) { option (google.api.http) = { post: "/v1/things" body: "*" }; }
+}
+"#;
+
+    fn api() -> Api {
+        let dir = std::env::temp_dir().join(format!("wasmgate-request-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let file = dir.join("t.proto");
+        std::fs::write(&file, PROTO).expect("writing the proto");
+        Api::load(
+            &[file],
+            &[],
+            &[],
+            JsonOptions::default(),
+            StreamFormat::Ndjson,
+        )
+        .expect("loads")
+    }
+
+    fn build_for(
+        api: &Api,
+        method: http::Method,
+        path: &str,
+        query: Option<&str>,
+        body: &str,
+    ) -> Result<DynamicMessage, RequestError> {
+        let Lookup::Found(binding, variables) = api.lookup(&method, path) else {
+            panic!("no binding for {method} {path}");
+        };
+        build(binding, variables, query, body.as_bytes())
+    }
+
+    fn field(message: &DynamicMessage, name: &str) -> Value {
+        message
+            .get_field_by_name(name)
+            .expect("a field")
+            .into_owned()
+    }
+
+    #[test]
+    fn path_query_and_body_fill_the_message() {
+        let api = api();
+        let message = build_for(
+            &api,
+            http::Method::GET,
+            "/v1/things/42",
+            Some("filter.theme=a+b&filter.open=true&ids=1&ids=2&kind=BIG&note=%E2%9C%93"),
+            "",
+        )
+        .expect("builds");
+        assert_eq!(field(&message, "id"), Value::I64(42));
+        assert_eq!(
+            field(&message, "ids"),
+            Value::List(vec![Value::I32(1), Value::I32(2)])
+        );
+        assert_eq!(field(&message, "kind"), Value::EnumNumber(1));
+        assert_eq!(field(&message, "note"), Value::String("✓".into()));
+        let Value::Message(filter) = field(&message, "filter") else {
+            panic!("a message");
+        };
+        assert_eq!(field(&filter, "theme"), Value::String("a b".into()));
+        assert_eq!(field(&filter, "open"), Value::Bool(true));
+
+        let message = build_for(
+            &api,
+            http::Method::PUT,
+            "/v1/things/7",
+            Some("note=x"),
+            r#"{"theme": "t"}"#,
+        )
+        .expect("builds");
+        assert_eq!(field(&message, "id"), Value::I64(7));
+        assert_eq!(field(&message, "note"), Value::String("x".into()));
+    }
+
+    #[test]
+    fn bad_parameters_and_bodies_are_named() {
+        let api = api();
+        let error = |method, path, query, body| {
+            build_for(&api, method, path, query, body)
+                .expect_err("refused")
+                .0
+        };
+        let get = http::Method::GET;
+        assert!(error(get.clone(), "/v1/things/1", Some("nope=1"), "").contains("`nope`"));
+        assert!(
+            error(get.clone(), "/v1/things/1", Some("filter.nope=1"), "").contains("`filter.nope`")
+        );
+        assert!(error(get.clone(), "/v1/things/1", Some("note=a&note=b"), "").contains("twice"));
+        assert!(error(get.clone(), "/v1/things/1", Some("filter=x"), "").contains("is a message"));
+        assert!(error(get.clone(), "/v1/things/1", Some("tags=x"), "").contains("map field"));
+        assert!(
+            error(get.clone(), "/v1/things/1", Some("filter.open=yes"), "")
+                .contains("`true` or `false`")
+        );
+        assert!(error(get, "/v1/things/x", None, "").contains("invalid"));
+        let post = http::Method::POST;
+        assert!(
+            error(post.clone(), "/v1/things", Some("note=x"), "{}")
+                .contains("every field from the body")
+        );
+        assert!(
+            error(
+                post.clone(),
+                "/v1/things",
+                None,
+                r#"{"filter": {"open": "no"}}"#
+            )
+            .contains("`filter.open`")
+        );
+        assert!(error(post.clone(), "/v1/things", None, r#"{"colour": 1}"#).contains("colour"));
+        assert!(
+            error(post, "/v1/things", None, r#"{"id": 1} trailing"#).contains("invalid JSON body")
+        );
+        let put = http::Method::PUT;
+        assert!(error(put, "/v1/things/1", Some("filter.theme=x"), "{}").contains("the body sets"));
+    }
+
+    #[test]
+    fn query_strings_are_split_and_decoded() {
+        assert_eq!(
+            query_pairs("a=1&&b=x+y%21&c&d="),
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "x y!".to_string()),
+                ("c".to_string(), String::new()),
+                ("d".to_string(), String::new()),
+            ]
+        );
+    }
 }

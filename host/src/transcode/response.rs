@@ -2,6 +2,8 @@
 //! unary call, NDJSON or SSE message by message for a server-streaming one, and a
 //! `google.rpc.Status` JSON body with the mapped HTTP status for an error.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
@@ -17,7 +19,7 @@ use crate::body::{Body, BoxError, full};
 
 /// The answer to a call whose upstream response (head and body) is `response`.
 pub async fn answer(
-    api: &Api,
+    api: &Arc<Api>,
     binding: &Binding,
     response: Response<Body>,
     format: StreamFormat,
@@ -65,7 +67,10 @@ pub async fn answer(
                             Ok(Some(message)) => messages.push(message),
                             Ok(None) => break,
                             Err(error) => {
-                                return status_answer(api, &Status::new(grpc::INTERNAL, error.to_string()));
+                                return status_answer(
+                                    api,
+                                    &Status::new(grpc::INTERNAL, error.to_string()),
+                                );
                             }
                         }
                     }
@@ -79,7 +84,13 @@ pub async fn answer(
             Some(Err(error)) => {
                 return status_answer(
                     api,
-                    &Status::new(grpc::UNAVAILABLE, format!("the upstream's response broke off: {}", crate::proxy::error_chain(&*error))),
+                    &Status::new(
+                        grpc::UNAVAILABLE,
+                        format!(
+                            "the upstream's response broke off: {}",
+                            crate::proxy::error_chain(&*error)
+                        ),
+                    ),
                 );
             }
             None => break,
@@ -88,7 +99,10 @@ pub async fn answer(
     let status = match (status, deframer.finish()) {
         (_, Err(error)) => Status::new(grpc::INTERNAL, error.to_string()),
         (Some(status), Ok(())) => status,
-        (None, Ok(())) => Status::new(grpc::INTERNAL, "the upstream ended the call without a status"),
+        (None, Ok(())) => Status::new(
+            grpc::INTERNAL,
+            "the upstream ended the call without a status",
+        ),
     };
     if status.code != grpc::OK {
         return status_answer(api, &status);
@@ -96,7 +110,13 @@ pub async fn answer(
     let [message] = messages.as_slice() else {
         return status_answer(
             api,
-            &Status::new(grpc::INTERNAL, format!("the upstream sent {} messages for a unary call", messages.len())),
+            &Status::new(
+                grpc::INTERNAL,
+                format!(
+                    "the upstream sent {} messages for a unary call",
+                    messages.len()
+                ),
+            ),
         );
     };
     match render(api, binding, message) {
@@ -128,10 +148,21 @@ pub fn status_answer(api: &Api, status: &Status) -> Response<Body> {
 /// A response message as JSON text: the whole message, or its `response_body` field.
 fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Status> {
     let decoded = DynamicMessage::decode(binding.rpc.output(), message.clone()).map_err(|e| {
-        Status::new(grpc::INTERNAL, format!("the upstream's message does not decode as `{}`: {e}", binding.rpc.output().full_name()))
+        Status::new(
+            grpc::INTERNAL,
+            format!(
+                "the upstream's message does not decode as `{}`: {e}",
+                binding.rpc.output().full_name()
+            ),
+        )
     })?;
     let options = api.json.serialize_options();
-    let fail = |e: serde_json::Error| Status::new(grpc::INTERNAL, format!("cannot render the response as JSON: {e}"));
+    let fail = |e: serde_json::Error| {
+        Status::new(
+            grpc::INTERNAL,
+            format!("cannot render the response as JSON: {e}"),
+        )
+    };
     let json: Json = match &binding.response_body {
         None => decoded
             .serialize_with_options(serde_json::value::Serializer, &options)
@@ -147,7 +178,11 @@ fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Stat
                         &options.clone().skip_default_fields(false),
                     )
                     .map_err(fail)?;
-                let key = if api.json.proto_field_names { field.name() } else { field.json_name() };
+                let key = if api.json.proto_field_names {
+                    field.name()
+                } else {
+                    field.json_name()
+                };
                 whole.get(key).cloned().unwrap_or(Json::Null)
             }
         },
@@ -168,7 +203,7 @@ struct Streaming {
 /// or an SSE `data:` event; an error status after the first message ends the stream with an
 /// `{"error": …}` line or an `event: error`.
 fn stream_answer(
-    api: &Api,
+    api: &Arc<Api>,
     binding: &Binding,
     body: Body,
     format: StreamFormat,
@@ -224,7 +259,10 @@ fn stream_answer(
                         state.done = true;
                         let status = Status::new(
                             grpc::UNAVAILABLE,
-                            format!("the upstream's response broke off: {}", crate::proxy::error_chain(&*error)),
+                            format!(
+                                "the upstream's response broke off: {}",
+                                crate::proxy::error_chain(&*error)
+                            ),
                         );
                         return Some((Ok(Frame::data(format.error(&api, &status))), state));
                     }
@@ -233,7 +271,10 @@ fn stream_answer(
                         let status = match (state.status.take(), state.deframer.finish()) {
                             (_, Err(error)) => Status::new(grpc::INTERNAL, error.to_string()),
                             (Some(status), Ok(())) => status,
-                            (None, Ok(())) => Status::new(grpc::INTERNAL, "the upstream ended the call without a status"),
+                            (None, Ok(())) => Status::new(
+                                grpc::INTERNAL,
+                                "the upstream ended the call without a status",
+                            ),
                         };
                         if status.code == grpc::OK {
                             return None;
@@ -245,12 +286,14 @@ fn stream_answer(
         }
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    response
-        .headers_mut()
-        .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
     response
 }
 
@@ -275,7 +318,12 @@ impl StreamFormat {
         match self {
             Self::Ndjson => {
                 let wrapped = serde_json::json!({ "error": json });
-                [serde_json::to_vec(&wrapped).unwrap_or_default().as_slice(), b"\n"].concat().into()
+                [
+                    serde_json::to_vec(&wrapped).unwrap_or_default().as_slice(),
+                    b"\n",
+                ]
+                .concat()
+                .into()
             }
             Self::Sse => [
                 b"event: error\ndata: ".as_slice(),

@@ -116,7 +116,10 @@ pub fn bindings(pool: &DescriptorPool, selectors: &[String]) -> Result<Vec<Bindi
             continue;
         };
         let mut rules = vec![rule.clone()];
-        if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").map(|v| v.into_owned()) {
+        if let Some(Value::List(more)) = rule
+            .get_field_by_name("additional_bindings")
+            .map(|v| v.into_owned())
+        {
             rules.extend(more.into_iter().filter_map(|v| match v {
                 Value::Message(m) => Some(m),
                 _ => None,
@@ -125,7 +128,9 @@ pub fn bindings(pool: &DescriptorPool, selectors: &[String]) -> Result<Vec<Bindi
         for rule in rules {
             match binding(&method, &rule) {
                 Ok(binding) => bindings.push(binding),
-                Err(problem) => problems.push(format!("method `{}`: {problem}", method.full_name())),
+                Err(problem) => {
+                    problems.push(format!("method `{}`: {problem}", method.full_name()))
+                }
             }
         }
     }
@@ -157,14 +162,16 @@ fn binding(rpc: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, Str
         }
     }
     if rule.has_field_by_name("custom")
-        && let Some(Value::Message(custom)) = rule.get_field_by_name("custom").map(|v| v.into_owned())
+        && let Some(Value::Message(custom)) =
+            rule.get_field_by_name("custom").map(|v| v.into_owned())
     {
         let kind = text_field(&custom, "kind");
         let method = Method::from_bytes(kind.as_bytes())
             .map_err(|_| format!("`{kind}` is not an HTTP method"))?;
         found = Some((method, text_field(&custom, "path")));
     }
-    let (method, pattern) = found.ok_or("the HTTP rule has no pattern (get, put, post, delete, patch or custom)")?;
+    let (method, pattern) =
+        found.ok_or("the HTTP rule has no pattern (get, put, post, delete, patch or custom)")?;
     let template = Template::parse(&pattern)?;
     let input = rpc.input();
     for variable in template.variables() {
@@ -180,7 +187,10 @@ fn binding(rpc: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, Str
         "" => BodyRule::None,
         "*" => BodyRule::Whole,
         name => BodyRule::Field(input.get_field_by_name(name).ok_or_else(|| {
-            format!("body field `{name}` is not a field of `{}`", input.full_name())
+            format!(
+                "body field `{name}` is not a field of `{}`",
+                input.full_name()
+            )
         })?),
     };
     let response_body = match text_field(rule, "response_body").as_str() {
@@ -188,7 +198,10 @@ fn binding(rpc: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, Str
         name => {
             let output = rpc.output();
             Some(output.get_field_by_name(name).ok_or_else(|| {
-                format!("response_body field `{name}` is not a field of `{}`", output.full_name())
+                format!(
+                    "response_body field `{name}` is not a field of `{}`",
+                    output.full_name()
+                )
             })?)
         }
     };

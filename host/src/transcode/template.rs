@@ -90,12 +90,16 @@ impl Template {
                 rest = &rest[end..];
             }
             match rest.strip_prefix('/') {
-                Some(next) if next.is_empty() => {
+                Some("") => {
                     return Err(format!("path template `{text}` ends with `/`"));
                 }
                 Some(next) => rest = next,
                 None if rest.is_empty() => break,
-                None => return Err(format!("path template `{text}`: expected `/` before `{rest}`")),
+                None => {
+                    return Err(format!(
+                        "path template `{text}`: expected `/` before `{rest}`"
+                    ));
+                }
             }
         }
         let rests = template
@@ -186,14 +190,20 @@ fn segment(part: &str, text: &str, top_level: bool) -> Result<Segment, String> {
         "" => Err(format!("path template `{text}` has an empty segment")),
         literal if literal.contains(['{', '}', '*', '=']) => Err(format!(
             "path template `{text}`: `{literal}` is not a {}",
-            if top_level { "segment" } else { "variable pattern segment" }
+            if top_level {
+                "segment"
+            } else {
+                "variable pattern segment"
+            }
         )),
         literal => Ok(Segment::Literal(literal.to_string())),
     }
 }
 
 fn is_identifier(text: &str) -> bool {
-    text.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    text.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -254,7 +264,10 @@ mod tests {
             vars("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books/2"),
             Some(vec![pair("name", "shelves/1/books/2")])
         );
-        assert_eq!(vars("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/notes/2"), None);
+        assert_eq!(
+            vars("/v1/{name=shelves/*/books/*}", "/v1/shelves/1/notes/2"),
+            None
+        );
         assert_eq!(
             vars("/v1/{book.name=shelves/*}/x", "/v1/shelves/3/x"),
             Some(vec![pair("book.name", "shelves/3")])
@@ -279,7 +292,10 @@ mod tests {
             Some(vec![pair("shelf", "4")])
         );
         assert_eq!(vars("/v1/shelves/{shelf}:clear", "/v1/shelves/4"), None);
-        assert_eq!(vars("/v1/shelves/{shelf}:clear", "/v1/shelves/4:other"), None);
+        assert_eq!(
+            vars("/v1/shelves/{shelf}:clear", "/v1/shelves/4:other"),
+            None
+        );
         assert_eq!(
             vars("/v1/{name=shelves/*}:move", "/v1/shelves/5:move"),
             Some(vec![pair("name", "shelves/5")])
@@ -288,7 +304,15 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused() {
-        for bad in ["v1/x", "/v1/{x", "/v1//x", "/v1/x/", "/v1/{a}/{a}", "/v1/{1a}", "/v1/x:"] {
+        for bad in [
+            "v1/x",
+            "/v1/{x",
+            "/v1//x",
+            "/v1/x/",
+            "/v1/{a}/{a}",
+            "/v1/{1a}",
+            "/v1/x:",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
     }

@@ -18,6 +18,7 @@ use crate::rescue::GatewayError;
 use crate::transcode::{Api, Lookup, grpc, request, response};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Serves a gRPC upstream's annotated methods as JSON.
 pub struct TranscodeTerminal {
@@ -47,7 +48,12 @@ impl Terminal for TranscodeTerminal {
                     });
                 }
                 Lookup::NotFound => {
-                    return Ok(not_found(&parts.method, &path, &self.api, flow.client.request_id));
+                    return Ok(not_found(
+                        &parts.method,
+                        &path,
+                        &self.api,
+                        flow.client.request_id,
+                    ));
                 }
             };
             let body = body.into_body().collect().await.map_err(|error| {
@@ -86,6 +92,15 @@ impl Terminal for TranscodeTerminal {
                 parts.headers.insert(X_REQUEST_ID, value);
             }
             let route = flow.route;
+            let timeout = route.timeout.unwrap_or(self.upstream.config.timeout);
+            // A unary call's server learns the deadline too (milliseconds, at most 8 digits);
+            // a stream may outlive it, as the timeout only bounds the wait for its head.
+            if !binding.rpc.is_server_streaming()
+                && let Ok(value) =
+                    HeaderValue::from_str(&format!("{}m", timeout.as_millis().min(99_999_999)))
+            {
+                parts.headers.insert(GRPC_TIMEOUT, value);
+            }
             let outbound = Outbound {
                 method: Method::POST,
                 path_and_query: binding.grpc_path.clone(),
@@ -94,10 +109,11 @@ impl Terminal for TranscodeTerminal {
                 retry: route.retry.clone(),
                 hash_key: None,
                 preserve_host: false,
-                timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
+                timeout,
                 trace: flow.trace.clone(),
             };
-            let answer = proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await?;
+            let answer =
+                proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await?;
             let mut answer = response::answer(&self.api, binding, answer, format).await;
             if parts.method == Method::HEAD {
                 *answer.body_mut() = crate::body::empty();
@@ -127,7 +143,10 @@ fn grpc_headers(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     remove_grpc_reserved(headers);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
 }
 
@@ -152,7 +171,11 @@ fn not_found(method: &Method, path: &str, api: &Api, request_id: &str) -> Respon
         "no gRPC method is bound to {method} {}; this route serves: {}{}",
         crate::text::untrusted(path),
         shown.join(", "),
-        if more > 0 { format!(" and {more} more") } else { String::new() }
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
     );
     let body = serde_json::json!({
         "error": "not_found",
@@ -161,8 +184,9 @@ fn not_found(method: &Method, path: &str, api: &Api, request_id: &str) -> Respon
     });
     let mut response = Response::new(full(serde_json::to_vec(&body).unwrap_or_default()));
     *response.status_mut() = StatusCode::NOT_FOUND;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
