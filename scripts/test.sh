@@ -53,15 +53,18 @@ cargo test --manifest-path plugins/Cargo.toml --target "$host_target"
 
 echo "== non-Rust plugins: toolchains, builds"
 scripts/build-polyglot.sh
+tools_venv="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/venv"
 
-tools="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}"
-echo "== gRPC test peers (PyPI, into $tools/venv)"
-# tests/transcode.rs: grpcio serves, grpcio-tools generates its stubs (protoc for the test
-# side only), grpcio-status packs rich error details.
-"$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0
+echo "== test peers (PyPI, into the tools venv)"
+# tests/grpc.rs drives a grpcio server and client (grpcio-tools generates their stubs: protoc
+# for the test side only) and sonora's gRPC-Web client; tests/transcode.rs serves its
+# bookstore with grpcio, with rich error details from grpcio-status.
+"$tools_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0 grpcio-health-checking==1.76.0 \
+    sonora==0.2.3
 
 echo "== non-Rust plugins: unit tests (native)"
+tools="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}"
 plugins/c/hmac-auth/test.sh
 plugins/cpp/cors/test.sh
 ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" "$tools/venv/bin/python" -m ziglang test plugins/zig/ip-filter/src/filter.zig

@@ -27,6 +27,7 @@ pub struct AccessLog {
     upstream_ms: Option<f64>,
     stages: String,
     status: u16,
+    grpc_status: Option<u16>,
     bytes: u64,
     started: Instant,
 }
@@ -68,6 +69,7 @@ impl AccessLog {
             upstream_ms: None,
             stages: String::new(),
             status: 0,
+            grpc_status: None,
             bytes: 0,
             started,
         }
@@ -132,19 +134,21 @@ impl AccessLog {
 
     /// Attaches the record to the response body; the line is written when the body ends.
     pub fn finish(self, response: Response<Body>) -> Response<Body> {
-        match self.into_hook(response.status()) {
+        match self.into_hook(response.status(), response.headers()) {
             Some(hook) => response.map(|inner| boxed(Hooked::new(inner, hook))),
             None => response,
         }
     }
 
     /// The record as a hook for a response body with `status` (which writes the line when
-    /// the body ends), or `None` when access logging is off.
-    pub fn into_hook(mut self, status: StatusCode) -> Option<Logged> {
+    /// the body ends), or `None` when access logging is off. A gRPC status in `headers` (a
+    /// trailers-only answer) is logged; one in the trailers replaces it.
+    pub fn into_hook(mut self, status: StatusCode, headers: &http::HeaderMap) -> Option<Logged> {
         if !self.enabled {
             return None;
         }
         self.status = status.as_u16();
+        self.grpc_status = grpc_status(headers);
         Some(Logged(Some(self)))
     }
 }
@@ -167,6 +171,7 @@ impl Drop for AccessLog {
                 upstream_ms = self.upstream_ms,
                 stages = %self.stages,
                 status = self.status,
+                grpc_status = self.grpc_status,
                 bytes = self.bytes,
                 duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
                 request_id = %self.request_id,
@@ -217,7 +222,25 @@ impl BodyHook for Logged {
         Ok(())
     }
 
+    fn on_trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(log) = &mut self.0
+            && let Some(status) = grpc_status(trailers)
+        {
+            log.grpc_status = Some(status);
+        }
+    }
+
     fn on_end(&mut self, _clean: bool) {
         drop(self.0.take());
     }
+}
+
+/// The `grpc-status` field, if present and a number.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers
+        .get(crate::grpc::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

@@ -44,6 +44,9 @@ pub trait BodyHook: Send + Sync + 'static {
         self.on_data(data.len())
     }
 
+    /// Sees the trailers, if the body ends with them.
+    fn on_trailers(&mut self, _trailers: &http::HeaderMap) {}
+
     /// Called once, when the body has ended: `clean` after its last frame, not after an
     /// error.
     fn on_end(&mut self, _clean: bool) {}
@@ -57,6 +60,12 @@ impl<H: BodyHook> BodyHook for Option<H> {
 
     fn on_bytes(&mut self, data: &Bytes) -> Result<(), BoxError> {
         self.as_mut().map_or(Ok(()), |hook| hook.on_bytes(data))
+    }
+
+    fn on_trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(hook) = self {
+            hook.on_trailers(trailers);
+        }
     }
 
     fn on_end(&mut self, clean: bool) {
@@ -76,6 +85,11 @@ impl<A: BodyHook, B: BodyHook> BodyHook for (A, B) {
     fn on_bytes(&mut self, data: &Bytes) -> Result<(), BoxError> {
         self.0.on_bytes(data)?;
         self.1.on_bytes(data)
+    }
+
+    fn on_trailers(&mut self, trailers: &http::HeaderMap) {
+        self.0.on_trailers(trailers);
+        self.1.on_trailers(trailers);
     }
 
     fn on_end(&mut self, clean: bool) {
@@ -123,6 +137,12 @@ where
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         let (frame, end) = match frame {
             Some(Ok(frame)) => match frame.data_ref().map(|data| this.hook.on_bytes(data)) {
+                None => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        this.hook.on_trailers(trailers);
+                    }
+                    (Some(Ok(frame)), this.inner.is_end_stream().then_some(true))
+                }
                 Some(Err(error)) => (Some(Err(error)), Some(false)),
                 // The end is known as soon as the last frame is out: hooks act early (a
                 // pooled connection goes back before the final poll).

@@ -15,6 +15,7 @@ use crate::body::{Body, Hooked, boxed};
 use crate::cache::Caches;
 use crate::config::{Config, RouteConfig};
 use crate::framing;
+use crate::grpc;
 use crate::metrics::RouteMetrics;
 use crate::normalize::{self, PathPolicy};
 use crate::pipeline::{
@@ -289,6 +290,7 @@ impl Gateway {
             log.trace_id(trace.trace_id());
         }
         let method = request.method().clone();
+        let grpc = grpc::Client::of(request.headers());
         let mut matched = None;
         let result = serve(
             &self.runtime,
@@ -301,7 +303,14 @@ impl Gateway {
             &mut matched,
         )
         .await;
-        let mut response = result.unwrap_or_else(|error| error.into_response(&request_id));
+        let mut response = match (result, grpc) {
+            (Ok(response), Some(client)) if !grpc::is_grpc_response(response.headers()) => {
+                grpc::translate(client, response).await
+            }
+            (Ok(response), _) => response,
+            (Err(error), Some(client)) => grpc::error_response(client, &error),
+            (Err(error), None) => error.into_response(&request_id),
+        };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
         }
@@ -322,7 +331,7 @@ impl Gateway {
             }
             trace::EndWithBody(trace)
         });
-        let log = log.into_hook(status);
+        let log = log.into_hook(status, response.headers());
         if log.is_none() && record.is_none() && span.is_none() {
             return response;
         }
@@ -454,6 +463,7 @@ async fn serve(
         }
         body = proxy::limit_body(body, limit);
     }
+    let client_deadline = grpc::Client::of(&parts.headers).and(grpc::timeout(&parts.headers));
     let Peer { ip: client_ip, tls } = peer;
     let client = Client {
         ip: client_ip,
@@ -473,6 +483,7 @@ async fn serve(
         params,
     );
     flow.trace = trace.cloned();
+    flow.client_deadline = client_deadline;
     if log.enabled() {
         flow.stage_times = Some(vec![Duration::ZERO; pipeline.stages.len()]);
     }

@@ -31,6 +31,7 @@ pub mod config;
 pub mod custom_metrics;
 pub mod framing;
 pub mod gateway;
+pub mod grpc;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

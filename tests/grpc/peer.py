@@ -144,35 +144,37 @@ def client(address, case):
         ],
     )
     stub = rpc.EchoStub(channel)
-    md = [("x-test", "yes")]
+    # Metadata sent with every call: `GRPC_METADATA="k=v,k2=v2"`.
+    md = [tuple(pair.split("=", 1)) for pair in os.environ.get("GRPC_METADATA", "").split(",") if pair]
+    md.append(("x-test", "yes"))
     cases = {
-        "unary": lambda: outcome(lambda: stub.Unary(pb.EchoRequest(text="hello")).text),
+        "unary": lambda: outcome(lambda: stub.Unary(pb.EchoRequest(text="hello"), metadata=md).text),
         "unary-metadata": lambda: outcome(
             lambda: list(stub.Unary(pb.EchoRequest(text="m"), metadata=md).metadata)
         ),
         "server-stream": lambda: outcome(
-            lambda: [r.text[:8] for r in stub.ServerStream(pb.EchoRequest(count=50, size=100))]
+            lambda: [r.text[:8] for r in stub.ServerStream(pb.EchoRequest(count=50, size=100), metadata=md)]
         ),
         "server-stream-fail": lambda: outcome(
-            lambda: [r.text[:4] for r in stub.ServerStream(pb.EchoRequest(count=3, fail_code=9))]
+            lambda: [r.text[:4] for r in stub.ServerStream(pb.EchoRequest(count=3, fail_code=9), metadata=md)]
         ),
         "client-stream": lambda: outcome(
             lambda: (
                 lambda reply: [reply.text, reply.received]
-            )(stub.ClientStream(iter(pb.EchoRequest(text=f"part{i}") for i in range(20))))
+            )(stub.ClientStream(iter(pb.EchoRequest(text=f"part{i}") for i in range(20)), metadata=md))
         ),
-        "bidi": lambda: outcome(lambda: bidi(stub)),
+        "bidi": lambda: outcome(lambda: bidi(stub, md)),
         "large": lambda: outcome(lambda: large(stub)),
-        "details": lambda: outcome(lambda: stub.Unary(pb.EchoRequest(text="x", fail_code=5)).text),
+        "details": lambda: outcome(lambda: stub.Unary(pb.EchoRequest(text="x", fail_code=5), metadata=md).text),
         "deadline": lambda: outcome(
-            lambda: stub.Unary(pb.EchoRequest(text="slow", delay_ms=3000), timeout=0.3).text
+            lambda: stub.Unary(pb.EchoRequest(text="slow", delay_ms=3000), timeout=0.3, metadata=md).text
         ),
         "health": lambda: outcome(lambda: health(channel)),
     }
     print(json.dumps(cases[case]()), flush=True)
 
 
-def bidi(stub):
+def bidi(stub, md):
     """Sends one message at a time and waits for its answer before the next: frame by frame."""
     import queue
 
@@ -185,7 +187,7 @@ def bidi(stub):
                 return
             yield item
 
-    answers = stub.Bidi(generate())
+    answers = stub.Bidi(generate(), metadata=md)
     seen = []
     for index in range(10):
         requests.put(pb.EchoRequest(text=f"m{index}"))
@@ -214,7 +216,7 @@ def web(url, case):
     import sonora.client
 
     with sonora.client.insecure_web_channel(url) as channel:
-        stub = rpc.EchoStub(channel)
+        stub = rpc.EchoStub(WebChannel(channel))
         cases = {
             "unary": lambda: web_outcome(lambda: stub.Unary(pb.EchoRequest(text="web")).text),
             "server-stream": lambda: web_outcome(
@@ -225,6 +227,21 @@ def web(url, case):
             ),
         }
         print(json.dumps(cases[case]()), flush=True)
+
+
+class WebChannel:
+    """sonora's channel, taking the `_registered_method` argument newer stubs pass."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def __getattr__(self, name):
+        method = getattr(self.channel, name)
+
+        def call(*args, _registered_method=None, **kwargs):
+            return method(*args, **kwargs)
+
+        return call
 
 
 def web_outcome(call):

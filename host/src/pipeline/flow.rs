@@ -71,6 +71,8 @@ pub struct Flow<'a> {
     /// What native stages carry from their request hook to their response hook, one value
     /// per type (a stage keeps a private type, so stages cannot see each other's).
     pub extensions: http::Extensions,
+    /// The deadline a gRPC client set (`grpc-timeout`): the upstream call gets no longer.
+    pub client_deadline: Option<Duration>,
 }
 
 impl<'a> Flow<'a> {
@@ -106,6 +108,7 @@ impl<'a> Flow<'a> {
             trace: None,
             stage_times: None,
             extensions: http::Extensions::new(),
+            client_deadline: None,
         }
     }
 

@@ -7,14 +7,14 @@
 //! [`request`] builds the request message from path, query and JSON body, the call goes
 //! to the upstream as one gRPC frame, and [`response`] answers with JSON (unary), NDJSON
 //! or SSE (server streaming), or the call's `google.rpc.Status` as JSON with the mapped
-//! HTTP status ([`grpc`]).
+//! HTTP status ([`wire`]).
 
-pub mod grpc;
 pub mod protos;
 pub mod request;
 pub mod response;
 pub mod rules;
 pub mod template;
+pub mod wire;
 
 use std::path::PathBuf;
 

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, StreamBody};
 use prost_reflect::{DynamicMessage, Value};
 use serde_json::Value as Json;
 
-use super::grpc::{self, Deframer, Status};
 use super::rules::Binding;
+use super::wire::{self, Deframer, Status};
 use super::{Api, StreamFormat};
 use crate::body::{Body, BoxError, full};
 
@@ -30,9 +30,9 @@ pub async fn answer(
     }
     if let Some(status) = Status::from_headers(&head.headers) {
         // Trailers-only: the whole call is its status.
-        if status.code != grpc::OK || !binding.rpc.is_server_streaming() {
-            let status = if status.code == grpc::OK {
-                Status::new(grpc::INTERNAL, "the upstream answered without a message")
+        if status.code != wire::OK || !binding.rpc.is_server_streaming() {
+            let status = if status.code == wire::OK {
+                Status::new(wire::INTERNAL, "the upstream answered without a message")
             } else {
                 status
             };
@@ -48,7 +48,7 @@ pub async fn answer(
     if !grpc {
         return status_answer(
             api,
-            &Status::new(grpc::UNKNOWN, "the upstream did not answer with gRPC"),
+            &Status::new(wire::UNKNOWN, "the upstream did not answer with gRPC"),
         );
     }
     if binding.rpc.is_server_streaming() {
@@ -69,7 +69,7 @@ pub async fn answer(
                             Err(error) => {
                                 return status_answer(
                                     api,
-                                    &Status::new(grpc::INTERNAL, error.to_string()),
+                                    &Status::new(wire::INTERNAL, error.to_string()),
                                 );
                             }
                         }
@@ -85,7 +85,7 @@ pub async fn answer(
                 return status_answer(
                     api,
                     &Status::new(
-                        grpc::UNAVAILABLE,
+                        wire::UNAVAILABLE,
                         format!(
                             "the upstream's response broke off: {}",
                             crate::proxy::error_chain(&*error)
@@ -97,21 +97,21 @@ pub async fn answer(
         }
     }
     let status = match (status, deframer.finish()) {
-        (_, Err(error)) => Status::new(grpc::INTERNAL, error.to_string()),
+        (_, Err(error)) => Status::new(wire::INTERNAL, error.to_string()),
         (Some(status), Ok(())) => status,
         (None, Ok(())) => Status::new(
-            grpc::INTERNAL,
+            wire::INTERNAL,
             "the upstream ended the call without a status",
         ),
     };
-    if status.code != grpc::OK {
+    if status.code != wire::OK {
         return status_answer(api, &status);
     }
     let [message] = messages.as_slice() else {
         return status_answer(
             api,
             &Status::new(
-                grpc::INTERNAL,
+                wire::INTERNAL,
                 format!(
                     "the upstream sent {} messages for a unary call",
                     messages.len()
@@ -120,19 +120,23 @@ pub async fn answer(
         );
     };
     match render(api, binding, message) {
-        Ok(json) => json_answer(StatusCode::OK, json),
+        Ok(json) => json_answer(StatusCode::OK, wire::OK, json),
         Err(status) => status_answer(api, &status),
     }
 }
 
-/// A JSON body with `status`.
-fn json_answer(status: StatusCode, mut json: Vec<u8>) -> Response<Body> {
+/// A JSON body with `status`; `grpc-status` says how the call ended (for the access log,
+/// and clients that care).
+fn json_answer(status: StatusCode, code: i32, mut json: Vec<u8>) -> Response<Body> {
     json.push(b'\n');
     let mut response = Response::new(full(json));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(crate::grpc::GRPC_STATUS, HeaderValue::from(code));
     response
 }
 
@@ -141,6 +145,7 @@ pub fn status_answer(api: &Api, status: &Status) -> Response<Body> {
     let json = status.to_json(&api.pool, &api.json.serialize_options());
     json_answer(
         status.http_status(),
+        status.code,
         serde_json::to_vec(&json).unwrap_or_default(),
     )
 }
@@ -149,7 +154,7 @@ pub fn status_answer(api: &Api, status: &Status) -> Response<Body> {
 fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Status> {
     let decoded = DynamicMessage::decode(binding.rpc.output(), message.clone()).map_err(|e| {
         Status::new(
-            grpc::INTERNAL,
+            wire::INTERNAL,
             format!(
                 "the upstream's message does not decode as `{}`: {e}",
                 binding.rpc.output().full_name()
@@ -159,7 +164,7 @@ fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Stat
     let options = api.json.serialize_options();
     let fail = |e: serde_json::Error| {
         Status::new(
-            grpc::INTERNAL,
+            wire::INTERNAL,
             format!("cannot render the response as JSON: {e}"),
         )
     };
@@ -238,7 +243,7 @@ fn stream_answer(
                     Ok(None) => {}
                     Err(error) => {
                         state.done = true;
-                        let status = Status::new(grpc::INTERNAL, error.to_string());
+                        let status = Status::new(wire::INTERNAL, error.to_string());
                         return Some((Ok(Frame::data(format.error(&api, &status))), state));
                     }
                 }
@@ -258,7 +263,7 @@ fn stream_answer(
                     Some(Err(error)) => {
                         state.done = true;
                         let status = Status::new(
-                            grpc::UNAVAILABLE,
+                            wire::UNAVAILABLE,
                             format!(
                                 "the upstream's response broke off: {}",
                                 crate::proxy::error_chain(&*error)
@@ -269,14 +274,14 @@ fn stream_answer(
                     None => {
                         state.done = true;
                         let status = match (state.status.take(), state.deframer.finish()) {
-                            (_, Err(error)) => Status::new(grpc::INTERNAL, error.to_string()),
+                            (_, Err(error)) => Status::new(wire::INTERNAL, error.to_string()),
                             (Some(status), Ok(())) => status,
                             (None, Ok(())) => Status::new(
-                                grpc::INTERNAL,
+                                wire::INTERNAL,
                                 "the upstream ended the call without a status",
                             ),
                         };
-                        if status.code == grpc::OK {
+                        if status.code == wire::OK {
                             return None;
                         }
                         return Some((Ok(Frame::data(format.error(&api, &status))), state));

@@ -15,7 +15,7 @@ use crate::pipeline::Flow;
 use crate::pipeline::stage::{RequestParts, StageFuture};
 use crate::proxy::{self, Forwarded, Outbound, Upstream};
 use crate::rescue::GatewayError;
-use crate::transcode::{Api, Lookup, grpc, request, response};
+use crate::transcode::{Api, Lookup, request, response, wire};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -56,11 +56,16 @@ impl Terminal for TranscodeTerminal {
                     ));
                 }
             };
-            let body = body.into_body().collect().await.map_err(|error| {
+            // The body becomes one message: no larger than a message may be.
+            let limit = flow
+                .route
+                .max_body_bytes
+                .unwrap_or(u64::MAX)
+                .min(wire::MAX_MESSAGE_BYTES as u64);
+            let body = proxy::limit_body(body.into_body(), limit);
+            let body = body.collect().await.map_err(|error| {
                 if proxy::is_body_limit(&*error) {
-                    GatewayError::BodyTooLarge {
-                        limit: flow.route.max_body_bytes.unwrap_or(0),
-                    }
+                    GatewayError::BodyTooLarge { limit }
                 } else {
                     GatewayError::BadRequest(format!(
                         "reading the request body failed: {}",
@@ -105,7 +110,7 @@ impl Terminal for TranscodeTerminal {
                 method: Method::POST,
                 path_and_query: binding.grpc_path.clone(),
                 headers: parts.headers,
-                body: full(grpc::frame(&message.encode_to_vec())),
+                body: full(wire::frame(&message.encode_to_vec())),
                 retry: route.retry.clone(),
                 hash_key: None,
                 preserve_host: false,

@@ -10,9 +10,10 @@ use http::{Response, Version};
 use super::Terminal;
 use crate::body::Body;
 use crate::config::HashOn;
+use crate::grpc::{self, Client};
 use crate::pipeline::Flow;
 use crate::pipeline::stage::{RequestParts, StageFuture};
-use crate::proxy::{self, Forwarded, Outbound, Upstream};
+use crate::proxy::{self, Forwarded, Outbound, ProxyError, Upstream};
 use crate::rescue::GatewayError;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -56,8 +57,8 @@ impl Terminal for UpstreamTerminal {
             };
             // `TE: trailers` is hop-by-hop, but an HTTP/2 upstream (a gRPC server) needs to
             // hear it again: the gateway carries trailers end to end.
-            let trailers =
-                self.upstream.config.protocol.is_http2() && proxy::accepts_trailers(&parts.headers);
+            let http2 = self.upstream.config.protocol.is_http2();
+            let trailers = http2 && proxy::accepts_trailers(&parts.headers);
             proxy::strip_hop_by_hop(&mut parts.headers);
             if trailers {
                 parts
@@ -82,6 +83,16 @@ impl Terminal for UpstreamTerminal {
             {
                 parts.headers.insert(header::HOST, value);
             }
+            // A gRPC-Web client is answered by a gRPC server: translated both ways.
+            let web = match Client::of(&parts.headers) {
+                Some(Client::Web(encoding)) if http2 => Some(encoding),
+                _ => None,
+            };
+            let body = match web {
+                Some(encoding) => grpc::web::request(&mut parts.headers, body, encoding),
+                None => body,
+            };
+            let timeout = route.timeout.unwrap_or(self.upstream.config.timeout);
             let outbound = Outbound {
                 method: parts.method,
                 path_and_query,
@@ -90,10 +101,31 @@ impl Terminal for UpstreamTerminal {
                 retry: route.retry.clone(),
                 hash_key,
                 preserve_host: route.preserve_host,
-                timeout: route.timeout.unwrap_or(self.upstream.config.timeout),
+                timeout: flow.client_deadline.map_or(timeout, |d| d.min(timeout)),
                 trace: flow.trace.clone(),
             };
-            Ok(proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await?)
+            let started = std::time::Instant::now();
+            let response =
+                match proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await {
+                    // Past a gRPC client's deadline, a failure (the server resetting the
+                    // stream as the deadline ran out) is the deadline's.
+                    Err(ProxyError::Unreachable { upstream, .. })
+                        if flow
+                            .client_deadline
+                            .is_some_and(|deadline| started.elapsed() >= deadline) =>
+                    {
+                        return Err(ProxyError::Timeout {
+                            upstream,
+                            timeout: flow.client_deadline.unwrap_or_default(),
+                        }
+                        .into());
+                    }
+                    result => result?,
+                };
+            Ok(match web {
+                Some(encoding) => grpc::web::response(response, encoding),
+                None => response,
+            })
         })
     }
 

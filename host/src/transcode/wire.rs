@@ -1,5 +1,6 @@
-//! The gRPC side of transcoding: length-prefixed message frames, the call's status (from
-//! trailers, or from the headers of a trailers-only answer), and the status as HTTP.
+//! The gRPC wire side of transcoding: length-prefixed message frames, the call's status
+//! (from trailers, or from the headers of a trailers-only answer), and the status as HTTP
+//! with its details as JSON. (Answering gRPC clients in gRPC is [`crate::grpc`]'s job.)
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -17,8 +18,6 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub const OK: i32 = 0;
 /// `grpc-status` `UNKNOWN`.
 pub const UNKNOWN: i32 = 2;
-/// `grpc-status` `UNIMPLEMENTED`.
-pub const UNIMPLEMENTED: i32 = 12;
 /// `grpc-status` `INTERNAL`.
 pub const INTERNAL: i32 = 13;
 /// `grpc-status` `UNAVAILABLE`.
@@ -116,14 +115,14 @@ impl Status {
 
     /// The status in a header map (trailers, or the headers of a trailers-only answer).
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let code = headers.get("grpc-status")?;
+        let code = headers.get(crate::grpc::GRPC_STATUS)?;
         let code = code
             .to_str()
             .ok()
             .and_then(|c| c.trim().parse::<i32>().ok())
             .unwrap_or(UNKNOWN);
         let message = headers
-            .get("grpc-message")
+            .get(crate::grpc::GRPC_MESSAGE)
             .map(|m| percent_decode(&String::from_utf8_lossy(m.as_bytes()), true))
             .unwrap_or_default();
         let engine = GeneralPurpose::new(
@@ -143,16 +142,8 @@ impl Status {
 
     /// The status a non-200 HTTP answer stands for (the gRPC spec's mapping).
     pub fn from_http(status: StatusCode) -> Self {
-        let code = match status.as_u16() {
-            400 => INTERNAL,
-            401 => 16,
-            403 => 7,
-            404 => UNIMPLEMENTED,
-            429 | 502..=504 => UNAVAILABLE,
-            _ => UNKNOWN,
-        };
         Self::new(
-            code,
+            crate::grpc::Code::from_http(status) as i32,
             format!("the upstream answered HTTP {status} instead of a gRPC response"),
         )
     }

@@ -1,0 +1,404 @@
+//! gRPC and gRPC-Web through the real binary, against a Python `grpcio` server and client
+//! (`tests/grpc/peer.py`) over an `h2c` upstream: every call kind streams frame by frame
+//! with its trailers; the server's statuses and details reach the client; the errors the
+//! gateway makes (no route, a refusing stage, an upstream down, a deadline) reach gRPC
+//! clients as gRPC statuses; `grpc-timeout` bounds the upstream call; gRPC-Web clients
+//! (sonora's, and base64 `-text` frames) reach the same server; the access log records the
+//! gRPC status.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::{TestGateway, client, closed_addr, full, h2_client, request, send};
+use serde_json::Value;
+
+const FX_AUTH: &str = wasmgate_fixtures::FX_AUTH_HEADER;
+
+fn peer_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/grpc/peer.py")
+}
+
+/// The Python of the test-tools venv, with the gRPC packages `scripts/test.sh` installs.
+pub fn python() -> PathBuf {
+    let tools = std::env::var_os("WASMGATE_TOOLS").map_or_else(
+        || PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/wasmgate-tools"),
+        PathBuf::from,
+    );
+    let python = tools.join("venv/bin/python");
+    let ok = Command::new(&python)
+        .args([
+            "-c",
+            "import grpc, grpc_tools, grpc_status, grpc_health, sonora",
+        ])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        ok,
+        "{} lacks the gRPC test peers: run scripts/test.sh, which installs grpcio, grpcio-tools, \
+         grpcio-status, grpcio-health-checking and sonora into it",
+        python.display()
+    );
+    python
+}
+
+/// The Python gRPC server (Echo and grpc.health.v1), on a free port; killed when dropped.
+pub struct GrpcServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    pub addr: SocketAddr,
+}
+
+impl GrpcServer {
+    pub fn start() -> Self {
+        let mut child = Command::new(python())
+            .arg(peer_script())
+            .arg("server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the Python gRPC server");
+        let stdin = child.stdin.take();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines
+            .next()
+            .expect("the server's first line")
+            .expect("reading it");
+        let port: u16 = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("expected `PORT n`, got {first:?}"));
+        Self {
+            child,
+            stdin,
+            lines,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// Sets the Echo service's health (`serving` or `not-serving`), once the server says so.
+    pub fn set_health(&mut self, state: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{state}").expect("writing to the server");
+        stdin.flush().expect("flushing");
+        let line = self.lines.next().expect("an answer").expect("reading it");
+        assert_eq!(line, format!("HEALTH {state}"));
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs one scenario of the Python client against `addr` (`client`) or a gRPC-Web URL
+/// (`web`), with `metadata` (`k=v,…`) on every call.
+fn peer(mode: &str, target: &str, case: &str, metadata: &str) -> Value {
+    let output = Command::new(python())
+        .arg(peer_script())
+        .args([mode, target, case])
+        .env("GRPC_METADATA", metadata)
+        .output()
+        .expect("running the Python gRPC client");
+    assert!(
+        output.status.success(),
+        "{mode} {case} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{case}: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+fn grpc_gateway(upstream: SocketAddr, stages: &str, extra: &str) -> TestGateway {
+    let stages = if stages.is_empty() {
+        String::new()
+    } else {
+        format!("stages = [{stages}]")
+    };
+    TestGateway::start_with_plugins(
+        &format!(
+            r#"
+[upstreams.echo]
+targets = ["{upstream}"]
+protocol = "h2c"
+{extra}
+
+[[routes]]
+name = "echo"
+prefix = "/wasmgate.test.Echo"
+upstream = "echo"
+{stages}
+"#
+        ),
+        &[("auth", std::path::Path::new(FX_AUTH))],
+    )
+}
+
+/// The access-log records of requests to `path`.
+fn access(gateway: &TestGateway, path: &str) -> Vec<Value> {
+    gateway
+        .log_records()
+        .into_iter()
+        .filter(|r| r["target"] == "wasmgate::access" && r["path"] == path)
+        .collect()
+}
+
+#[test]
+fn grpc_calls_of_every_kind_pass_through_with_trailers() {
+    let server = GrpcServer::start();
+    let gateway = grpc_gateway(server.addr, "", "");
+    let addr = gateway.addr().to_string();
+    let run = |case| peer("client", &addr, case, "");
+
+    assert_eq!(run("unary")["ok"], "hello");
+    let metadata = run("unary-metadata")["ok"].clone();
+    let metadata: Vec<&str> = metadata
+        .as_array()
+        .expect("metadata")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(metadata.contains(&"x-test=yes"), "{metadata:?}");
+    assert!(metadata.contains(&"via=2 wasmgate"), "{metadata:?}");
+
+    let streamed = run("server-stream");
+    assert_eq!(streamed["ok"].as_array().expect("messages").len(), 50);
+    assert_eq!(streamed["ok"][49], "49:yyyyy");
+    assert_eq!(
+        run("client-stream")["ok"],
+        serde_json::json!([
+            "part0,part1,part2,part3,part4,part5,part6,part7,part8,part9,part10,part11,part12,part13,part14,part15,part16,part17,part18,part19",
+            110
+        ])
+    );
+    // Each answer is read before the next request is sent: frames cross one by one.
+    assert_eq!(
+        run("bidi")["ok"],
+        serde_json::json!([
+            "echo:m0", "echo:m1", "echo:m2", "echo:m3", "echo:m4", "echo:m5", "echo:m6", "echo:m7",
+            "echo:m8", "echo:m9"
+        ])
+    );
+    // 16 MiB each way, and 8 streamed messages of 2 MiB (plus their "n:" prefixes).
+    assert_eq!(
+        run("large")["ok"],
+        serde_json::json!([16 << 20, 8 * (2 << 20) + 16])
+    );
+
+    // The server's status, message and details (grpc-status-details-bin) reach the client,
+    // also after messages of a stream.
+    let details = run("details");
+    assert_eq!(details["code"], "NOT_FOUND");
+    assert_eq!(details["message"], "failed as asked (5)");
+    assert_eq!(
+        details["details"],
+        serde_json::json!(["type.googleapis.com/google.rpc.ErrorInfo"])
+    );
+    let failed = run("server-stream-fail");
+    assert_eq!(failed["code"], "FAILED_PRECONDITION");
+    assert_eq!(
+        failed["details"],
+        serde_json::json!(["type.googleapis.com/google.rpc.ErrorInfo"])
+    );
+
+    let unary = access(&gateway, "/wasmgate.test.Echo/Unary");
+    let statuses: Vec<i64> = unary
+        .iter()
+        .filter_map(|r| r["grpc_status"].as_i64())
+        .collect();
+    assert!(statuses.contains(&0), "{unary:?}");
+    assert!(statuses.contains(&5), "{unary:?}");
+    let stream = access(&gateway, "/wasmgate.test.Echo/ServerStream");
+    assert!(
+        stream.iter().any(|r| r["grpc_status"] == 9),
+        "the status in a stream's trailers is logged: {stream:?}"
+    );
+}
+
+#[test]
+fn errors_the_gateway_makes_reach_grpc_clients_as_grpc_statuses() {
+    let server = GrpcServer::start();
+    let stages = r#"{ plugin = "auth", config = {} }"#;
+    let gateway = grpc_gateway(server.addr, stages, "");
+    let addr = gateway.addr().to_string();
+
+    // A refusing auth stage: its 401 becomes UNAUTHENTICATED.
+    let refused = peer("client", &addr, "unary", "");
+    assert_eq!(refused["code"], "UNAUTHENTICATED", "{refused}");
+    assert_eq!(refused["message"], "unauthorized");
+    assert_eq!(
+        peer("client", &addr, "unary", "x-user=alice")["ok"],
+        "hello"
+    );
+    // No route: UNIMPLEMENTED, naming the path.
+    let unrouted = peer("client", &addr, "health", "");
+    assert_eq!(unrouted["code"], "UNIMPLEMENTED");
+    assert!(
+        unrouted["message"]
+            .as_str()
+            .unwrap()
+            .contains("/grpc.health.v1.Health/Check"),
+        "{unrouted}"
+    );
+    drop(gateway);
+
+    // An upstream that is down: UNAVAILABLE naming it.
+    let down = grpc_gateway(closed_addr(), "", "");
+    let unavailable = peer("client", &down.addr().to_string(), "unary", "");
+    assert_eq!(unavailable["code"], "UNAVAILABLE", "{unavailable}");
+    assert!(
+        unavailable["message"].as_str().unwrap().contains("`echo`"),
+        "{unavailable}"
+    );
+    let logged = access(&down, "/wasmgate.test.Echo/Unary");
+    assert_eq!(logged[0]["grpc_status"], 14, "{logged:?}");
+}
+
+/// A client's `grpc-timeout` bounds the call even when the route allows far longer: an
+/// upstream that accepts and never answers gets DEADLINE_EXCEEDED in the client's time.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_timeout_is_the_deadline_of_the_upstream_call() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+    let silent_addr = silent.local_addr().unwrap();
+    let gateway =
+        tokio::task::spawn_blocking(move || grpc_gateway(silent_addr, "", "timeout = \"30s\""))
+            .await
+            .unwrap();
+    let frame = grpc_frame(&echo_request("late"));
+    let started = Instant::now();
+    let reply = send(
+        &h2_client(),
+        request(
+            "POST",
+            &gateway.url("/wasmgate.test.Echo/Unary"),
+            &[
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-timeout", "300m"),
+            ],
+            full(frame),
+        ),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("grpc-status"), Some("4"), "{reply:?}");
+    assert!(
+        reply.header("grpc-message").unwrap().contains("300ms"),
+        "{reply:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn grpc_web_clients_reach_a_grpc_server() {
+    let server = GrpcServer::start();
+    let gateway = grpc_gateway(server.addr, "", "");
+    let url = format!("http://{}", gateway.addr());
+
+    // sonora's gRPC-Web client (binary frames over HTTP/1.1).
+    assert_eq!(peer("web", &url, "unary", "")["ok"], "web");
+    assert_eq!(
+        peer("web", &url, "server-stream", "")["ok"],
+        serde_json::json!(["0:yyyy", "1:yyyy", "2:yyyy", "3:yyyy", "4:yyyy"])
+    );
+    let denied = peer("web", &url, "details", "");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    assert_eq!(denied["message"], "failed as asked (7)");
+
+    // The base64 `-text` form, in two padded segments.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reply = runtime.block_on(async {
+        let frame = grpc_frame(&echo_request("text mode"));
+        let (head, tail) = frame.split_at(4);
+        let body = format!("{}{}", STANDARD.encode(head), STANDARD.encode(tail));
+        send(
+            &client(),
+            request(
+                "POST",
+                &gateway.url("/wasmgate.test.Echo/Unary"),
+                &[
+                    ("content-type", "application/grpc-web-text+proto"),
+                    ("accept", "application/grpc-web-text"),
+                    ("x-grpc-web", "1"),
+                ],
+                full(body),
+            ),
+        )
+        .await
+    });
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/grpc-web-text")),
+        "{reply:?}"
+    );
+    let decoded = decode_segments(&reply.body);
+    let frames = split_frames(&decoded);
+    assert_eq!(frames.len(), 2, "a message and the trailers: {frames:?}");
+    assert_eq!(frames[0].0, 0);
+    assert!(
+        String::from_utf8_lossy(&frames[0].1).contains("text mode"),
+        "{frames:?}"
+    );
+    assert_eq!(frames[1].0, 0x80);
+    let trailers = String::from_utf8_lossy(&frames[1].1).to_string();
+    assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
+}
+
+/// `EchoRequest { text }` in protobuf: field 1, length-delimited.
+fn echo_request(text: &str) -> Vec<u8> {
+    let mut message = vec![0x0a, text.len() as u8];
+    message.extend_from_slice(text.as_bytes());
+    message
+}
+
+/// One uncompressed gRPC message frame.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
+/// Base64 that may be several padded segments back to back.
+fn decode_segments(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (index, group) in text.chunks(4).enumerate() {
+        if group.contains(&b'=') || (index + 1) * 4 >= text.len() {
+            out.extend(
+                STANDARD
+                    .decode(&text[start..(index + 1) * 4])
+                    .expect("base64"),
+            );
+            start = (index + 1) * 4;
+        }
+    }
+    out
+}
+
+/// `(flags, payload)` of each gRPC(-Web) frame.
+fn split_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 5 {
+        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        frames.push((bytes[0], bytes[5..5 + len].to_vec()));
+        bytes = &bytes[5 + len..];
+    }
+    frames
+}
