@@ -250,6 +250,7 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
     // NOT_FOUND from the server (a trailers-only answer), with its details decoded.
     let missing = call(&gateway, "GET", "/v1/shelves/9", None).await;
     assert_eq!(missing.status, 404, "{}", missing.text());
+    assert_eq!(missing.header("grpc-status"), Some("5"));
     assert_eq!(
         missing.json(),
         json!({
@@ -298,6 +299,10 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
     assert!(nested.text().contains("book.pages"), "{}", nested.text());
     let garbage = call(&gateway, "POST", "/v1/shelves", Some("{not json")).await;
     assert_eq!(garbage.status, 400, "{}", garbage.text());
+    // A body larger than one message may be (4 MiB).
+    let huge = format!(r#"{{"theme": "{}"}}"#, "x".repeat(5 << 20));
+    let huge = call(&gateway, "POST", "/v1/shelves", Some(&huge)).await;
+    assert_eq!(huge.status, 413, "{}", huge.text());
 
     // Query parameters the request message has no field for.
     let unknown = call(&gateway, "GET", "/v1/shelves?colour=red", None).await;
@@ -326,6 +331,19 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
     assert_eq!(wrong_method.status, 405, "{}", wrong_method.text());
     let allow = wrong_method.header("allow").unwrap_or_default().to_string();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+
+    // The access log has the call's gRPC status.
+    let logged = common::eventually(Duration::from_secs(5), || {
+        gateway.log_records().iter().any(|r| {
+            r["message"] == "request" && r["path"] == "/v1/shelves/9" && r["grpc_status"] == 5
+        })
+    })
+    .await;
+    assert!(
+        logged,
+        "no access log line with grpc_status 5:\n{}",
+        gateway.logs()
+    );
 }
 
 /// Reads a streaming body one frame at a time until `until` is in what arrived.
