@@ -155,6 +155,10 @@ async fn unary_methods_map_path_query_and_body() {
         shelf.json(),
         json!({"id": "1", "theme": "Fiction", "bookCount": 2})
     );
+    // The server's own response metadata comes along; gRPC's does not.
+    assert_eq!(shelf.header("x-shelf-source"), Some("memory"));
+    assert_eq!(shelf.header("grpc-status"), Some("0"));
+    assert_eq!(shelf.header("grpc-encoding"), None);
 
     // Nested and repeated query parameters, by `.proto` or JSON name.
     let listed = call(
@@ -404,6 +408,15 @@ async fn server_streaming_is_ndjson_or_sse_message_by_message() {
         "data: {\"name\":\"shelves/2/books/0\",\"title\":\"Book 0\"}\n\n\
          data: {\"name\":\"shelves/2/books/1\",\"pages\":1,\"title\":\"Book 1\"}\n\n\
          event: error\ndata: {\"code\":8,\"details\":[],\"message\":\"no more books today\"}\n\n"
+    );
+    // An error before the first message has its own HTTP status.
+    let missing = call(&gateway, "GET", "/v1/shelves/9/books:stream?count=2", None).await;
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    assert_eq!(missing.json()["code"], 5);
+    let empty_stream = call(&gateway, "GET", "/v1/shelves/2/books:stream?count=0", None).await;
+    assert_eq!(
+        (empty_stream.status.as_u16(), empty_stream.text()),
+        (200, String::new())
     );
     let failing = call(
         &gateway,

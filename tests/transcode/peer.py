@@ -103,6 +103,7 @@ class Bookstore(rpc.BookstoreServicer):
     def GetShelf(self, request, context):
         if request.shelf not in SHELVES:
             not_found(context, f"shelf {request.shelf}", "shelf")
+        context.send_initial_metadata((("x-shelf-source", "memory"),))
         return shelf(request.shelf)
 
     def CreateShelf(self, request, context):
@@ -125,11 +126,15 @@ class Bookstore(rpc.BookstoreServicer):
         return cleared
 
     def GetShelfTheme(self, request, context):
-        return self.GetShelf(request, context)
+        if request.shelf not in SHELVES:
+            not_found(context, f"shelf {request.shelf}", "shelf")
+        return shelf(request.shelf)
 
     def StreamBooks(self, request, context):
         import grpc
 
+        if request.shelf not in SHELVES:
+            not_found(context, f"shelf {request.shelf}", "shelf")
         for i in range(request.count):
             if request.fail_after and i == request.fail_after:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no more books today")

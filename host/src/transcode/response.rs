@@ -24,104 +24,165 @@ pub async fn answer(
     response: Response<Body>,
     format: StreamFormat,
 ) -> Response<Body> {
-    let (head, mut body) = response.into_parts();
+    let (head, body) = response.into_parts();
     if head.status != StatusCode::OK {
         return status_answer(api, &Status::from_http(head.status));
     }
-    if let Some(status) = Status::from_headers(&head.headers) {
+    let mut call = match Status::from_headers(&head.headers) {
         // Trailers-only: the whole call is its status.
-        if status.code != wire::OK || !binding.rpc.is_server_streaming() {
-            let status = if status.code == wire::OK {
-                Status::new(wire::INTERNAL, "the upstream answered without a message")
-            } else {
-                status
-            };
+        Some(status) => Call::ended(status),
+        None if !is_grpc(&head.headers) => {
+            return status_answer(
+                api,
+                &Status::new(wire::UNKNOWN, "the upstream did not answer with gRPC"),
+            );
+        }
+        None => Call::new(body),
+    };
+    // Nothing is sent before the first message or the end, so an error before any
+    // message still gets its own HTTP status.
+    let first = call.next().await;
+    let mut response = match (first, binding.rpc.is_server_streaming()) {
+        (Event::End(status), _) if status.code != wire::OK => return status_answer(api, &status),
+        (Event::End(_), false) => {
+            let status = Status::new(wire::INTERNAL, "the upstream answered without a message");
             return status_answer(api, &status);
         }
-        return stream_answer(api, binding, body, format, Some(status));
-    }
-    let grpc = head
-        .headers
+        (Event::End(_), true) => stream_answer(api, binding, call, None, format),
+        (Event::Message(message), true) => stream_answer(api, binding, call, Some(message), format),
+        (Event::Message(message), false) => match call.next().await {
+            Event::End(status) if status.code != wire::OK => return status_answer(api, &status),
+            Event::End(_) => match render(api, binding, &message) {
+                Ok(json) => json_answer(StatusCode::OK, wire::OK, json),
+                Err(status) => return status_answer(api, &status),
+            },
+            Event::Message(_) => {
+                let status = Status::new(
+                    wire::INTERNAL,
+                    "the upstream sent more than one message for a unary call",
+                );
+                return status_answer(api, &status);
+            }
+        },
+    };
+    pass_metadata(&head.headers, response.headers_mut());
+    response
+}
+
+/// Whether a response head says gRPC.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if !grpc {
-        return status_answer(
-            api,
-            &Status::new(wire::UNKNOWN, "the upstream did not answer with gRPC"),
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Copies the upstream's response metadata (its own header fields) to the answer; gRPC's
+/// fields and the body's framing stay behind.
+fn pass_metadata(from: &http::HeaderMap, to: &mut http::HeaderMap) {
+    for (name, value) in from {
+        let framing = matches!(
+            name.as_str(),
+            "content-type"
+                | "content-length"
+                | "content-encoding"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "date"
         );
+        if !framing && !name.as_str().starts_with("grpc-") && !to.contains_key(name) {
+            to.append(name.clone(), value.clone());
+        }
     }
-    if binding.rpc.is_server_streaming() {
-        return stream_answer(api, binding, body, format, None);
+}
+
+/// What reading a call yields next.
+enum Event {
+    /// A message.
+    Message(Bytes),
+    /// The call's end, with its status (one the gateway gives it when the upstream's
+    /// response broke off, ended without a status or held a broken frame).
+    End(Status),
+}
+
+/// Reads a call's messages and final status off the upstream's response body.
+struct Call {
+    body: Option<Body>,
+    deframer: Deframer,
+    /// The status, once read (from the trailers, or the head of a trailers-only answer).
+    status: Option<Status>,
+}
+
+impl Call {
+    fn new(body: Body) -> Self {
+        Self {
+            body: Some(body),
+            deframer: Deframer::default(),
+            status: None,
+        }
     }
-    let mut deframer = Deframer::default();
-    let mut messages = Vec::new();
-    let mut status = None;
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    deframer.push(&data);
-                    loop {
-                        match deframer.next_message() {
-                            Ok(Some(message)) => messages.push(message),
-                            Ok(None) => break,
-                            Err(error) => {
-                                return status_answer(
-                                    api,
-                                    &Status::new(wire::INTERNAL, error.to_string()),
-                                );
-                            }
+
+    fn ended(status: Status) -> Self {
+        Self {
+            body: None,
+            deframer: Deframer::default(),
+            status: Some(status),
+        }
+    }
+
+    /// The next message, or the end; after the end, the end again.
+    async fn next(&mut self) -> Event {
+        loop {
+            match self.deframer.next_message() {
+                Ok(Some(message)) => return Event::Message(message),
+                Ok(None) => {}
+                Err(error) => {
+                    self.body = None;
+                    self.deframer = Deframer::default();
+                    return Event::End(Status::new(wire::INTERNAL, error.to_string()));
+                }
+            }
+            let frame = match self.body.as_mut() {
+                Some(body) => body.frame().await,
+                None => None,
+            };
+            match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.deframer.push(&data),
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.status = Status::from_headers(&trailers);
                         }
                     }
-                }
-                Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
-                        status = Status::from_headers(&trailers);
-                    }
-                }
-            },
-            Some(Err(error)) => {
-                return status_answer(
-                    api,
-                    &Status::new(
+                },
+                Some(Err(error)) => {
+                    self.body = None;
+                    return Event::End(Status::new(
                         wire::UNAVAILABLE,
                         format!(
                             "the upstream's response broke off: {}",
                             crate::proxy::error_chain(&*error)
                         ),
-                    ),
-                );
+                    ));
+                }
+                None => {
+                    self.body = None;
+                    let truncated = self.deframer.finish();
+                    self.deframer = Deframer::default();
+                    return Event::End(match (truncated, self.status.clone()) {
+                        (Err(error), _) => Status::new(wire::INTERNAL, error.to_string()),
+                        (Ok(()), Some(status)) => status,
+                        (Ok(()), None) => Status::new(
+                            wire::INTERNAL,
+                            "the upstream ended the call without a status",
+                        ),
+                    });
+                }
             }
-            None => break,
         }
-    }
-    let status = match (status, deframer.finish()) {
-        (_, Err(error)) => Status::new(wire::INTERNAL, error.to_string()),
-        (Some(status), Ok(())) => status,
-        (None, Ok(())) => Status::new(
-            wire::INTERNAL,
-            "the upstream ended the call without a status",
-        ),
-    };
-    if status.code != wire::OK {
-        return status_answer(api, &status);
-    }
-    let [message] = messages.as_slice() else {
-        return status_answer(
-            api,
-            &Status::new(
-                wire::INTERNAL,
-                format!(
-                    "the upstream sent {} messages for a unary call",
-                    messages.len()
-                ),
-            ),
-        );
-    };
-    match render(api, binding, message) {
-        Ok(json) => json_answer(StatusCode::OK, wire::OK, json),
-        Err(status) => status_answer(api, &status),
     }
 }
 
@@ -195,99 +256,37 @@ fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Stat
     serde_json::to_vec(&json).map_err(fail)
 }
 
-/// What the streaming body still has to read.
-struct Streaming {
-    body: Option<Body>,
-    deframer: Deframer,
-    /// A status known before the body ends (trailers-only, or trailers just read).
-    status: Option<Status>,
-    done: bool,
-}
-
-/// A server-streaming call: 200 at once, then each message as it arrives, as an NDJSON line
-/// or an SSE `data:` event; an error status after the first message ends the stream with an
+/// A server-streaming call: 200, then `first` and each further message as it arrives, as an
+/// NDJSON line or an SSE `data:` event; an error status ends the stream with an
 /// `{"error": …}` line or an `event: error`.
 fn stream_answer(
     api: &Arc<Api>,
     binding: &Binding,
-    body: Body,
+    call: Call,
+    first: Option<Bytes>,
     format: StreamFormat,
-    status: Option<Status>,
 ) -> Response<Body> {
-    let api = api.clone();
-    let binding = binding.clone();
-    let state = Streaming {
-        body: if status.is_some() { None } else { Some(body) },
-        deframer: Deframer::default(),
-        status,
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(state, move |mut state| {
+    let (api, binding) = (api.clone(), binding.clone());
+    let state = (call, first, false);
+    let stream = futures_util::stream::unfold(state, move |(mut call, first, done)| {
         let (api, binding) = (api.clone(), binding.clone());
         async move {
-            if state.done {
+            if done {
                 return None;
             }
-            loop {
-                match state.deframer.next_message() {
-                    Ok(Some(message)) => {
-                        let event = match render(&api, &binding, &message) {
-                            Ok(json) => format.message(&json),
-                            Err(status) => {
-                                state.done = true;
-                                format.error(&api, &status)
-                            }
-                        };
-                        return Some((Ok::<_, BoxError>(Frame::data(event)), state));
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        state.done = true;
-                        let status = Status::new(wire::INTERNAL, error.to_string());
-                        return Some((Ok(Frame::data(format.error(&api, &status))), state));
-                    }
-                }
-                let next = match state.body.as_mut() {
-                    Some(body) => body.frame().await,
-                    None => None,
-                };
-                match next {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => state.deframer.push(&data),
-                        Err(frame) => {
-                            if let Ok(trailers) = frame.into_trailers() {
-                                state.status = Status::from_headers(&trailers);
-                            }
-                        }
-                    },
-                    Some(Err(error)) => {
-                        state.done = true;
-                        let status = Status::new(
-                            wire::UNAVAILABLE,
-                            format!(
-                                "the upstream's response broke off: {}",
-                                crate::proxy::error_chain(&*error)
-                            ),
-                        );
-                        return Some((Ok(Frame::data(format.error(&api, &status))), state));
-                    }
-                    None => {
-                        state.done = true;
-                        let status = match (state.status.take(), state.deframer.finish()) {
-                            (_, Err(error)) => Status::new(wire::INTERNAL, error.to_string()),
-                            (Some(status), Ok(())) => status,
-                            (None, Ok(())) => Status::new(
-                                wire::INTERNAL,
-                                "the upstream ended the call without a status",
-                            ),
-                        };
-                        if status.code == wire::OK {
-                            return None;
-                        }
-                        return Some((Ok(Frame::data(format.error(&api, &status))), state));
-                    }
-                }
-            }
+            let event = match first {
+                Some(message) => Event::Message(message),
+                None => call.next().await,
+            };
+            let (bytes, done) = match event {
+                Event::Message(message) => match render(&api, &binding, &message) {
+                    Ok(json) => (format.message(&json), false),
+                    Err(status) => (format.error(&api, &status), true),
+                },
+                Event::End(status) if status.code == wire::OK => return None,
+                Event::End(status) => (format.error(&api, &status), true),
+            };
+            Some((Ok::<_, BoxError>(Frame::data(bytes)), (call, None, done)))
         }
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
