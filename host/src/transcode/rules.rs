@@ -250,3 +250,112 @@ pub fn field_path(message: &MessageDescriptor, path: &[String]) -> Result<FieldD
     }
     found.ok_or_else(|| "an empty field path".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::transcode::{Api, JsonOptions, LoadError, StreamFormat};
+
+    /// The problems loading a service with these methods (and messages `M`, `N`) gives.
+    fn problems(methods: &str, selectors: &[&str]) -> Vec<String> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("wasmgate-rules-{}-{unique}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let file = dir.join("r.proto");
+        std::fs::write(
+            &file,
+            format!(
+                "syntax = \"proto3\";\npackage r;\nimport \"google/api/annotations.proto\";\n\
+                 message N {{ string v = 1; }}\n\
+                 message M {{ string name = 1; N inner = 2; repeated string tags = 3; }}\n\
+                 service S {{\n{methods}\n}}\n"
+            ),
+        )
+        .expect("writing the proto");
+        let selectors: Vec<String> = selectors.iter().map(ToString::to_string).collect();
+        let loaded = Api::load(
+            &[file],
+            &[],
+            &selectors,
+            JsonOptions::default(),
+            StreamFormat::Ndjson,
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        match loaded {
+            Ok(_) => Vec::new(),
+            Err(LoadError::Rules(problems)) => problems,
+            Err(other) => panic!("not a rules problem: {other}"),
+        }
+    }
+
+    fn rpc(name: &str, rule: &str) -> String {
+        format!("rpc {name}(M) returns (M) {{ option (google.api.http) = {{ {rule} }}; }}")
+    }
+
+    #[test]
+    fn good_rules_bind() {
+        let methods = [
+            rpc("A", r#"get: "/v1/{name}""#),
+            rpc("B", r#"post: "/v1/{inner.v=things/*}" body: "*""#),
+            rpc(
+                "C",
+                r#"custom: { kind: "HEAD" path: "/v1/x" } additional_bindings { get: "/v2/x" } response_body: "inner""#,
+            ),
+        ]
+        .join("\n");
+        assert_eq!(problems(&methods, &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_rules_name_the_method_and_what_is_wrong() {
+        let cases = [
+            (rpc("A", r#"get: "/v1/{nope}""#), "`nope` is not a field"),
+            (rpc("A", r#"get: "/v1/{inner}""#), "not a singular scalar field"),
+            (rpc("A", r#"get: "/v1/{tags}""#), "not a singular scalar field"),
+            (rpc("A", r#"get: "/v1/{name.x}""#), "is not a message field"),
+            (rpc("A", r#"post: "/v1" body: "nope""#), "body field `nope`"),
+            (rpc("A", r#"get: "/v1" response_body: "nope""#), "response_body field `nope`"),
+            (rpc("A", r#"get: "v1""#), "must start with `/`"),
+            (rpc("A", r#"body: "*""#), "has no pattern"),
+            (
+                r#"rpc A(stream M) returns (M) { option (google.api.http) = { post: "/v1" body: "*" }; }"#.to_string(),
+                "client-streaming",
+            ),
+        ];
+        for (methods, expected) in cases {
+            let found = problems(&methods, &[]);
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("method `r.S.A`") && p.contains(expected)),
+                "{expected}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn selectors_must_name_annotated_services_and_methods() {
+        let methods = format!("{}\nrpc Plain(M) returns (M);", rpc("A", r#"get: "/v1""#));
+        assert_eq!(problems(&methods, &["r.S"]), Vec::<String>::new());
+        assert_eq!(problems(&methods, &["r.S.A"]), Vec::<String>::new());
+        let found = problems(&methods, &["r.S.Plain", "r.T"]);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("method `r.S.Plain` has no")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.contains("`r.T` is neither")),
+            "{found:?}"
+        );
+        let found = problems("rpc Plain(M) returns (M);", &["r.S"]);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("service `r.S` has no method")),
+            "{found:?}"
+        );
+    }
+}
