@@ -253,7 +253,9 @@ mod tests {
             "a.proto",
             "syntax = \"proto3\";\npackage t;\nimport \"google/api/annotations.proto\";\nmessage M { string name = 1; }\nservice S { rpc Get(M) returns (M) { option (google.api.http) = { get: \"/v1/{name}\" }; } }\n",
         );
-        let pool = compile(&[file], &[]).expect("compiles");
+        let pool = compile(&[file], &[]);
+        std::fs::remove_dir_all(&dir).ok();
+        let pool = pool.expect("compiles");
         assert!(pool.get_service_by_name("t.S").is_some());
         assert!(pool.get_message_by_name("google.rpc.BadRequest").is_some());
         assert!(pool.get_extension_by_name("google.api.http").is_some());
@@ -267,7 +269,9 @@ mod tests {
             "b.proto",
             "syntax = \"proto3\";\npackage t;\nmessage M {\n  string name = 1\n}\n",
         );
-        let error = compile(std::slice::from_ref(&file), &[]).expect_err("a syntax error");
+        let error = compile(std::slice::from_ref(&file), &[]);
+        std::fs::remove_dir_all(&dir).ok();
+        let error = error.expect_err("a syntax error");
         assert_eq!(error.file.as_deref(), Some(file.as_path()));
         let (line, _) = error.position.expect("a position");
         assert!(line == 4 || line == 5, "{error:?}");
@@ -282,7 +286,9 @@ mod tests {
             "c.proto",
             "syntax = \"proto3\";\npackage t;\nmessage M {\n  Missing name = 1;\n}\n",
         );
-        let error = compile(std::slice::from_ref(&file), &[]).expect_err("an unknown type");
+        let error = compile(std::slice::from_ref(&file), &[]);
+        std::fs::remove_dir_all(&dir).ok();
+        let error = error.expect_err("an unknown type");
         assert_eq!(error.position.map(|p| p.0), Some(4), "{error:?}");
         assert!(error.message.contains("Missing"), "{error:?}");
     }

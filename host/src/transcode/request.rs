@@ -221,18 +221,22 @@ service S {
 "#;
 
     fn api() -> Api {
-        let dir = std::env::temp_dir().join(format!("wasmgate-request-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("wasmgate-request-{}-{unique}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         let file = dir.join("t.proto");
         std::fs::write(&file, PROTO).expect("writing the proto");
-        Api::load(
+        let api = Api::load(
             &[file],
             &[],
             &[],
             JsonOptions::default(),
             StreamFormat::Ndjson,
-        )
-        .expect("loads")
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        api.expect("loads")
     }
 
     fn build_for(
