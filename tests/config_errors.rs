@@ -87,6 +87,7 @@ macro_rules! snapshot_tests {
 snapshot_tests! {
     unknown_key,
     tls_errors,
+    protocol_errors,
     bad_duration,
     unknown_upstream,
     duplicate_route_names,

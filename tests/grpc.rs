@@ -58,9 +58,19 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Over TLS with this certificate and key (PEM files).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(&[cert.as_os_str(), key.as_os_str()])
+    }
+
+    fn start_with(args: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(python())
             .arg(peer_script())
             .arg("server")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -401,4 +411,224 @@ fn split_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
         bytes = &bytes[5 + len..];
     }
     frames
+}
+
+/// `GET /status` of the admin API: whether each target of the first upstream passes its checks.
+async fn checked_healthy(gateway: &TestGateway) -> Vec<bool> {
+    let status = common::get(&format!("http://{}/status", gateway.admin_addr()))
+        .await
+        .json();
+    status["upstreams"][0]["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["checked_healthy"].as_bool().expect("checked_healthy"))
+        .collect()
+}
+
+/// Active gRPC health checks (`grpc.health.v1.Health/Check` for a service) take a target that
+/// reports NOT_SERVING out of rotation and bring it back when it serves again.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_health_checks_follow_the_servers_serving_status() {
+    let (mut a, b) = tokio::task::spawn_blocking(|| (GrpcServer::start(), GrpcServer::start()))
+        .await
+        .unwrap();
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let gateway = tokio::task::spawn_blocking(move || {
+        TestGateway::start(&format!(
+            r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[upstreams.echo]
+targets = ["{a_addr}", "{b_addr}"]
+protocol = "h2c"
+health-check = {{ kind = "grpc", service = "wasmgate.test.Echo", interval = "100ms", timeout = "1s", healthy-threshold = 1, unhealthy-threshold = 1 }}
+
+[[routes]]
+name = "echo"
+prefix = "/wasmgate.test.Echo"
+upstream = "echo"
+"#
+        ))
+    })
+    .await
+    .unwrap();
+    let until = |want: Vec<bool>| {
+        let gateway = &gateway;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let now = checked_healthy(gateway).await;
+                if now == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "health stayed {now:?}, wanted {want:?}; logs:\n{}",
+                    gateway.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(vec![true, true]).await;
+    let a = tokio::task::spawn_blocking(move || {
+        a.set_health("not-serving");
+        a
+    })
+    .await
+    .unwrap();
+    until(vec![false, true]).await;
+    // Every call now goes to b, and succeeds.
+    let addr = gateway.addr().to_string();
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..4)
+            .map(|_| peer("client", &addr, "unary", "")["ok"].clone())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(answers.iter().all(|a| a == "hello"), "{answers:?}");
+    let mut a = a;
+    // Kept alive until the end: dropping the server stops it.
+    let _a = tokio::task::spawn_blocking(move || {
+        a.set_health("serving");
+        a
+    })
+    .await
+    .unwrap();
+    until(vec![true, true]).await;
+}
+
+/// `protocol = "h2"`: HTTP/2 over TLS, agreed by ALPN, to a gRPC server with a certificate
+/// the upstream's `tls-ca` verifies; a gRPC health check over the same transport.
+#[test]
+fn h2_over_tls_reaches_a_grpc_server_verified_by_its_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = common::TempDir::new();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca, ca_cert.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let server = GrpcServer::start_tls(&cert, &key);
+    let gateway = TestGateway::start(&format!(
+        r#"
+[upstreams.echo]
+targets = ["{addr}"]
+tls = true
+tls-ca = {ca:?}
+tls-server-name = "localhost"
+protocol = "h2"
+health-check = {{ kind = "grpc", interval = "200ms" }}
+
+[[routes]]
+name = "echo"
+prefix = "/wasmgate.test.Echo"
+upstream = "echo"
+"#,
+        addr = server.addr,
+        ca = ca.display().to_string(),
+    ));
+    let addr = gateway.addr().to_string();
+    assert_eq!(peer("client", &addr, "unary", "")["ok"], "hello");
+    assert_eq!(
+        peer("client", &addr, "server-stream", "")["ok"]
+            .as_array()
+            .map(Vec::len),
+        Some(50)
+    );
+    assert_eq!(peer("client", &addr, "details", "")["code"], "NOT_FOUND");
+}
+
+/// A body of one data frame and then trailers.
+fn with_trailers(data: &'static str, trailers: http::HeaderMap) -> common::BoxBody {
+    use http_body_util::BodyExt as _;
+    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            data.as_bytes(),
+        ))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Trailers cross an HTTP/2 path end to end: the client's request trailers reach an h2c
+/// upstream, and the upstream's response trailers reach the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn trailers_cross_an_http2_path_both_ways() {
+    use http_body_util::BodyExt as _;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let collected = request.into_body().collect().await.expect("request body");
+                        let digest = collected
+                            .trailers()
+                            .and_then(|t| t.get("x-digest").cloned())
+                            .unwrap_or_else(|| http::HeaderValue::from_static("none"));
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("x-echo-digest", digest);
+                        trailers.insert("x-checksum", http::HeaderValue::from_static("c0ffee"));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(with_trailers(
+                            "body", trailers,
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let gateway = tokio::task::spawn_blocking(move || {
+        TestGateway::start(&format!(
+            "[upstreams.up]\ntargets = [\"{upstream}\"]\nprotocol = \"h2c\"\n\n[[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n"
+        ))
+    })
+    .await
+    .unwrap();
+    let stream = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-digest", http::HeaderValue::from_static("sha-256=abc"));
+    let request = http::Request::post(gateway.url("/t"))
+        .header("te", "trailers")
+        .header("trailer", "x-digest")
+        .body(with_trailers("payload", trailers))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("response trailers");
+    assert_eq!(collected.to_bytes(), "body");
+    assert_eq!(trailers["x-echo-digest"], "sha-256=abc");
+    assert_eq!(trailers["x-checksum"], "c0ffee");
 }

@@ -291,13 +291,14 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
         ("x-client-secret", "1"),
         ("keep-alive", "timeout=300"),
         ("te", "trailers"),
-        ("trailer", "x-digest"),
         ("upgrade", "websocket"),
         ("proxy-authorization", "Basic Y2xpZW50OnNlY3JldA=="),
         ("proxy-connection", "keep-alive"),
     ];
     let mut headers = sent_hop_by_hop.to_vec();
     headers.push(("x-client-kept", "yes"));
+    // `Trailer` is end to end (RFC 9110 §6.6.2): it announces trailers the gateway carries.
+    headers.push(("trailer", "x-digest"));
     let reply = send(
         &client(),
         request("GET", &gateway.url("/h"), &headers, empty()),
@@ -312,13 +313,13 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
         );
     }
     assert_eq!(upstream_saw["x-client-kept"], "yes");
+    assert_eq!(upstream_saw["trailer"], "x-digest");
 
     for name in [
         "connection",
         "x-upstream-secret",
         "keep-alive",
         "proxy-connection",
-        "trailer",
         "upgrade",
         "te",
         "proxy-authorization",
@@ -330,6 +331,7 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
         );
     }
     assert_eq!(reply.header("x-upstream-kept"), Some("yes"));
+    assert_eq!(reply.header("trailer"), Some("x-checksum"));
 }
 
 #[tokio::test]

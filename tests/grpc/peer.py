@@ -1,7 +1,8 @@
 """gRPC peer for tests/grpc.rs, built on grpcio (PyPI).
 
-    peer.py server            serves wasmgate.test.Echo (and grpc.health.v1) on a free
-                              port; prints `PORT <n>` once listening
+    peer.py server [CERT KEY] serves wasmgate.test.Echo (and grpc.health.v1) on a free
+                              port, over TLS with CERT and KEY (PEM) when given; prints
+                              `PORT <n>` once listening
     peer.py client ADDR CASE  runs one scenario against ADDR and prints its outcome as JSON
     peer.py web URL CASE      the same over gRPC-Web with sonora's client
 
@@ -80,7 +81,7 @@ class Echo(rpc.EchoServicer):
             yield pb.EchoReply(text="echo:" + request.text, received=len(request.text))
 
 
-def serve():
+def serve(tls):
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -96,7 +97,11 @@ def serve():
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("wasmgate.test.Echo", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls:
+        cert, key = (open(path, "rb").read() for path in tls)
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"PORT {port}", flush=True)
     # A line on stdin flips the service to NOT_SERVING (health tests); EOF stops the server.
@@ -256,7 +261,7 @@ def web_outcome(call):
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "server":
-        serve()
+        serve(sys.argv[2:4])
     elif mode == "client":
         client(sys.argv[2], sys.argv[3])
     elif mode == "web":

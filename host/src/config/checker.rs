@@ -928,6 +928,26 @@ impl Checker<'_, '_> {
             .health_check
             .as_ref()
             .map(|h| self.health_check(&format!("{key}.health-check"), h.get_ref()));
+        if let (
+            Some(HealthCheck {
+                kind: CheckKind::Grpc { .. },
+                ..
+            }),
+            Some(raw_check),
+        ) = (&health_check, &raw.health_check)
+            && !protocol.is_http2()
+        {
+            let span = raw_check
+                .get_ref()
+                .kind
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            self.report.error(
+                span,
+                format!("{key}.health-check.kind"),
+                "gRPC health checks need an HTTP/2 upstream: set `protocol = \"h2c\"` or `\"h2\"`",
+            );
+        }
         let outlier = self.outlier(
             &format!("{key}.outlier"),
             raw.outlier

@@ -17,8 +17,11 @@ use super::units::{ByteSize, ConfigDuration};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawHealthCheck {
-    /// `http` (default) or `tcp`.
+    /// `http` (default), `tcp` or `grpc`.
     pub kind: Option<Spanned<String>>,
+    /// The service a `grpc` check asks about (`grpc.health.v1.Health/Check`); empty: the
+    /// server as a whole.
+    pub service: Option<Spanned<String>>,
     /// Path of an HTTP check.
     pub path: Option<Spanned<String>>,
     /// `Host` of an HTTP check (default: the target).
@@ -132,8 +135,13 @@ pub enum CheckKind {
         /// Status ranges that pass (inclusive).
         expect: Vec<(u16, u16)>,
     },
-    /// A TCP connection must open.
+    /// A TCP connection (and TLS handshake, for a TLS upstream) must open.
     Tcp,
+    /// `grpc.health.v1.Health/Check` must answer `SERVING` for the service.
+    Grpc {
+        /// The service asked about (empty: the whole server).
+        service: String,
+    },
 }
 
 /// Passive outlier detection, with defaults applied.
@@ -332,16 +340,47 @@ impl Checker<'_, '_> {
                 }
             }
             Some("tcp") => CheckKind::Tcp,
+            Some("grpc") => CheckKind::Grpc {
+                service: raw
+                    .service
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .unwrap_or_default(),
+            },
             Some(other) => {
                 let span = raw.kind.as_ref().map_or(0..0, Spanned::span);
                 self.report.error(
                     span,
                     format!("{key}.kind"),
-                    format!("unknown check `{other}`: expected `http` or `tcp`"),
+                    format!(
+                        "unknown check `{}`: expected `http`, `tcp` or `grpc`",
+                        crate::text::escape_control(other)
+                    ),
                 );
                 CheckKind::Tcp
             }
         };
+        if let Some(service) = &raw.service
+            && !matches!(kind, CheckKind::Grpc { .. })
+        {
+            self.report.error(
+                service.span(),
+                format!("{key}.service"),
+                "only a `kind = \"grpc\"` check asks about a service",
+            );
+        }
+        let http_only = [(&raw.path, "path")];
+        for (value, name) in http_only {
+            if let Some(value) = value
+                && !matches!(kind, CheckKind::Http { .. })
+            {
+                self.report.error(
+                    value.span(),
+                    format!("{key}.{name}"),
+                    "only an HTTP check (`kind = \"http\"`) requests a path",
+                );
+            }
+        }
         let at_least_one = |checker: &mut Self, name: &str, value: Option<u32>, default| {
             let value = value.unwrap_or(default);
             if value == 0 {

@@ -5,12 +5,16 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use http::Request;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue, TE, USER_AGENT};
 use http::uri::Authority;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt as _;
 use serde::Serialize;
 
+use super::TargetPool;
+use crate::body::BoxError;
 use crate::config::{CheckKind, HealthCheck, Outlier};
 
 /// What an attempt on a target came to, as outlier detection counts it.
@@ -233,31 +237,101 @@ impl Health {
     }
 }
 
-/// Runs one active check of `target`: true when it passes within the check's timeout.
-pub async fn probe(check: &HealthCheck, target: &Authority) -> bool {
-    let attempt = async {
-        let port = target.port_u16().unwrap_or(80);
-        let stream = tokio::net::TcpStream::connect((target.host(), port)).await?;
-        let CheckKind::Http { path, host, expect } = &check.kind else {
-            return Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(true);
-        };
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let request = http::Request::get(path.as_str())
-            .header(
-                http::header::HOST,
-                host.as_deref().unwrap_or(target.as_str()),
-            )
-            .header(http::header::USER_AGENT, "wasmgate-health-check")
-            .body(Empty::<Bytes>::new())?;
-        let status = sender.send_request(request).await?.status().as_u16();
-        Ok(expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)))
+/// Runs one active check through `pool` (the target's own transport: TLS and HTTP/2 as
+/// its upstream speaks): true when it passes within the check's timeout.
+pub async fn probe(check: &HealthCheck, pool: &Arc<TargetPool>) -> bool {
+    let why = match tokio::time::timeout(check.timeout, check_once(check, pool)).await {
+        Ok(Ok(true)) => return true,
+        Ok(Ok(false)) => "unexpected answer".to_string(),
+        Ok(Err(error)) => super::error_chain(error.as_ref()),
+        Err(_) => format!("no answer within {} ms", check.timeout.as_millis()),
     };
-    matches!(
-        tokio::time::timeout(check.timeout, attempt).await,
-        Ok(Ok(true))
-    )
+    tracing::debug!(target = %pool.authority(), reason = %why, "health check failed");
+    false
+}
+
+async fn check_once(check: &HealthCheck, pool: &Arc<TargetPool>) -> Result<bool, BoxError> {
+    let (path, expect) = match &check.kind {
+        CheckKind::Tcp => return Ok(pool.connects().await.is_ok()),
+        CheckKind::Http { path, expect, .. } => (path.as_str(), Some(expect)),
+        CheckKind::Grpc { .. } => (GRPC_HEALTH_CHECK, None),
+    };
+    let mut request = Request::new(match &check.kind {
+        CheckKind::Grpc { service } => crate::body::full(grpc_health_request(service)),
+        _ => crate::body::empty(),
+    });
+    *request.uri_mut() = path.parse::<http::Uri>()?;
+    let headers = request.headers_mut();
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static("wasmgate-health-check"),
+    );
+    let host = match &check.kind {
+        CheckKind::Http {
+            host: Some(host), ..
+        } => HeaderValue::from_str(host).ok(),
+        _ => pool.host().cloned(),
+    };
+    if let Some(host) = host {
+        headers.insert(HOST, host);
+    }
+    if let CheckKind::Grpc { .. } = &check.kind {
+        *request.method_mut() = http::Method::POST;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    let response = pool.send(request).await?;
+    let status = response.status().as_u16();
+    if let Some(expect) = expect {
+        // Read (a bounded part of) the body so the connection can serve the next check.
+        let _ = super::limit_body(response.into_body(), CHECK_BODY_LIMIT)
+            .collect()
+            .await;
+        return Ok(expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)));
+    }
+    let in_head = response.headers().get(crate::grpc::GRPC_STATUS).cloned();
+    let Ok(collected) = super::limit_body(response.into_body(), CHECK_BODY_LIMIT)
+        .collect()
+        .await
+    else {
+        return Ok(false);
+    };
+    let grpc_status = collected
+        .trailers()
+        .and_then(|t| t.get(crate::grpc::GRPC_STATUS).cloned())
+        .or(in_head);
+    Ok(status == 200 && grpc_status.is_some_and(|s| s == "0") && is_serving(&collected.to_bytes()))
+}
+
+/// The gRPC health-checking protocol's method.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+/// The most of a check's answer that is read.
+const CHECK_BODY_LIMIT: u64 = 64 * 1024;
+
+/// `HealthCheckRequest { service }` as one gRPC frame (field 1, length-delimited).
+fn grpc_health_request(service: &str) -> bytes::Bytes {
+    let mut message = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        message.push(0x0a);
+        let mut len = service.len();
+        while len >= 0x80 {
+            message.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        message.push(len as u8);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    frame.into()
+}
+
+/// Whether a `HealthCheckResponse` frame says `SERVING` (field 1, varint 1).
+fn is_serving(frame: &[u8]) -> bool {
+    matches!(frame, [0, _, _, _, _, 0x08, 0x01, ..])
 }
 
 #[cfg(test)]

@@ -147,6 +147,11 @@ impl TargetPool {
         }
     }
 
+    /// The target.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
     /// The target as a `Host` header value.
     pub fn host(&self) -> Option<&HeaderValue> {
         self.host.as_ref()
@@ -227,6 +232,12 @@ impl TargetPool {
                 },
             }
         }
+    }
+
+    /// Opens a connection (and its TLS session) and closes it: whether the target takes
+    /// connections.
+    pub async fn connects(&self) -> Result<(), SendError> {
+        self.open().await.map(drop)
     }
 
     /// Opens a TCP connection (and TLS over it) within the connect timeout.

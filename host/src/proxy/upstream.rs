@@ -22,6 +22,8 @@ pub struct Upstream {
     /// Keep-alive connections per worker and target (`worker * targets + target`): a
     /// connection is only ever used by the worker thread that opened it.
     pools: Box<[Arc<TargetPool>]>,
+    /// Per target, the connection the active checks use (on the control runtime).
+    check_pools: Vec<Arc<TargetPool>>,
     /// Per target, when metrics are on.
     metrics: Option<Vec<UpstreamMetrics>>,
     /// Which targets may take requests.
@@ -90,6 +92,27 @@ impl Upstream {
             let count = previous.config.targets.len();
             previous.pools.get(worker * count + index).cloned()
         };
+        // Checks keep one connection per target between probes, as a client would.
+        let check_pools = if config.health_check.is_some() {
+            let settings = PoolSettings {
+                max_idle: 1,
+                ..settings
+            };
+            config
+                .targets
+                .iter()
+                .map(|target| {
+                    Arc::new(TargetPool::new(
+                        target.clone(),
+                        transport.clone(),
+                        settings,
+                        None,
+                    ))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let pools = (0..workers::count())
             .flat_map(|worker| {
                 config
@@ -122,6 +145,7 @@ impl Upstream {
             refusals: metrics.map(|m| m.breaker_refusals(&config.name)),
             metrics: target_metrics,
             pools,
+            check_pools,
             config,
         }
     }
@@ -135,11 +159,12 @@ impl Upstream {
         for (index, target) in self.config.targets.iter().enumerate() {
             let upstream: Weak<Upstream> = Arc::downgrade(self);
             let (check, target) = (check.clone(), target.clone());
+            let pool = self.check_pools[index].clone();
             tokio::spawn(async move {
                 let (mut passes, mut fails) = (0u32, 0u32);
                 loop {
                     let jitter = check.interval.mul_f64(rand::random_range(0.0..0.1));
-                    let passed = health::probe(&check, &target).await;
+                    let passed = health::probe(&check, &pool).await;
                     let Some(upstream) = upstream.upgrade() else {
                         return;
                     };
