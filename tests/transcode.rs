@@ -406,7 +406,7 @@ async fn server_streaming_is_ndjson_or_sse_message_by_message() {
     assert_eq!(
         sse.text(),
         "data: {\"name\":\"shelves/2/books/0\",\"title\":\"Book 0\"}\n\n\
-         data: {\"name\":\"shelves/2/books/1\",\"pages\":1,\"title\":\"Book 1\"}\n\n\
+         data: {\"name\":\"shelves/2/books/1\",\"title\":\"Book 1\",\"pages\":1}\n\n\
          event: error\ndata: {\"code\":8,\"details\":[],\"message\":\"no more books today\"}\n\n"
     );
     // An error before the first message has its own HTTP status.
@@ -454,7 +454,7 @@ async fn server_streaming_is_ndjson_or_sse_message_by_message() {
     assert!(!got.contains("Book 1"), "{got}");
     let released = call(&gateway, "POST", "/v1/release", None).await;
     assert_eq!(released.status, 200, "{}", released.text());
-    read_until(&mut body, &mut got, "Book 1\"}\n").await;
+    read_until(&mut body, &mut got, "\"Book 1\",\"pages\":1}\n").await;
     assert!(body.frame().await.is_none_or(|frame| frame.is_ok()));
 }
 

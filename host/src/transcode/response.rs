@@ -229,14 +229,19 @@ fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Stat
             format!("cannot render the response as JSON: {e}"),
         )
     };
-    let json: Json = match &binding.response_body {
-        None => decoded
-            .serialize_with_options(serde_json::value::Serializer, &options)
-            .map_err(fail)?,
+    // Straight to text, except a scalar or repeated `response_body` field: that one is
+    // picked out of the whole message's JSON.
+    let to_text = |message: &DynamicMessage| {
+        let mut out = Vec::new();
+        message
+            .serialize_with_options(&mut serde_json::Serializer::new(&mut out), &options)
+            .map(|()| out)
+            .map_err(fail)
+    };
+    match &binding.response_body {
+        None => to_text(&decoded),
         Some(field) => match decoded.get_field(field).into_owned() {
-            Value::Message(inner) if !field.is_list() && !field.is_map() => inner
-                .serialize_with_options(serde_json::value::Serializer, &options)
-                .map_err(fail)?,
+            Value::Message(inner) if !field.is_list() && !field.is_map() => to_text(&inner),
             _ => {
                 let whole = decoded
                     .serialize_with_options(
@@ -249,11 +254,10 @@ fn render(api: &Api, binding: &Binding, message: &Bytes) -> Result<Vec<u8>, Stat
                 } else {
                     field.json_name()
                 };
-                whole.get(key).cloned().unwrap_or(Json::Null)
+                serde_json::to_vec(&whole.get(key).cloned().unwrap_or(Json::Null)).map_err(fail)
             }
         },
-    };
-    serde_json::to_vec(&json).map_err(fail)
+    }
 }
 
 /// A server-streaming call: 200, then `first` and each further message as it arrives, as an

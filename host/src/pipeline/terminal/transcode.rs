@@ -38,8 +38,13 @@ impl Terminal for TranscodeTerminal {
     ) -> StageFuture<'s, Response<Body>> {
         Box::pin(async move {
             let RequestParts { mut parts, body } = request;
-            let path = parts.uri.path().to_string();
-            let (binding, variables) = match self.api.lookup(&parts.method, &path) {
+            // The path a transform stage set, if one did.
+            let target = flow.path(&parts).to_string();
+            let (path, query) = match target.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (target.as_str(), None),
+            };
+            let (binding, variables) = match self.api.lookup(&parts.method, path) {
                 Lookup::Found(binding, variables) => (binding, variables),
                 Lookup::WrongMethod(allow) => {
                     return Err(GatewayError::MethodNotAllowed {
@@ -50,7 +55,7 @@ impl Terminal for TranscodeTerminal {
                 Lookup::NotFound => {
                     return Ok(not_found(
                         &parts.method,
-                        &path,
+                        path,
                         &self.api,
                         flow.client.request_id,
                     ));
@@ -73,7 +78,7 @@ impl Terminal for TranscodeTerminal {
                     ))
                 }
             })?;
-            let message = request::build(binding, variables, parts.uri.query(), &body.to_bytes())
+            let message = request::build(binding, variables, query, &body.to_bytes())
                 .map_err(|error| GatewayError::BadRequest(error.0))?;
             let accept = parts
                 .headers
