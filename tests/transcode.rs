@@ -275,6 +275,17 @@ async fn errors_become_status_json_with_details_and_bad_requests_are_400s() {
         })
     );
 
+    // The same status arriving in trailers, after the response headers.
+    let in_trailers = call(&gateway, "GET", "/v1/shelves/8", None).await;
+    assert_eq!(in_trailers.status, 404, "{}", in_trailers.text());
+    assert_eq!(in_trailers.json()["message"], "shelf 8 not found");
+    assert_eq!(
+        in_trailers.json()["details"][0]["reason"],
+        "SHELF_NOT_FOUND",
+        "{}",
+        in_trailers.text()
+    );
+
     // Bad JSON: a wrong type, an unknown field, not JSON at all; each names what is wrong.
     let wrong_type = call(&gateway, "POST", "/v1/shelves", Some(r#"{"theme": 5}"#)).await;
     assert_eq!(wrong_type.status, 400, "{}", wrong_type.text());
@@ -630,4 +641,52 @@ transcode = {{ upstream = "plain", protos = ["{}"] }}
         output.stderr
     );
     assert!(output.stderr.contains("h2c"), "{}", output.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stages_run_around_the_transcoder() {
+    let bookstore = tokio::task::spawn_blocking(|| Bookstore::start(&peer_dir()))
+        .await
+        .expect("peer");
+    let toml = format!(
+        r#"
+[upstreams.bookstore]
+targets = ["127.0.0.1:{}"]
+protocol = "h2c"
+
+[[routes]]
+name = "bookstore"
+prefix = "/v1"
+compress = {{ min-bytes = 0, encodings = ["gzip"] }}
+transcode = {{ upstream = "bookstore", protos = ["{}"], emit-defaults = true, proto-field-names = true }}
+"#,
+        bookstore.port,
+        peer_dir().join("bookstore.proto").display()
+    );
+    let gateway = tokio::task::spawn_blocking(move || TestGateway::start(&toml))
+        .await
+        .expect("gateway");
+    let reply = send(
+        &client(),
+        request(
+            "GET",
+            &gateway.url("/v1/shelves/2"),
+            &[("accept-encoding", "gzip")],
+            empty(),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(reply.body.as_ref()),
+        &mut text,
+    )
+    .expect("gzip");
+    // `.proto` names, and the zero count written out.
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON"),
+        json!({"id": "2", "theme": "History", "book_count": 0})
+    );
 }

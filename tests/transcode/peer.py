@@ -101,6 +101,9 @@ class Bookstore(rpc.BookstoreServicer):
         return pb.ListShelvesResponse(shelves=found)
 
     def GetShelf(self, request, context):
+        if request.shelf == 8:
+            # Headers first, so the status comes in trailers rather than trailers-only.
+            context.send_initial_metadata((("x-shelf-source", "none"),))
         if request.shelf not in SHELVES:
             not_found(context, f"shelf {request.shelf}", "shelf")
         context.send_initial_metadata((("x-shelf-source", "memory"),))
