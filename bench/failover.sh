@@ -9,7 +9,10 @@
 # BENCH_RATE req/s for BENCH_PHASE seconds with all three up ("steady"), kills target 2 with
 # SIGKILL and loads BENCH_PHASE more seconds ("kill"), restarts it on the same port and loads
 # BENCH_PHASE more ("recovery"). Both proxies check targets actively every second (2 failures
-# out, 2 passes back in) and retry failed idempotent requests on another target.
+# out, 2 passes back in) and retry failed idempotent requests on another target. Each phase
+# also times, from the kill (or the restart), how long the proxy takes to take the target out
+# of rotation (or put it back), as the proxy itself reports it: HAProxy's stats page, the
+# gateway's admin `/status`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +46,7 @@ start_target() {
 for i in 0 1 2; do start_target "$i"; done
 
 HAPROXY_PORT=$(free_port)
+STATS_PORT=$(free_port)
 cat >"$WORK/haproxy.cfg" <<EOF
 global
     maxconn 4096
@@ -57,6 +61,10 @@ defaults
 frontend front
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend targets
+frontend stats
+    bind 127.0.0.1:$STATS_PORT
+    stats enable
+    stats uri /stats
 backend targets
     balance leastconn
     option httpchk GET /health
@@ -108,27 +116,56 @@ phase() {
     ' "$raw"
 }
 
-printf 'proxy\tphase\trequests\tfailed\tp50_ms\tp99_ms\n' >"$BENCH_RESULTS/results.tsv"
+# Whether the proxy has target 1 in rotation now: "up" or "down" (as the proxy reports it).
+target_state() {
+    case $1 in
+        haproxy) curl -s "http://127.0.0.1:$STATS_PORT/stats;csv" \
+            | awk -F, '$1 == "targets" && $2 == "t1" { print ($18 ~ /^UP/) ? "up" : "down" }' ;;
+        gateway) curl -s "http://127.0.0.1:$ADMIN_PORT/status" \
+            | jq -r '.upstreams[0].targets[1].usable | if . then "up" else "down" end' ;;
+    esac
+}
+
+# Writes to $3 the milliseconds until proxy $1 reports target 1 $2, polling every 20 ms from
+# now (the kill or the restart), or "-" after 30 s.
+time_until() {
+    local proxy=$1 want=$2 out=$3 start now
+    start=$(date +%s%N)
+    for _ in $(seq 1500); do
+        if [[ $(target_state "$proxy") == "$want" ]]; then
+            now=$(date +%s%N)
+            echo $(((now - start) / 1000000)) >"$out"
+            return
+        fi
+        sleep 0.02
+    done
+    echo - >"$out"
+}
+
+printf 'proxy\tphase\trequests\tfailed\tp50_ms\tp99_ms\tdetected_ms\n' >"$BENCH_RESULTS/results.tsv"
 for proxy in haproxy gateway; do
     case $proxy in
         haproxy) url="http://127.0.0.1:$HAPROXY_PORT/" ;;
         gateway) url="http://127.0.0.1:$GATEWAY_PORT/" ;;
     esac
     log "$proxy: steady"
-    printf '%s\tsteady\t%s\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-steady.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
+    printf '%s\tsteady\t%s\t-\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-steady.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
     log "$proxy: killing target 1 under load"
-    (sleep 0.5; kill -KILL "${TARGET_PID[1]}") &
+    (sleep 0.5; kill -KILL "${TARGET_PID[1]}"; time_until "$proxy" down "$WORK/$proxy-out.ms") &
     local_job=$!
-    printf '%s\tkill\t%s\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-kill.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
+    kill_phase=$(phase "$url" "$BENCH_RESULTS/$proxy-kill.json" | tr ' ' '\t')
     wait "$local_job"
+    printf '%s\tkill\t%s\t%s\n' "$proxy" "$kill_phase" "$(cat "$WORK/$proxy-out.ms")" >>"$BENCH_RESULTS/results.tsv"
     log "$proxy: restarting target 1 under load"
     (
         sleep 0.5
         taskset -c "$BENCH_SERVER_CPU" "$DEMO_BIN" --fast "127.0.0.1:${PORTS[1]}" >"$WORK/target-1-again.log" 2>&1 &
+        time_until "$proxy" up "$WORK/$proxy-back.ms"
     ) &
     local_job=$!
-    printf '%s\trecovery\t%s\n' "$proxy" "$(phase "$url" "$BENCH_RESULTS/$proxy-recovery.json" | tr ' ' '\t')" >>"$BENCH_RESULTS/results.tsv"
+    recovery_phase=$(phase "$url" "$BENCH_RESULTS/$proxy-recovery.json" | tr ' ' '\t')
     wait "$local_job"
+    printf '%s\trecovery\t%s\t%s\n' "$proxy" "$recovery_phase" "$(cat "$WORK/$proxy-back.ms")" >>"$BENCH_RESULTS/results.tsv"
     # start_target ran in a subshell: find the new target process by its port.
     TARGET_PID[1]=$(pgrep -f "wasmgate-demo --fast 127.0.0.1:${PORTS[1]}" | head -1)
     STARTED_PIDS+=("${TARGET_PID[1]}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds everything needed and starts the gateway with the demo upstreams (users :9101,
-# orders :9102, inventory :9103). Ctrl-C stops both.
+# orders :9102, inventory :9103, the gRPC greeter :9104). Ctrl-C stops both.
 #
 #   scripts/run-demo.sh              config/gateway.toml: the Rust plugins
 #   scripts/run-demo.sh --polyglot   config/polyglot.toml: the C, C++, Zig, Go, AssemblyScript,

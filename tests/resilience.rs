@@ -620,3 +620,114 @@ upstream = "api"
     .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+/// Envoy's connection limits: with `max-connections = 2` and `max-pending-requests = 2`, six
+/// requests at once to an upstream that holds them get two connections, two requests wait
+/// for one (and are served on it afterwards), and two are refused at once with 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_and_pending_limits_queue_then_refuse() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let up = TestUpstream::start(move |_request: http::Request<_>| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Response::new(full("done")) as Response<BoxBody>
+        }
+    });
+    let addr = up.addr();
+    let gateway = tokio::task::spawn_blocking(move || {
+        TestGateway::start(&format!(
+            r#"
+[upstreams.api]
+targets = ["{addr}"]
+breaker = {{ max-connections = 2, max-pending-requests = 2 }}
+
+[[routes]]
+name = "api"
+prefix = "/"
+upstream = "api"
+"#
+        ))
+    })
+    .await
+    .unwrap();
+    let (done, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let client = client();
+    for _ in 0..6 {
+        let (client, url, done) = (client.clone(), gateway.url("/slow"), done.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = send(&client, request("GET", &url, &[], empty())).await;
+            let _ = done.send((reply, started.elapsed()));
+        });
+    }
+    // While the upstream holds every request, two are refused, at once.
+    for _ in 0..2 {
+        let (reply, took) = results.recv().await.expect("a refusal");
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert!(
+            reply.text().contains("max-pending-requests"),
+            "{}",
+            reply.text()
+        );
+        assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || up.requests() == 2).await,
+        "two requests reach the upstream, on two connections"
+    );
+    assert!(results.try_recv().is_err(), "the other four wait");
+    open.send(true).unwrap();
+    for _ in 0..4 {
+        let (reply, _) = results.recv().await.expect("an answer");
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    assert_eq!(up.requests(), 4);
+    assert_eq!(up.connections(), 2, "never more than max-connections");
+}
+
+/// A hostname target is resolved when the upstream starts and again every `dns-refresh`;
+/// connections go to the addresses it resolved to.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostname_targets_are_resolved_and_used() {
+    let up = TestUpstream::start(|_request: http::Request<_>| async {
+        Response::new(full("resolved")) as Response<BoxBody>
+    });
+    let port = up.addr().port();
+    let gateway = tokio::task::spawn_blocking(move || {
+        TestGateway::start(&format!(
+            r#"
+[upstreams.api]
+targets = ["localhost:{port}"]
+dns-refresh = "1s"
+
+[[routes]]
+name = "api"
+prefix = "/"
+upstream = "api"
+"#
+        ))
+    })
+    .await
+    .unwrap();
+    let resolved = gateway.wait_for_log("target resolved", Duration::from_secs(10));
+    assert!(resolved, "no resolution logged: {}", gateway.logs());
+    let line = gateway
+        .log_records()
+        .into_iter()
+        .find(|r| r["message"] == "target resolved")
+        .expect("the resolution line");
+    assert!(
+        line["addresses"]
+            .as_str()
+            .is_some_and(|a| a.contains(&format!("127.0.0.1:{port}"))),
+        "{line}"
+    );
+    let reply = send(&client(), request("GET", &gateway.url("/x"), &[], empty())).await;
+    assert_eq!(reply.text(), "resolved");
+}

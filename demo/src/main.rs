@@ -1,10 +1,12 @@
 //! `wasmgate-demo`: small demo upstream services on loopback, for trying the
-//! gateway (`users`, `orders`, `inventory`) and for benchmarking it (`fast`).
+//! gateway (`users`, `orders`, `inventory`, and `greeter`, a gRPC service) and for
+//! benchmarking it (`fast`).
 //!
-//! With no flags, `users`, `orders` and `inventory` start on their default
+//! With no flags, `users`, `orders`, `inventory` and `greeter` start on their default
 //! addresses. With any service flag, only the services named start, e.g.
 //! `wasmgate-demo --fast 127.0.0.1:9200` runs just the benchmark upstream.
 
+mod greeter;
 mod services;
 
 use std::net::SocketAddr;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,8 +29,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Demo upstream services for wasmgate.
 ///
-/// With no flags, starts users on 127.0.0.1:9101, orders on 127.0.0.1:9102 and
-/// inventory on 127.0.0.1:9103. With any flag, starts only the services given.
+/// With no flags, starts users on 127.0.0.1:9101, orders on 127.0.0.1:9102,
+/// inventory on 127.0.0.1:9103 and the gRPC greeter (h2c) on 127.0.0.1:9104. With any
+/// flag, starts only the services given.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -41,6 +44,9 @@ struct Cli {
     /// Start the inventory service on ADDR (default 127.0.0.1:9103).
     #[arg(long, value_name = "ADDR")]
     inventory: Option<SocketAddr>,
+    /// Start the gRPC greeter (HTTP/2 without TLS) on ADDR (default 127.0.0.1:9104).
+    #[arg(long, value_name = "ADDR")]
+    greeter: Option<SocketAddr>,
     /// Start the fast benchmark upstream on ADDR (off unless given).
     #[arg(long, value_name = "ADDR")]
     fast: Option<SocketAddr>,
@@ -53,6 +59,7 @@ impl Cli {
             (Service::Users, self.users),
             (Service::Orders, self.orders),
             (Service::Inventory, self.inventory),
+            (Service::Greeter, self.greeter),
             (Service::Fast, self.fast),
         ];
         if given.iter().any(|(_, addr)| addr.is_some()) {
@@ -65,6 +72,7 @@ impl Cli {
                 (Service::Users, SocketAddr::from(([127, 0, 0, 1], 9101))),
                 (Service::Orders, SocketAddr::from(([127, 0, 0, 1], 9102))),
                 (Service::Inventory, SocketAddr::from(([127, 0, 0, 1], 9103))),
+                (Service::Greeter, SocketAddr::from(([127, 0, 0, 1], 9104))),
             ]
         }
     }
@@ -116,15 +124,26 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Accepts HTTP/1.1 connections for `service` until `stop` flips, then drains them.
+/// Accepts HTTP/1.1 connections (HTTP/2 for the greeter) for `service` until `stop` flips,
+/// then drains them.
 async fn serve(service: Service, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let mut http = http1::Builder::new();
     http.keep_alive(true);
+    let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) if service == Service::Greeter => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = graceful.watch(
+                        http2.serve_connection(TokioIo::new(stream), service_fn(greeter::handle)),
+                    );
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let svc = service_fn(move |req| services::handle(service, req));

@@ -35,6 +35,8 @@ pub enum Service {
     Inventory,
     /// Answers every request with `{"ok":true}`, as cheaply as possible.
     Fast,
+    /// gRPC over h2c (`demo.greeter.v1.Greeter`): see [`crate::greeter`].
+    Greeter,
 }
 
 impl Service {
@@ -45,6 +47,7 @@ impl Service {
             Service::Orders => "orders",
             Service::Inventory => "inventory",
             Service::Fast => "fast",
+            Service::Greeter => "greeter",
         }
     }
 }
@@ -95,7 +98,8 @@ async fn route(service: Service, req: Request<Incoming>) -> Response<Body> {
         Service::Users => users(req, &segments).await,
         Service::Orders => orders(&req, &segments),
         Service::Inventory => inventory(&req, &segments).await,
-        Service::Fast => fast_response(),
+        // Served as gRPC by `crate::greeter`, never here.
+        Service::Fast | Service::Greeter => fast_response(),
     }
 }
 

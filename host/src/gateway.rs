@@ -109,6 +109,7 @@ impl LiveState {
                         before.map(Arc::as_ref),
                     ));
                     upstream.start_checks();
+                    upstream.start_resolving();
                     upstream
                 });
                 (name.clone(), upstream)

@@ -650,9 +650,9 @@ impl Metrics {
     }
 
     /// Counters of breaker refusals for `upstream`: `[open, full]`.
-    pub fn breaker_refusals(&self, upstream: &str) -> [Counter; 2] {
+    pub fn breaker_refusals(&self, upstream: &str) -> [Counter; 3] {
         let upstream: Arc<str> = upstream.into();
-        ["open", "full"].map(|reason| {
+        ["open", "full", "pending"].map(|reason| {
             self.upstream_breaker_refusals
                 .get_or_create_owned(&BreakerLabels {
                     upstream: upstream.clone(),

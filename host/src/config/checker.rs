@@ -986,6 +986,7 @@ impl Checker<'_, '_> {
             tls,
             protocol,
             max_concurrent_streams: self.max_concurrent_streams(&key, raw, protocol),
+            dns_refresh: self.dns_refresh(&key, raw),
         })
     }
 
@@ -1021,6 +1022,16 @@ impl Checker<'_, '_> {
                 .error(spanned.span(), format!("{key}.protocol"), message);
         }
         protocol
+    }
+
+    /// `dns-refresh`: at least a second.
+    fn dns_refresh(&mut self, key: &str, raw: &RawUpstream) -> std::time::Duration {
+        let refresh = raw.dns_refresh.map_or(DEFAULT_DNS_REFRESH, |d| d.0);
+        if refresh < std::time::Duration::from_secs(1) {
+            self.report
+                .error(0..0, format!("{key}.dns-refresh"), "must be at least 1s");
+        }
+        refresh.max(std::time::Duration::from_secs(1))
     }
 
     /// `max-concurrent-streams`: only for HTTP/2, at least 1.

@@ -336,6 +336,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_IDLE_PER_TARGET: usize = 64;
 /// An upstream's `idle-timeout` by default.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// An upstream's `dns-refresh` by default.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 /// An HTTP/2 upstream's `max-concurrent-streams` by default.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Calls one aggregate plan may make by default.
@@ -521,6 +523,8 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTlsConfig>,
     /// The HTTP version spoken to the targets.
     pub protocol: UpstreamProtocol,
+    /// How often hostname targets are resolved again.
+    pub dns_refresh: Duration,
     /// Streams one HTTP/2 connection carries at once before another is opened.
     pub max_concurrent_streams: u32,
 }
@@ -757,6 +761,7 @@ mod tests {
             u64::from(DEFAULT_MAX_CONCURRENT_STREAMS)
         );
         assert_eq!(table["upstreams.NAME.protocol"], "http1");
+        assert_eq!(duration("upstreams.NAME.dns-refresh"), DEFAULT_DNS_REFRESH);
         assert_eq!(UpstreamProtocol::default(), UpstreamProtocol::Http1);
         assert_eq!(
             table["tracing.sampling-ratio"]
@@ -874,7 +879,7 @@ mod tests {
             table["route transcode.proto-field-names"],
             crate::config::DEFAULT_PROTO_FIELD_NAMES.to_string()
         );
-        assert_eq!(table.len(), 67, "every row is checked: {table:?}");
+        assert_eq!(table.len(), 68, "every row is checked: {table:?}");
     }
 
     #[test]

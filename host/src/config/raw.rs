@@ -310,6 +310,8 @@ pub struct RawUpstream {
     pub max_idle_per_target: Option<usize>,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Option<ConfigDuration>,
+    /// How often hostname targets are resolved again.
+    pub dns_refresh: Option<ConfigDuration>,
     /// `"http1"` (default), `"h2c"` (HTTP/2 without TLS, prior knowledge) or `"h2"` (HTTP/2
     /// over TLS, agreed by ALPN).
     pub protocol: Option<Spanned<String>>,

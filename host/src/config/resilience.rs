@@ -64,6 +64,12 @@ pub struct RawOutlier {
 pub struct RawBreaker {
     /// Requests in flight to the upstream at once; more are refused with 503.
     pub max_requests: Option<Spanned<usize>>,
+    /// Connections open to the upstream's targets at once (all workers); a request that
+    /// needs another waits for one to free up.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Requests waiting for a connection at once (with `max-connections`); more are
+    /// refused with 503.
+    pub max_pending_requests: Option<Spanned<usize>>,
     /// The failure ratio over `window` that opens the breaker (0 < r ≤ 1; absent: off).
     pub failure_ratio: Option<Spanned<f64>>,
     /// Requests in `window` before the ratio counts.
@@ -179,6 +185,10 @@ impl Default for Outlier {
 pub struct BreakerConfig {
     /// Requests in flight at once (`None`: unlimited).
     pub max_requests: Option<usize>,
+    /// Connections open at once (`None`: unlimited).
+    pub max_connections: Option<usize>,
+    /// Requests waiting for a connection at once (`None`: unlimited).
+    pub max_pending_requests: Option<usize>,
     /// The failure ratio that opens the breaker (`None`: the error-rate breaker is off).
     pub failure_ratio: Option<f64>,
     /// Requests in the window before the ratio counts.
@@ -193,6 +203,8 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             max_requests: None,
+            max_connections: None,
+            max_pending_requests: None,
             failure_ratio: None,
             minimum_requests: DEFAULT_BREAKER_MINIMUM_REQUESTS,
             window: DEFAULT_BREAKER_WINDOW,
@@ -484,13 +496,22 @@ impl Checker<'_, '_> {
 
     /// Checks `[upstreams.NAME.breaker]`.
     pub(super) fn breaker(&mut self, key: &str, raw: &RawBreaker) -> BreakerConfig {
-        if let Some(max) = &raw.max_requests
-            && *max.get_ref() == 0
-        {
+        for (max, name) in [
+            (&raw.max_requests, "max-requests"),
+            (&raw.max_connections, "max-connections"),
+        ] {
+            if let Some(max) = max
+                && *max.get_ref() == 0
+            {
+                self.report
+                    .error(max.span(), format!("{key}.{name}"), "must be at least 1");
+            }
+        }
+        if let (Some(pending), None) = (&raw.max_pending_requests, &raw.max_connections) {
             self.report.error(
-                max.span(),
-                format!("{key}.max-requests"),
-                "must be at least 1",
+                pending.span(),
+                format!("{key}.max-pending-requests"),
+                "requests only wait for a connection under `max-connections`: set it too",
             );
         }
         let failure_ratio = raw.failure_ratio.as_ref().and_then(|ratio| {
@@ -508,6 +529,8 @@ impl Checker<'_, '_> {
         });
         BreakerConfig {
             max_requests: raw.max_requests.as_ref().map(|m| *m.get_ref()),
+            max_connections: raw.max_connections.as_ref().map(|m| *m.get_ref()),
+            max_pending_requests: raw.max_pending_requests.as_ref().map(|m| *m.get_ref()),
             failure_ratio,
             minimum_requests: raw
                 .minimum_requests

@@ -19,6 +19,8 @@ const BUCKETS: usize = 10;
 pub enum Refusal {
     /// `max-requests` are in flight.
     Full(usize),
+    /// `max-pending-requests` already wait for a connection (`max-connections` are open).
+    Pending(usize),
     /// The error-rate breaker is open (or half-open with its probe out).
     Open,
 }
@@ -199,6 +201,7 @@ mod tests {
             minimum_requests: 4,
             window: Duration::from_secs(10),
             recovery_timeout: Duration::ZERO,
+            ..BreakerConfig::default()
         })
     }
 

@@ -5,8 +5,10 @@ mod balance;
 mod breaker;
 mod headers;
 mod health;
+mod limit;
 mod multiplex;
 mod pool;
+mod resolve;
 mod retry;
 mod upstream;
 
@@ -23,6 +25,7 @@ pub use headers::{
     Forwarded, accepts_trailers, add_forwarding, append_via, is_hop_by_hop, strip_hop_by_hop,
 };
 pub use health::{Observed, TargetStatus};
+pub use limit::ConnectionLimit;
 pub use pool::{PoolSettings, SendError, TargetPool, Transport};
 pub use upstream::Upstream;
 
@@ -120,6 +123,9 @@ fn describe_refusal(refusal: Refusal) -> String {
     match refusal {
         Refusal::Open => "its circuit breaker is open".into(),
         Refusal::Full(max) => format!("{max} requests are in flight (breaker.max-requests)"),
+        Refusal::Pending(max) => {
+            format!("{max} requests already wait for a connection (breaker.max-pending-requests)")
+        }
     }
 }
 
@@ -221,6 +227,17 @@ pub async fn forward(
             target: Some(authority.to_string()),
             waited: Some(sent_at.elapsed()),
         };
+        // The upstream's own connection limit refused: not the target's doing, and not
+        // worth a retry.
+        if let Ok(Err(SendError::Overflow(max))) = &outcome {
+            let refusal = Refusal::Pending(*max);
+            upstream.breaker_refused(refusal);
+            tracing::warn!(upstream = %upstream.config.name, "{}", describe_refusal(refusal));
+            return Err(ProxyError::Refused {
+                upstream: name(),
+                refusal,
+            });
+        }
         if let Some(metrics) = metrics {
             record_attempt(metrics, &outcome, sent_at, trace.as_ref());
         }
@@ -248,6 +265,8 @@ pub async fn forward(
             // A certificate that does not verify is the settings' fault, not the target's:
             // no ejection, and no retry (another target would fail the same way).
             Ok(Err(SendError::Tls(_))) => Some(Failure::Tls),
+            // Answered above, before anything was counted.
+            Ok(Err(SendError::Overflow(_))) => None,
             Err(_) => {
                 upstream.observe(target, Observed::GatewayFailure);
                 Some(Failure::Timeout)
@@ -290,6 +309,10 @@ pub async fn forward(
             Err(_) => Err(ProxyError::Timeout {
                 upstream: name(),
                 timeout,
+            }),
+            Ok(Err(SendError::Overflow(max))) => Err(ProxyError::Refused {
+                upstream: name(),
+                refusal: Refusal::Pending(max),
             }),
             Ok(Ok(mut response)) => {
                 strip_hop_by_hop(response.headers_mut());
@@ -443,6 +466,8 @@ fn record_attempt<E>(
         // A request body over the route's limit is the client's doing, not the target's.
         Ok(Err(SendError::Http(error))) if body_limit_exceeded(error).is_some() => {}
         Ok(Err(SendError::Http(_))) => metrics.error(UpstreamError::Reset),
+        // Counted as a breaker refusal instead.
+        Ok(Err(SendError::Overflow(_))) => {}
     }
 }
 

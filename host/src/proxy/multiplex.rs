@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 use hyper::client::conn::http2::SendRequest;
 
 use crate::body::{Body, BodyHook};
@@ -13,6 +15,8 @@ use crate::body::{Body, BodyHook};
 pub struct Multiplexed {
     connections: Mutex<Vec<Shared>>,
     max_streams: usize,
+    /// Told each time a stream ends (a request waiting for room may take it).
+    pub freed: Arc<Notify>,
 }
 
 struct Shared {
@@ -22,11 +26,12 @@ struct Shared {
 
 /// One stream's place on a connection, given back when dropped (the response body ended or
 /// was dropped, or the request failed).
-pub struct Stream(Arc<AtomicUsize>);
+pub struct Stream(Arc<AtomicUsize>, Arc<Notify>);
 
 impl Drop for Stream {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.notify_one();
     }
 }
 
@@ -45,6 +50,7 @@ impl Multiplexed {
         Self {
             connections: Mutex::new(Vec::new()),
             max_streams: max_streams.max(1) as usize,
+            freed: Arc::new(Notify::new()),
         }
     }
 
@@ -60,7 +66,10 @@ impl Multiplexed {
             .min_by_key(|(_, streams)| *streams)?
             .0;
         least.streams.fetch_add(1, Ordering::Relaxed);
-        Some((least.sender.clone(), Stream(least.streams.clone())))
+        Some((
+            least.sender.clone(),
+            Stream(least.streams.clone(), self.freed.clone()),
+        ))
     }
 
     /// Keeps a new connection for the requests to come, with one stream taken on it.
@@ -70,7 +79,16 @@ impl Multiplexed {
             sender: sender.clone(),
             streams: streams.clone(),
         });
-        (sender, Stream(streams))
+        (sender, Stream(streams, self.freed.clone()))
+    }
+
+    /// Forgets (so closes) a connection that carries no stream; false when there is none.
+    pub fn close_unused(&self) -> bool {
+        let mut connections = self.lock();
+        let unused = connections
+            .iter()
+            .position(|shared| shared.streams.load(Ordering::Relaxed) == 0);
+        unused.map(|index| connections.swap_remove(index)).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Shared>> {

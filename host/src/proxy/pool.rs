@@ -22,11 +22,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
+use super::limit::ConnectionLimit;
 use super::multiplex::{Multiplexed, StreamEnd};
+use super::resolve::Addresses;
 use crate::body::{Body, BodyHook, Hooked, boxed};
 use crate::config::UpstreamProtocol;
 use crate::metrics::{ActiveConnection, UpstreamMetrics};
 use crate::tls::UpstreamTls;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 /// How often an HTTP/2 connection is pinged (while it carries streams or not), and how long
 /// an answer may take before the connection is closed as dead.
@@ -48,6 +51,10 @@ pub enum SendError {
     /// The exchange failed after the connection was opened.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// `max-connections` are open and this many requests already wait for one
+    /// (`max-pending-requests`); nothing was sent.
+    #[error("{0} requests already wait for a connection")]
+    Overflow(usize),
 }
 
 /// How a pool keeps connections.
@@ -87,7 +94,21 @@ pub struct TargetPool {
     idle: Mutex<Idle>,
     /// The HTTP/2 connections, for an HTTP/2 upstream.
     shared: Multiplexed,
+    /// The upstream's connection limit, if it has one.
+    limit: Option<Arc<ConnectionLimit>>,
+    /// What a hostname target resolved to last (shared by the target's pools).
+    addresses: Option<Arc<Addresses>>,
+    /// Told each time a connection comes back idle (a request waiting for one may take it).
+    returned: Notify,
     metrics: Option<UpstreamMetrics>,
+}
+
+/// Where a request that found no idle connection gets one.
+enum Capacity<S> {
+    /// A connection that came back while it waited.
+    Idle(S),
+    /// Room for a new connection, with its permit when the upstream limits connections.
+    New(Option<OwnedSemaphorePermit>),
 }
 
 /// A connected stream, before HTTP starts on it.
@@ -134,6 +155,8 @@ impl TargetPool {
         authority: Authority,
         transport: Arc<Transport>,
         settings: PoolSettings,
+        limit: Option<Arc<ConnectionLimit>>,
+        addresses: Option<Arc<Addresses>>,
         metrics: Option<UpstreamMetrics>,
     ) -> Self {
         Self {
@@ -143,6 +166,9 @@ impl TargetPool {
             shared: Multiplexed::new(settings.max_streams),
             settings,
             idle: Mutex::new(Idle::default()),
+            limit,
+            addresses,
+            returned: Notify::new(),
             metrics,
         }
     }
@@ -169,7 +195,10 @@ impl TargetPool {
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                None => match self.capacity(&self.returned, || self.take_idle()).await? {
+                    Capacity::Idle(sender) => (sender, true),
+                    Capacity::New(permit) => (self.connect(permit).await?, false),
+                },
             };
             let active = self
                 .metrics
@@ -214,11 +243,17 @@ impl TargetPool {
         loop {
             let (mut sender, stream, reused) = match self.shared.take() {
                 Some((sender, stream)) => (sender, stream, true),
-                None => {
-                    let sender = self.connect_http2().await?;
-                    let (sender, stream) = self.shared.add(sender);
-                    (sender, stream, false)
-                }
+                None => match self
+                    .capacity(&self.shared.freed, || self.shared.take())
+                    .await?
+                {
+                    Capacity::Idle((sender, stream)) => (sender, stream, true),
+                    Capacity::New(permit) => {
+                        let sender = self.connect_http2(permit).await?;
+                        let (sender, stream) = self.shared.add(sender);
+                        (sender, stream, false)
+                    }
+                },
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -234,6 +269,51 @@ impl TargetPool {
         }
     }
 
+    /// Room for a new connection, or (when the upstream's connection limit is reached) the
+    /// first of a connection of this pool coming back (`returned` tells, `take` takes it)
+    /// and a permit freeing up; refused when too many requests already wait.
+    async fn capacity<S>(
+        &self,
+        returned: &Notify,
+        take: impl Fn() -> Option<S>,
+    ) -> Result<Capacity<S>, SendError> {
+        let Some(limit) = &self.limit else {
+            return Ok(Capacity::New(None));
+        };
+        if let Some(permit) = limit.try_open() {
+            return Ok(Capacity::New(Some(permit)));
+        }
+        let _waiting = limit.wait().map_err(SendError::Overflow)?;
+        // An idle connection anywhere (another worker's pool, another target) holds a
+        // permit this request can use once it is closed.
+        limit.reclaim();
+        loop {
+            tokio::select! {
+                permit = limit.open() => return Ok(Capacity::New(Some(permit))),
+                () = returned.notified() => {
+                    if let Some(back) = take() {
+                        return Ok(Capacity::Idle(back));
+                    }
+                }
+                () = limit.idle.notified() => {
+                    limit.reclaim();
+                }
+            }
+        }
+    }
+
+    /// Closes the oldest idle connection (or an HTTP/2 connection without streams); false
+    /// when there is none.
+    pub fn close_idle(&self) -> bool {
+        if self.settings.protocol.is_http2() {
+            return self.shared.close_unused();
+        }
+        let mut idle = self.lock();
+        let closed = idle.connections.pop_front().is_some();
+        idle.sync(self.metrics.as_ref());
+        closed
+    }
+
     /// Opens a connection (and its TLS session) and closes it: whether the target takes
     /// connections.
     pub async fn connects(&self) -> Result<(), SendError> {
@@ -242,21 +322,25 @@ impl TargetPool {
 
     /// Opens a TCP connection (and TLS over it) within the connect timeout.
     async fn open(&self) -> Result<Opened, SendError> {
-        let stream = tokio::time::timeout(
-            self.settings.connect_timeout,
-            TcpStream::connect(self.authority.as_str()),
-        )
-        .await
-        .map_err(|_| {
-            SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "no connection within {} ms",
-                    self.settings.connect_timeout.as_millis()
-                ),
-            ))
-        })?
-        .map_err(SendError::Connect)?;
+        let resolved = self.addresses.as_ref().and_then(|a| a.next());
+        let connect = async {
+            match resolved {
+                Some(address) => TcpStream::connect(address).await,
+                None => TcpStream::connect(self.authority.as_str()).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.settings.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                SendError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection within {} ms",
+                        self.settings.connect_timeout.as_millis()
+                    ),
+                ))
+            })?
+            .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
         // Probe a silent upstream so a dead peer under a long stream is noticed.
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
@@ -285,16 +369,24 @@ impl TargetPool {
         }
     }
 
-    /// Opens an HTTP/1.1 connection and starts driving it on the current runtime.
-    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+    /// Opens an HTTP/1.1 connection and starts driving it on the current runtime; it holds
+    /// `permit` (of the upstream's connection limit) while open.
+    async fn connect(
+        &self,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<SendRequest<Body>, SendError> {
         match self.open().await? {
-            Opened::Plain(stream) => self.handshake(stream).await,
-            Opened::Tls(stream) => self.handshake(stream).await,
+            Opened::Plain(stream) => self.handshake(stream, permit).await,
+            Opened::Tls(stream) => self.handshake(stream, permit).await,
         }
     }
 
     /// Starts HTTP/1.1 on a connected stream and drives it on the current runtime.
-    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Body>, SendError>
+    async fn handshake<S>(
+        &self,
+        stream: S,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<SendRequest<Body>, SendError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -304,27 +396,35 @@ impl TargetPool {
             if let Err(error) = connection.await {
                 tracing::debug!(address = %authority, %error, "upstream connection ended with an error");
             }
+            drop(permit);
         });
         Ok(sender)
     }
 
     /// Opens an HTTP/2 connection (a TLS target must agree to `h2` by ALPN) and drives it on
     /// the current runtime; it counts as active while open.
-    async fn connect_http2(&self) -> Result<http2::SendRequest<Body>, SendError> {
+    async fn connect_http2(
+        &self,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<http2::SendRequest<Body>, SendError> {
         match self.open().await? {
-            Opened::Plain(stream) => self.handshake_http2(stream).await,
+            Opened::Plain(stream) => self.handshake_http2(stream, permit).await,
             Opened::Tls(stream) => {
                 if stream.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
                     return Err(SendError::Tls(std::io::Error::other(
                         "the target did not agree to HTTP/2 (ALPN `h2`); set `protocol = \"http1\"` for this upstream",
                     )));
                 }
-                self.handshake_http2(*stream).await
+                self.handshake_http2(*stream, permit).await
             }
         }
     }
 
-    async fn handshake_http2<S>(&self, stream: S) -> Result<http2::SendRequest<Body>, SendError>
+    async fn handshake_http2<S>(
+        &self,
+        stream: S,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<http2::SendRequest<Body>, SendError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -345,7 +445,7 @@ impl TargetPool {
             if let Err(error) = connection.await {
                 tracing::debug!(address = %authority, %error, "upstream HTTP/2 connection ended with an error");
             }
-            drop(active);
+            drop((active, permit));
         });
         Ok(sender)
     }
@@ -379,6 +479,13 @@ impl TargetPool {
         }
         idle.connections.push_back((sender, now));
         idle.sync(self.metrics.as_ref());
+        if let Some(limit) = &self.limit {
+            self.returned.notify_one();
+            // A request waiting in another pool may close it to open its own.
+            if limit.has_waiting() {
+                limit.idle.notify_waiters();
+            }
+        }
         if !idle.sweeping && tokio::runtime::Handle::try_current().is_ok() {
             idle.sweeping = true;
             tokio::spawn(sweep(self.clone()));

@@ -8,7 +8,9 @@ use http::uri::Authority;
 use super::balance::Balancer;
 use super::breaker::{Breaker, Refusal};
 use super::health::{self, Health, Observed, TargetStatus};
+use super::limit::ConnectionLimit;
 use super::pool::{PoolSettings, TargetPool, Transport};
+use super::resolve::{self, Addresses};
 use super::retry::Budget;
 use crate::config::{HashOn, UpstreamConfig};
 use crate::metrics::{Metrics, UpstreamMetrics};
@@ -24,6 +26,8 @@ pub struct Upstream {
     pools: Box<[Arc<TargetPool>]>,
     /// Per target, the connection the active checks use (on the control runtime).
     check_pools: Vec<Arc<TargetPool>>,
+    /// Per target, what a hostname resolved to last (`None` for an IP address).
+    addresses: Vec<Option<Arc<Addresses>>>,
     /// Per target, when metrics are on.
     metrics: Option<Vec<UpstreamMetrics>>,
     /// Which targets may take requests.
@@ -33,8 +37,8 @@ pub struct Upstream {
     pub breaker: Breaker,
     /// Requests and retries in flight.
     pub budget: Budget,
-    /// Breaker refusals `[open, full]`, when metrics are on.
-    refusals: Option<[prometheus_client::metrics::counter::Counter; 2]>,
+    /// Breaker refusals `[open, full, pending]`, when metrics are on.
+    refusals: Option<[prometheus_client::metrics::counter::Counter; 3]>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -78,13 +82,23 @@ impl Upstream {
                 }
             },
         });
-        // Pools are kept across a reload only when nothing about how they connect changed.
+        // One connection limit for all workers' pools.
+        let limit = config.breaker.max_connections.map(|max| {
+            Arc::new(ConnectionLimit::new(
+                max,
+                config.breaker.max_pending_requests,
+            ))
+        });
+        // Pools are kept across a reload only when nothing about how they connect changed
+        // (and the upstream has no connection limit, which a new upstream starts afresh).
         let kept = |worker: usize, target: &Authority| {
             let previous = previous.filter(|p| {
                 p.config.connect_timeout == config.connect_timeout
                     && p.config.idle_timeout == config.idle_timeout
                     && p.config.max_idle_per_target == config.max_idle_per_target
                     && p.config.protocol == config.protocol
+                    && p.config.breaker.max_connections.is_none()
+                    && config.breaker.max_connections.is_none()
                     && p.config.max_concurrent_streams == config.max_concurrent_streams
                     && format!("{:?}", p.config.tls) == format!("{:?}", config.tls)
             })?;
@@ -92,6 +106,22 @@ impl Upstream {
             let count = previous.config.targets.len();
             previous.pools.get(worker * count + index).cloned()
         };
+        // A hostname target's addresses, shared by its pools (those kept from `previous`
+        // too, which is why they are the previous upstream's when it had the target).
+        let addresses: Vec<Option<Arc<Addresses>>> = config
+            .targets
+            .iter()
+            .map(|target| {
+                resolve::is_hostname(target).then(|| {
+                    previous
+                        .and_then(|p| {
+                            let index = p.config.targets.iter().position(|t| t == target)?;
+                            p.addresses[index].clone()
+                        })
+                        .unwrap_or_default()
+                })
+            })
+            .collect();
         // Checks keep one connection per target between probes, as a client would.
         let check_pools = if config.health_check.is_some() {
             let settings = PoolSettings {
@@ -101,11 +131,14 @@ impl Upstream {
             config
                 .targets
                 .iter()
-                .map(|target| {
+                .zip(&addresses)
+                .map(|(target, addresses)| {
                     Arc::new(TargetPool::new(
                         target.clone(),
                         transport.clone(),
                         settings,
+                        None,
+                        addresses.clone(),
                         None,
                     ))
                 })
@@ -128,11 +161,16 @@ impl Upstream {
                         target.clone(),
                         transport.clone(),
                         settings,
+                        limit.clone(),
+                        addresses[index].clone(),
                         metrics,
                     ))
                 })
             })
-            .collect();
+            .collect::<Box<[_]>>();
+        if let Some(limit) = &limit {
+            limit.register(&pools);
+        }
         Self {
             health: Health::new(
                 config.targets.len(),
@@ -146,7 +184,54 @@ impl Upstream {
             metrics: target_metrics,
             pools,
             check_pools,
+            addresses,
             config,
+        }
+    }
+
+    /// Resolves each hostname target again every `dns-refresh`, on the current tokio
+    /// runtime, until the upstream is dropped; a change closes the idle connections to the
+    /// addresses it had.
+    pub fn start_resolving(self: &Arc<Self>) {
+        for (index, target) in self.config.targets.iter().enumerate() {
+            let Some(addresses) = self.addresses[index].clone() else {
+                continue;
+            };
+            let upstream: Weak<Upstream> = Arc::downgrade(self);
+            let (target, refresh) = (target.clone(), self.config.dns_refresh);
+            tokio::spawn(async move {
+                loop {
+                    let resolved = resolve::resolve(&target).await;
+                    let Some(upstream) = upstream.upgrade() else {
+                        return;
+                    };
+                    let name = &upstream.config.name;
+                    match resolved {
+                        Ok(list) if !list.is_empty() => {
+                            if addresses.set(list) {
+                                tracing::info!(upstream = %name, %target, addresses = ?addresses.current(), "target resolved");
+                                upstream.close_idle(index);
+                            }
+                        }
+                        Ok(_) => {
+                            tracing::warn!(upstream = %name, %target, "target resolved to no address; keeping the last known")
+                        }
+                        Err(error) => {
+                            tracing::warn!(upstream = %name, %target, %error, "resolving target failed; keeping the last known addresses")
+                        }
+                    }
+                    drop(upstream);
+                    tokio::time::sleep(refresh).await;
+                }
+            });
+        }
+    }
+
+    /// Closes the idle connections to a target, in every worker's pool.
+    fn close_idle(&self, target: usize) {
+        let targets = self.config.targets.len();
+        for pool in self.pools.iter().skip(target).step_by(targets) {
+            while pool.close_idle() {}
         }
     }
 
@@ -238,10 +323,11 @@ impl Upstream {
 
     /// Counts a breaker refusal.
     pub fn breaker_refused(&self, refusal: Refusal) {
-        if let Some([open, full]) = &self.refusals {
+        if let Some([open, full, pending]) = &self.refusals {
             match refusal {
                 Refusal::Open => open.inc(),
                 Refusal::Full(_) => full.inc(),
+                Refusal::Pending(_) => pending.inc(),
             };
         }
     }
