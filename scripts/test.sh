@@ -74,6 +74,10 @@ plugins/assemblyscript/server-timing/test/run.sh
 python3 -m unittest discover -s plugins/python/json-guard
 node --test plugins/js/response-envelope/
 
+echo "== test peers (PyPI, into the tools venv)"
+# tests/websocket.rs: the `websockets` library is both the upstream and the clients.
+"$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check "websockets==17.4"
+
 echo "== gateway: unit and integration tests"
 cargo test --workspace
 

@@ -109,6 +109,7 @@ snapshot_tests! {
     state_no_url,
     cache_errors,
     transcode_errors,
+    upgrade_errors,
 }
 
 /// A Redis password in `state.url` never reaches the output, even in an error about the URL.

@@ -8,6 +8,7 @@
 
 mod greeter;
 mod services;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,7 +18,6 @@ use clap::Parser;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -125,31 +125,41 @@ async fn main() -> ExitCode {
 }
 
 /// Accepts HTTP/1.1 connections (HTTP/2 for the greeter) for `service` until `stop` flips,
-/// then drains them.
+/// then drains them (connections that switched protocols, such as `/ws`, are not waited for).
 async fn serve(service: Service, listener: TcpListener, mut stop: watch::Receiver<bool>) {
     let mut http = http1::Builder::new();
     http.keep_alive(true);
     let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) if service == Service::Greeter => {
                     let _ = stream.set_nodelay(true);
-                    let conn = graceful.watch(
-                        http2.serve_connection(TokioIo::new(stream), service_fn(greeter::handle)),
-                    );
-                    tokio::spawn(async move {
+                    let conn = http2.serve_connection(TokioIo::new(stream), service_fn(greeter::handle));
+                    let mut stop = stop.clone();
+                    connections.spawn(async move {
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                        }
                         let _ = conn.await;
                     });
                 }
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let svc = service_fn(move |req| services::handle(service, req));
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                    let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                    let mut stop = stop.clone();
                     // Connection errors (client resets, half-sent requests) are the client's business.
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+                        }
                         let _ = conn.await;
                     });
                 }
@@ -161,12 +171,16 @@ async fn serve(service: Service, listener: TcpListener, mut stop: watch::Receive
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.changed() => break,
         }
     }
 
     drop(listener);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// Ctrl-C and SIGTERM, registered up front so that a signal arriving right

@@ -1,8 +1,9 @@
 //! Request handlers of the demo services.
 //!
 //! Every service answers JSON with `content-type: application/json` and an
-//! `x-served-by: <service>` header, plus two shared routes: `/health` and
-//! `/echo` (which reflects the request, including the headers a gateway added).
+//! `x-served-by: <service>` header, plus three shared routes: `/health`, `/echo` (which
+//! reflects the request, including the headers a gateway added) and `/ws` (a WebSocket
+//! echo, see [`crate::websocket`]).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +92,7 @@ async fn route(service: Service, req: Request<Incoming>) -> Response<Body> {
     match (segments.as_slice(), &method) {
         (["health"], &Method::GET) => return json(StatusCode::OK, &json!({ "ok": true })),
         (["echo", ..], _) => return echo(service, &req),
+        (["ws"], &Method::GET) => return crate::websocket::accept(service.name(), req),
         _ => {}
     }
 
@@ -337,7 +339,7 @@ fn json(status: StatusCode, value: &Value) -> Response<Body> {
     resp
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(
         status,
         &json!({ "error": message, "status": status.as_u16() }),

@@ -30,6 +30,17 @@ pub struct AccessLog {
     grpc_status: Option<u16>,
     bytes: u64,
     started: Instant,
+    /// For a request whose connection was upgraded: what the tunnel did.
+    tunnel: Option<TunnelSummary>,
+}
+
+/// What an upgraded connection's tunnel did, for its line.
+#[derive(Debug)]
+struct TunnelSummary {
+    close: &'static str,
+    client_bytes: u64,
+    upstream_bytes: u64,
+    millis: f64,
 }
 
 impl AccessLog {
@@ -72,6 +83,7 @@ impl AccessLog {
             grpc_status: None,
             bytes: 0,
             started,
+            tunnel: None,
         }
     }
 
@@ -132,6 +144,30 @@ impl AccessLog {
         }
     }
 
+    /// Records the status of an answer that has no body to end the record: the `101` of an
+    /// upgrade, whose line is written when its tunnel closes.
+    pub fn status(&mut self, status: StatusCode) {
+        self.status = status.as_u16();
+    }
+
+    /// Records how the tunnel of an upgraded request ended (`close` is the reason), the
+    /// bytes it carried each way and how long it was open.
+    pub fn tunnel_closed(
+        &mut self,
+        close: &'static str,
+        moved: &crate::tunnel::Moved,
+        lasted: Duration,
+    ) {
+        if self.enabled {
+            self.tunnel = Some(TunnelSummary {
+                close,
+                client_bytes: moved.from_client,
+                upstream_bytes: moved.from_upstream,
+                millis: lasted.as_secs_f64() * 1000.0,
+            });
+        }
+    }
+
     /// Attaches the record to the response body; the line is written when the body ends.
     pub fn finish(self, response: Response<Body>) -> Response<Body> {
         match self.into_hook(response.status(), response.headers()) {
@@ -176,6 +212,10 @@ impl Drop for AccessLog {
                 duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
                 request_id = %self.request_id,
                 trace_id = %self.trace_id,
+                tunnel_close = self.tunnel.as_ref().map(|t| t.close),
+                tunnel_client_bytes = self.tunnel.as_ref().map(|t| t.client_bytes),
+                tunnel_upstream_bytes = self.tunnel.as_ref().map(|t| t.upstream_bytes),
+                tunnel_ms = self.tunnel.as_ref().map(|t| t.millis),
                 "request"
             );
         }

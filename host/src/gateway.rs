@@ -28,6 +28,7 @@ use crate::router::{RouteMatch, Router};
 use crate::runtime::Runtime;
 use crate::tls::TlsSession;
 use crate::trace::{self, Trace, Tracing};
+use crate::tunnel::{self, PendingTunnel, Tunnels};
 use opentelemetry::KeyValue;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -203,6 +204,8 @@ pub struct Gateway {
     tracing: Option<Arc<Tracing>>,
     /// The version of the live state, bumped by every swap.
     version: tokio::sync::watch::Sender<u64>,
+    /// The open tunnels (upgraded connections).
+    tunnels: Arc<Tunnels>,
 }
 
 impl Gateway {
@@ -213,6 +216,7 @@ impl Gateway {
             state: ArcSwap::from_pointee(state),
             tracing: None,
             version: tokio::sync::watch::Sender::new(0),
+            tunnels: Arc::default(),
         }
     }
 
@@ -231,6 +235,11 @@ impl Gateway {
     /// a reload instead of polling.
     pub fn changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// The open tunnels, which shutdown closes after its drain period.
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     /// The sandbox runtime.
@@ -312,6 +321,7 @@ impl Gateway {
             (Err(error), Some(client)) => grpc::error_response(client, &error),
             (Err(error), None) => error.into_response(&request_id),
         };
+        let tunnel = response.extensions_mut().remove::<PendingTunnel>();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(value);
         }
@@ -332,7 +342,17 @@ impl Gateway {
             }
             trace::EndWithBody(trace)
         });
-        let log = log.into_hook(status, response.headers());
+        let log = match (tunnel, matched) {
+            // The line is written when the tunnel closes.
+            (Some(tunnel), Some(index)) => {
+                log.status(status);
+                let metrics = (self.runtime.metrics())
+                    .map(|metrics| metrics.tunnel(&state.config.routes[index].name));
+                tokio::spawn(tunnel.run(log, metrics, self.tunnels.clone()));
+                None
+            }
+            _ => log.into_hook(status, response.headers()),
+        };
         if log.is_none() && record.is_none() && span.is_none() {
             return response;
         }
@@ -447,7 +467,10 @@ async fn serve(
         trace.name_route(request.method(), &route.name);
     }
     *matched = Some(route_index);
-    let (parts, mut body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
+    if let Some(upgrade) = tunnel::take_upgrade(&mut parts, &route.tunnel) {
+        parts.extensions.insert(upgrade);
+    }
     if let Some(metrics) = &pipeline.metrics
         && !http_body::Body::is_end_stream(&body)
     {

@@ -47,4 +47,5 @@ pub mod text;
 pub mod tls;
 pub mod trace;
 pub mod transcode;
+pub mod tunnel;
 pub mod workers;

@@ -28,6 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::body::{BodyHook, BoxError};
 use crate::custom_metrics::{CustomCollector, CustomMetrics, MAX_SERIES};
 use crate::trace::Trace;
+use crate::tunnel::{CloseReason, Moved};
 
 /// `Content-Type` of the OpenMetrics exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -72,6 +73,20 @@ struct RequestLabels {
 struct CacheResultLabels {
     route: Arc<str>,
     result: &'static str,
+}
+
+/// `route`, `reason` (from [`CloseReason::ALL`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelCloseLabels {
+    route: Arc<str>,
+    reason: &'static str,
+}
+
+/// `route`, `from` (`client` or `upstream`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelBytesLabels {
+    route: Arc<str>,
+    from: &'static str,
 }
 
 /// `listener`, `protocol`.
@@ -274,6 +289,9 @@ pub struct Metrics {
     cache_lookups: Family<CacheResultLabels, Counter>,
     cache_evictions: Family<RouteLabels, Counter>,
     cache_bytes: Family<RouteLabels, Gauge>,
+    tunnels_open: Family<RouteLabels, Gauge>,
+    tunnels_closed: Family<TunnelCloseLabels, Counter>,
+    tunnel_bytes: Family<TunnelBytesLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -327,6 +345,9 @@ impl Metrics {
             cache_lookups: Family::default(),
             cache_evictions: Family::default(),
             cache_bytes: Family::default(),
+            tunnels_open: Family::default(),
+            tunnels_closed: Family::default(),
+            tunnel_bytes: Family::default(),
         };
         metrics.registered()
     }
@@ -349,6 +370,22 @@ impl Metrics {
             "Bytes of responses a route's cache holds",
             Unit::Bytes,
             self.cache_bytes.clone(),
+        );
+        r.register(
+            "tunnels_open",
+            "Upgraded connections (WebSocket) open through the gateway, by route",
+            self.tunnels_open.clone(),
+        );
+        r.register(
+            "tunnels_closed",
+            "Upgraded connections closed, by route and reason: client_closed, upstream_closed, idle_timeout, max_lifetime, shutdown, error",
+            self.tunnels_closed.clone(),
+        );
+        r.register_with_unit(
+            "tunnel",
+            "Bytes carried by closed tunnels, by route and the side that sent them (client or upstream)",
+            Unit::Bytes,
+            self.tunnel_bytes.clone(),
         );
         r.register(
             "requests",
@@ -554,6 +591,20 @@ impl Metrics {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             route: labels.route,
         })
+    }
+
+    /// Tunnel handles for one route (resolved when a tunnel opens: tunnels are rare next
+    /// to requests, and most routes never have one).
+    pub fn tunnel(&self, route: &str) -> TunnelMetrics {
+        let route: Arc<str> = route.into();
+        TunnelMetrics {
+            open: self.tunnels_open.get_or_create_owned(&RouteLabels {
+                route: route.clone(),
+            }),
+            closed: self.tunnels_closed.clone(),
+            bytes: self.tunnel_bytes.clone(),
+            route,
+        }
     }
 
     /// Cache handles for one route.
@@ -1376,4 +1427,44 @@ pub struct CacheMetrics {
     pub evictions: Counter,
     /// Bytes held.
     pub bytes: Gauge,
+}
+
+// === Tunnels ===
+
+/// A route's tunnel metrics (`wasmgate_tunnels_*`, `wasmgate_tunnel_bytes_total`).
+#[derive(Clone, Debug)]
+pub struct TunnelMetrics {
+    open: Gauge,
+    closed: Family<TunnelCloseLabels, Counter>,
+    bytes: Family<TunnelBytesLabels, Counter>,
+    route: Arc<str>,
+}
+
+impl TunnelMetrics {
+    /// Counts a tunnel as open.
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    /// Counts a tunnel as closed for `reason`, with what it carried.
+    pub fn closed(&self, reason: CloseReason, moved: &Moved) {
+        self.open.dec();
+        self.closed
+            .get_or_create(&TunnelCloseLabels {
+                route: self.route.clone(),
+                reason: reason.as_str(),
+            })
+            .inc();
+        for (from, bytes) in [
+            ("client", moved.from_client),
+            ("upstream", moved.from_upstream),
+        ] {
+            self.bytes
+                .get_or_create(&TunnelBytesLabels {
+                    route: self.route.clone(),
+                    from,
+                })
+                .inc_by(bytes);
+        }
+    }
 }

@@ -133,6 +133,9 @@ impl GatewayError {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_no_target")
             }
             Self::Upstream(ProxyError::ClientBody(_)) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Upstream(ProxyError::BadUpgrade { .. }) => {
+                (StatusCode::BAD_GATEWAY, "upstream_bad_upgrade")
+            }
             Self::ResponseTooLarge { .. } => {
                 (StatusCode::BAD_GATEWAY, "upstream_response_too_large")
             }

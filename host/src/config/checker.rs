@@ -18,6 +18,7 @@ use super::raw::{
     self, RawConfig, RawLimits, RawPlugins, RawRoute, RawStage, RawTracing, RawUpstream,
 };
 use super::template::{PathTemplate, path_captures};
+use super::tunnel::{DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_LIFETIME, TunnelLimits};
 use crate::normalize::{EscapedSlashes, PathPolicy};
 use crate::router::RouteKey;
 
@@ -395,6 +396,18 @@ impl Checker<'_, '_> {
             max_body_bytes: s.max_body_bytes.map(|b| b.0),
             max_connections: max_connections as usize,
             shutdown_grace: s.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+            tunnel: TunnelLimits {
+                idle_timeout: self.tunnel_duration(
+                    "server.tunnel-idle-timeout",
+                    s.tunnel_idle_timeout.as_ref(),
+                    DEFAULT_TUNNEL_IDLE_TIMEOUT,
+                ),
+                max_lifetime: self.tunnel_duration(
+                    "server.tunnel-max-lifetime",
+                    s.tunnel_max_lifetime.as_ref(),
+                    DEFAULT_TUNNEL_MAX_LIFETIME,
+                ),
+            },
             path_policy: PathPolicy {
                 escaped_slashes,
                 merge_slashes: s.merge_slashes.unwrap_or(true),
@@ -1320,6 +1333,13 @@ impl Checker<'_, '_> {
                 .cache
                 .as_ref()
                 .and_then(|cache| self.cache(&format!("{key}.cache"), cache)),
+            tunnel: self.tunnel(
+                key,
+                route.upgrade.as_ref(),
+                route.tunnel_idle_timeout.as_ref(),
+                route.tunnel_max_lifetime.as_ref(),
+                server.tunnel,
+            ),
             location: self.location(&route.name.span()),
         })
     }

@@ -14,6 +14,7 @@ pub mod raw;
 mod resilience;
 mod template;
 mod transcode;
+mod tunnel;
 mod units;
 
 use std::path::Path;
@@ -29,6 +30,10 @@ pub use model::*;
 pub use template::{PathTemplate, TemplatePart, path_captures};
 pub use transcode::{
     DEFAULT_EMIT_DEFAULTS, DEFAULT_PROTO_FIELD_NAMES, DEFAULT_STREAM_FORMAT, TranscodeConfig,
+};
+pub use tunnel::{
+    DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_LIFETIME, DEFAULT_UPGRADE, TunnelConfig,
+    TunnelLimits,
 };
 pub use units::{ByteSize, ConfigDuration};
 

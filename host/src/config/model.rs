@@ -199,6 +199,8 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<u64>,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Routes' default tunnel limits.
+    pub tunnel: super::tunnel::TunnelLimits,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// How request paths are normalized before routing.
@@ -633,6 +635,8 @@ pub struct RouteConfig {
     pub compress: Option<super::compress::CompressConfig>,
     /// Response caching; `None` never stores or serves cached responses.
     pub cache: Option<super::cache::CacheConfig>,
+    /// Which `Upgrade` protocols pass to the upstream, and the tunnels' limits.
+    pub tunnel: super::tunnel::TunnelConfig,
     /// Where the route is written (`file:line:column`).
     pub location: String,
 }
@@ -707,6 +711,18 @@ mod tests {
             u64::from(DEFAULT_MAX_CONNECTIONS)
         );
         assert_eq!(duration("server.shutdown-grace"), DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(
+            duration("server.tunnel-idle-timeout"),
+            crate::config::DEFAULT_TUNNEL_IDLE_TIMEOUT
+        );
+        assert_eq!(
+            duration("server.tunnel-max-lifetime"),
+            crate::config::DEFAULT_TUNNEL_MAX_LIFETIME
+        );
+        assert_eq!(
+            table["route upgrade"],
+            format!("{:?}", crate::config::DEFAULT_UPGRADE).replace(' ', "")
+        );
         assert_eq!(table["plugins.dir"], DEFAULT_PLUGIN_DIR);
         assert_eq!(table["admin.metrics"], DEFAULT_ADMIN_METRICS.to_string());
         assert_eq!(
@@ -879,7 +895,7 @@ mod tests {
             table["route transcode.proto-field-names"],
             crate::config::DEFAULT_PROTO_FIELD_NAMES.to_string()
         );
-        assert_eq!(table.len(), 68, "every row is checked: {table:?}");
+        assert_eq!(table.len(), 71, "every row is checked: {table:?}");
     }
 
     #[test]

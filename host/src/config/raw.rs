@@ -163,6 +163,11 @@ pub struct RawServer {
     pub escaped_slashes: Option<Spanned<String>>,
     /// Merge runs of `/` in request paths into one before routing.
     pub merge_slashes: Option<bool>,
+    /// Default for routes: an upgraded connection (WebSocket) with no bytes moving either
+    /// way for this long is closed.
+    pub tunnel_idle_timeout: Option<Spanned<ConfigDuration>>,
+    /// Default for routes: an upgraded connection is closed this long after it opened.
+    pub tunnel_max_lifetime: Option<Spanned<ConfigDuration>>,
 }
 
 /// `[[listeners]]`: one listen address, plain or TLS.
@@ -365,6 +370,12 @@ pub struct RawRoute {
     pub compress: Option<Spanned<RawCompress>>,
     /// Response caching: `true` for the defaults, or a table.
     pub cache: Option<Spanned<RawCache>>,
+    /// `Upgrade` protocols passed to the upstream (default `["websocket"]`; `[]` refuses all).
+    pub upgrade: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Overrides `server.tunnel-idle-timeout` for this route.
+    pub tunnel_idle_timeout: Option<Spanned<ConfigDuration>>,
+    /// Overrides `server.tunnel-max-lifetime` for this route.
+    pub tunnel_max_lifetime: Option<Spanned<ConfigDuration>>,
     /// The WASM stages, in order.
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,

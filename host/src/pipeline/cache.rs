@@ -316,6 +316,16 @@ impl Stage for CacheStage {
         request: &'s mut RequestParts,
     ) -> StageFuture<'s, Decision> {
         Box::pin(async move {
+            // A handshake is the start of a tunnel: never answered from, nor coalesced
+            // with, another request.
+            if request
+                .parts
+                .extensions
+                .get::<crate::tunnel::UpgradeRequest>()
+                .is_some()
+            {
+                return Ok(Decision::Skip);
+            }
             let method = request.parts.method.clone();
             if method != Method::GET && method != Method::HEAD {
                 if !method.is_safe() {

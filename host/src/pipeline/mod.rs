@@ -329,6 +329,11 @@ impl Pipeline {
                 }
             }
         };
+        // A `101` is the start of a tunnel, not a message: no stage may change (compress,
+        // cache, transform) it.
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(flow.with_response_headers(response));
+        }
         for (index, stage) in remaining {
             let span = StageSpan::enter(flow, index, stage.info(), " response");
             let answer = stage.on_response(flow, response).await;

@@ -10,6 +10,7 @@ mod multiplex;
 mod pool;
 mod resolve;
 mod retry;
+mod upgrade;
 mod upstream;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use headers::{
 pub use health::{Observed, TargetStatus};
 pub use limit::ConnectionLimit;
 pub use pool::{PoolSettings, SendError, TargetPool, Transport};
+pub use upgrade::{Switched, TunnelLoad, forward_upgrade};
 pub use upstream::Upstream;
 
 use crate::body::{Body, BodyHook, BoxError, Hooked, boxed, empty};
@@ -117,6 +119,15 @@ pub enum ProxyError {
     /// The client's request body failed while it was read for a possible retry.
     #[error("reading the request body failed: {0}")]
     ClientBody(String),
+    /// The upstream switched protocols when it should not have: unasked, or to a protocol
+    /// the request did not offer.
+    #[error("upstream `{upstream}` {reason}")]
+    BadUpgrade {
+        /// Upstream name.
+        upstream: String,
+        /// What it did.
+        reason: &'static str,
+    },
 }
 
 fn describe_refusal(refusal: Refusal) -> String {

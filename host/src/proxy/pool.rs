@@ -369,6 +369,13 @@ impl TargetPool {
         }
     }
 
+    /// Opens a connection of its own (never pooled, HTTP/1.1 whatever the upstream's
+    /// protocol) for an `Upgrade` handshake: plain or TLS as the pool's, driven on the current
+    /// runtime, able to switch protocols. It does not count under `max-connections`.
+    pub async fn connect_unpooled(&self) -> Result<SendRequest<Body>, SendError> {
+        self.connect(None).await
+    }
+
     /// Opens an HTTP/1.1 connection and starts driving it on the current runtime; it holds
     /// `permit` (of the upstream's connection limit) while open.
     async fn connect(
@@ -393,7 +400,9 @@ impl TargetPool {
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         let authority = self.authority.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // A connection that switches protocols (only unpooled ones are asked to) hands
+            // its stream over instead of ending.
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(address = %authority, %error, "upstream connection ended with an error");
             }
             drop(permit);

@@ -1,5 +1,9 @@
 //! One client connection: the hyper connection builder, the header-read and idle timeouts,
 //! and the in-flight accounting that keeps a connection open while a response streams.
+//! A connection upgraded by a `101` becomes a tunnel's client side: its bytes are no longer
+//! HTTP, so none of the connection's timers or head checks apply to it any more (the
+//! tunnel has its own limits), and it keeps its place under `max-connections` until the
+//! tunnel closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,7 +106,7 @@ fn serve<S>(
 {
     let client_ip: Arc<str> = peer.ip().to_string().into();
     let activity = Arc::new(Activity::new(open, client_ip.clone()));
-    let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone()));
+    let io = TokioIo::new(TimedStream::new(stream, settings, activity.clone(), permit));
     let gateway = gateway.clone();
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
@@ -119,21 +123,29 @@ fn serve<S>(
             }
             Hooked::new(body, BodyDone(activity.clone()))
         });
+        let activity = activity.clone();
         async move {
             let response = gateway
                 .handle_tls(request, &client_ip, session.as_ref())
                 .await;
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                // What follows the 101 on this connection is the tunnel's.
+                activity.upgraded.store(true, Ordering::Release);
+            }
             Ok::<_, std::convert::Infallible>(
                 response.map(|inner| boxed(Hooked::new(inner, guard))),
             )
         }
     });
-    let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
+    let connection = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned(),
+    );
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%peer, error = %error, "connection ended with an error");
         }
-        drop(permit);
     });
 }
 
@@ -211,6 +223,9 @@ struct TimedStream<S> {
     /// While closing after an answer sent before the request body was read: until when
     /// the rest of the body is read and dropped, and how much was.
     linger: Option<(Pin<Box<Sleep>>, usize)>,
+    /// The connection's place under `max-connections`, held as long as the stream lives
+    /// (past the HTTP connection when a tunnel takes the stream over).
+    _permit: OwnedSemaphorePermit,
 }
 
 /// What a connection's requests are doing, shared between the service and the connection.
@@ -236,6 +251,8 @@ struct Activity {
     open: Option<OpenConnection>,
     /// The client's address, for the access log of a refused head.
     client_ip: Arc<str>,
+    /// Whether a `101` was answered: the bytes after it are a tunnel's, not HTTP.
+    upgraded: AtomicBool,
 }
 
 impl Activity {
@@ -251,12 +268,23 @@ impl Activity {
             partial_head: AtomicBool::new(false),
             open,
             client_ip,
+            upgraded: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the connection is a tunnel now.
+    fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TimedStream<S> {
-    fn new(stream: S, settings: &ServerConfig, activity: Arc<Activity>) -> Self {
+    fn new(
+        stream: S,
+        settings: &ServerConfig,
+        activity: Arc<Activity>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
         let (idle_timeout, header_read_timeout) =
             (settings.idle_timeout, settings.header_read_timeout);
         let recheck = idle_timeout.min(header_read_timeout);
@@ -271,6 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TimedStream<S> {
             max_header_bytes: settings.max_header_bytes,
             refusal: None,
             linger: None,
+            _permit: permit,
         }
     }
 
@@ -289,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TimedStream<S> {
     /// Starts answering with JSON when hyper writes its own answer to a refused head:
     /// nothing else is written while a head is being read.
     fn check_for_refusal(&mut self, bufs: &[std::io::IoSlice<'_>]) {
-        if self.refusal.is_some() {
+        if self.refusal.is_some() || self.activity.upgraded() {
             return;
         }
         if let Some(began) = self.reading_head() {
@@ -333,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TimedStream<S> {
     /// next one waiting.
     fn received(&mut self, read: &[u8]) {
         let activity = &self.activity;
-        if activity.http2.load(Ordering::Relaxed) {
+        if activity.http2.load(Ordering::Relaxed) || activity.upgraded() {
             return;
         }
         let requests = activity.requests.load(Ordering::Acquire);
@@ -393,6 +422,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedStream<S> {
                 }
                 Poll::Ready(result)
             }
+            // A tunnel's silences are the tunnel's to time.
+            Poll::Pending if this.activity.upgraded() => Poll::Pending,
             Poll::Pending => loop {
                 ready!(this.sleep.as_mut().poll(cx));
                 let now = Instant::now();
@@ -511,6 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedStream<S> {
             ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
             if !this.activity.unread_body.load(Ordering::Acquire)
                 || this.activity.http2.load(Ordering::Relaxed)
+                || this.activity.upgraded()
             {
                 return Poll::Ready(Ok(()));
             }

@@ -222,10 +222,25 @@ async fn run_worker(
         let _ = task.await;
     }
     let grace = shared.gateway.state().config.server.shutdown_grace;
-    tokio::time::timeout(grace, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + grace;
+    let drained = tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
-        .is_ok()
+        .is_ok();
+    // Tunnels (upgraded connections) have the same drain period; then they are closed,
+    // each logged with the reason `shutdown`.
+    let tunnels = shared.gateway.tunnels();
+    let tunnels_drained = tokio::time::timeout_at(deadline, tunnels.all_closed())
+        .await
+        .is_ok();
+    if !tunnels_drained {
+        tunnels.close_all();
+        let _ = tokio::time::timeout(TUNNEL_CLOSE_TIME, tunnels.all_closed()).await;
+    }
+    drained && tunnels_drained
 }
+
+/// How long the tunnels still open at the end of the drain period have to close.
+const TUNNEL_CLOSE_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Accepted = (
     tokio::net::TcpStream,

@@ -1,11 +1,12 @@
 //! The `upstream` terminal: proxies the request to the route's upstream, with the path the
 //! route's `rewrite` or `strip-prefix` (or a transform) gives it and the intermediary's
-//! forwarding headers.
+//! forwarding headers. An upgrade the route allows (see [`crate::tunnel`]) goes on a
+//! connection of its own, and a `101` carries the tunnel waiting to open.
 
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Response, Version};
+use http::{Response, StatusCode, Version};
 
 use super::Terminal;
 use crate::body::Body;
@@ -13,8 +14,9 @@ use crate::config::HashOn;
 use crate::grpc::{self, Client};
 use crate::pipeline::Flow;
 use crate::pipeline::stage::{RequestParts, StageFuture};
-use crate::proxy::{self, Forwarded, Outbound, ProxyError, Upstream};
+use crate::proxy::{self, Forwarded, Outbound, ProxyError, Switched, Upstream};
 use crate::rescue::GatewayError;
+use crate::tunnel::{PendingTunnel, UpgradeRequest};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,6 +38,7 @@ impl Terminal for UpstreamTerminal {
             flow.upstream_used = Some(self.name.clone());
             let RequestParts { mut parts, body } = request;
             let body = body.into_body();
+            let upgrade = parts.extensions.remove::<UpgradeRequest>();
             let route = flow.route;
             let path_and_query = match flow.path_override.take() {
                 Some(path) => path,
@@ -104,9 +107,10 @@ impl Terminal for UpstreamTerminal {
                 timeout: flow.client_deadline.map_or(timeout, |d| d.min(timeout)),
                 trace: flow.trace.clone(),
             };
-            let started = std::time::Instant::now();
-            let response =
-                match proxy::forward(&self.upstream, outbound, &mut flow.upstream_attempts).await {
+            let attempts = &mut flow.upstream_attempts;
+            let Some(upgrade) = upgrade else {
+                let started = std::time::Instant::now();
+                let response = match proxy::forward(&self.upstream, outbound, attempts).await {
                     // Past a gRPC client's deadline, a failure (the server resetting the
                     // stream as the deadline ran out) is the deadline's.
                     Err(ProxyError::Unreachable { upstream, .. })
@@ -122,9 +126,32 @@ impl Terminal for UpstreamTerminal {
                     }
                     result => result?,
                 };
-            Ok(match web {
-                Some(encoding) => grpc::web::response(response, encoding),
-                None => response,
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(ProxyError::BadUpgrade {
+                        upstream: self.name.clone(),
+                        reason: "switched protocols on a request that asked for no upgrade",
+                    }
+                    .into());
+                }
+                return Ok(match web {
+                    Some(encoding) => grpc::web::response(response, encoding),
+                    None => response,
+                });
+            };
+            let switched =
+                proxy::forward_upgrade(&self.upstream, outbound, upgrade.protocols, attempts)
+                    .await?;
+            Ok(match switched {
+                Switched::No(response) => response,
+                Switched::Yes(mut response, upstream, load) => {
+                    response.extensions_mut().insert(PendingTunnel {
+                        client: upgrade.client,
+                        upstream,
+                        limits: route.tunnel.limits,
+                        hold: Arc::new(load),
+                    });
+                    response
+                }
             })
         })
     }
