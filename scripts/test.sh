@@ -57,7 +57,8 @@ tools_venv="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/venv"
 
 echo "== test peers (PyPI, into the tools venv)"
 # tests/grpc.rs drives a grpcio server and client (grpcio-tools generates their stubs: protoc
-# for the test side only) and sonora's gRPC-Web client.
+# for the test side only) and sonora's gRPC-Web client; tests/transcode.rs serves its
+# bookstore with grpcio, with rich error details from grpcio-status.
 "$tools_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0 grpcio-health-checking==1.76.0 \
     sonora==0.2.3

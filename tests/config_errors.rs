@@ -1,8 +1,9 @@
 //! Snapshot tests of config errors: `wasmgate check` on each broken `tests/config_errors/NAME.toml`
 //! must fail and print exactly `tests/config_errors/NAME.err` on stderr.
 //!
-//! The config is checked from a temporary directory; its path in the output is replaced by
-//! the bare file name, so snapshots read `NAME.toml:LINE:COLUMN: KEY: message`.
+//! The config is checked from a temporary directory (with `NAME.proto` next to it when the
+//! case has one); its path in the output is replaced by the bare file name, so snapshots
+//! read `NAME.toml:LINE:COLUMN: KEY: message`.
 //! Run with `BLESS=1` to rewrite the snapshots from the current output (then review the diff).
 
 mod common;
@@ -17,7 +18,15 @@ fn cases_dir() -> PathBuf {
 fn check_case(name: &str) -> (Option<i32>, String) {
     let file_name = format!("{name}.toml");
     let source = std::fs::read_to_string(cases_dir().join(&file_name)).expect("reading the case");
-    let output = common::check_as(&file_name, &source, &[]);
+    // A case's `.proto` file, if it has one, goes next to it (for `transcode` routes).
+    let proto_name = format!("{name}.proto");
+    let proto = std::fs::read_to_string(cases_dir().join(&proto_name)).ok();
+    let files: Vec<(&str, &str)> = proto
+        .as_deref()
+        .map(|text| (proto_name.as_str(), text))
+        .into_iter()
+        .collect();
+    let output = common::check_with_files(&file_name, &source, &[], &files);
     assert!(
         output.stdout.is_empty(),
         "{name}: nothing on stdout, got {:?}",
@@ -99,6 +108,7 @@ snapshot_tests! {
     state_backend,
     state_no_url,
     cache_errors,
+    transcode_errors,
     upgrade_errors,
 }
 
@@ -133,7 +143,8 @@ fn every_case_file_has_a_test() {
     );
 }
 
-/// Each diagnostic starts `error: FILE:LINE:COLUMN: KEY: message`, with a key that is not empty.
+/// Each diagnostic starts `error: FILE:LINE:COLUMN: KEY: message`, with a key that is not empty
+/// (FILE is the config, or a `.proto` file a `transcode` route compiles).
 ///
 /// Every message names file, line, column and key — including errors found while
 /// deserializing (an unknown key, a bad duration), whose key path comes from the span.
@@ -142,10 +153,14 @@ fn every_error_names_file_line_column_and_key() {
     let mut unlocated = Vec::new();
     for case in CASES {
         let (_, stderr) = check_case(case);
-        let file = format!("{case}.toml:");
+        // A `.proto` problem is located in the `.proto` file.
+        let (file, proto) = (format!("{case}.toml:"), format!("{case}.proto:"));
         for line in stderr.lines().filter(|line| line.starts_with("error: ")) {
             let rest = &line["error: ".len()..];
-            let located = rest.strip_prefix(&file).and_then(|rest| {
+            let in_file = rest
+                .strip_prefix(&file)
+                .or_else(|| rest.strip_prefix(&proto));
+            let located = in_file.and_then(|rest| {
                 let mut parts = rest.splitn(4, ':');
                 let line_no = parts.next()?.parse::<u32>().ok()?;
                 let column = parts.next()?.parse::<u32>().ok()?;

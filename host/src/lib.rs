@@ -10,7 +10,8 @@
 //!    limit, transform, native stages), each WASM call on a fresh sandboxed instance; a
 //!    stage may answer the request itself.
 //! 4. The route's one terminal answers: [`proxy`] to the upstream (streaming both ways), an
-//!    aggregate plugin's plan and merge, or a static `respond`.
+//!    aggregate plugin's plan and merge, a static `respond`, or a gRPC call made from an
+//!    HTTP/JSON request ([`transcode`]).
 //! 5. Response-phase hooks run in reverse order (native ones such as compression last);
 //!    [`framing`] frames the answer from its body;
 //!    [`access_log`] writes one line when the body ends.
@@ -45,5 +46,6 @@ pub mod state;
 pub mod text;
 pub mod tls;
 pub mod trace;
+pub mod transcode;
 pub mod tunnel;
 pub mod workers;

@@ -106,10 +106,17 @@ impl Reloader {
         for dir in &cert_dirs {
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
+        // The `.proto` files of transcoding routes: a change recompiles them with the config.
+        let proto_dirs = proto_dirs(&state.config);
+        for dir in &proto_dirs {
+            if let Err(error) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), %error, "cannot watch a .proto directory; its changes apply on the next config reload");
+            }
+        }
         tracing::info!(plugins = %plugin_dir.display(), config = %self.config_path.display(), "watching for changes");
         tokio::spawn(async move {
             let _watcher = watcher;
-            self.run(rx, plugin_dir, cert_dirs).await;
+            self.run(rx, plugin_dir, cert_dirs, proto_dirs).await;
         });
         Ok(())
     }
@@ -127,8 +134,10 @@ impl Reloader {
         mut rx: mpsc::UnboundedReceiver<PathBuf>,
         plugin_dir: PathBuf,
         cert_dirs: Vec<PathBuf>,
+        proto_dirs: Vec<PathBuf>,
     ) {
-        let watched = Watched::new(&self.config_path, &plugin_dir, &cert_dirs);
+        let mut watched = Watched::new(&self.config_path, &plugin_dir, &cert_dirs);
+        watched.proto_dirs = proto_dirs.iter().map(|d| canonical(d)).collect();
         let mut pending = Pending::default();
         loop {
             let due = pending.next_due();
@@ -456,6 +465,9 @@ struct Watched {
     config_name: Option<std::ffi::OsString>,
     plugin_dir: PathBuf,
     cert_dirs: Vec<PathBuf>,
+    /// Directories of transcoding routes' `.proto` files: a `.proto` changing there reloads
+    /// the config, which recompiles them.
+    proto_dirs: Vec<PathBuf>,
 }
 
 impl Watched {
@@ -465,6 +477,7 @@ impl Watched {
             config_name: config_path.file_name().map(|n| n.to_os_string()),
             plugin_dir: canonical(plugin_dir),
             cert_dirs: cert_dirs.iter().map(|d| canonical(d)).collect(),
+            proto_dirs: Vec::new(),
         }
     }
 
@@ -479,6 +492,9 @@ impl Watched {
             && let Some(name) = plugins::plugin_name(path)
         {
             return Some(Change::Plugin(name));
+        }
+        if self.proto_dirs.contains(&parent) && path.extension().is_some_and(|ext| ext == "proto") {
+            return Some(Change::Config);
         }
         self.cert_dirs
             .contains(&parent)
@@ -598,6 +614,19 @@ pub fn restart_required(started: &Config, new: &Config) -> Vec<String> {
     .filter(|(_, changed)| *changed)
     .map(|(key, _)| key.to_string())
     .collect()
+}
+
+/// The directories holding transcoding routes' `.proto` files and imports.
+fn proto_dirs(config: &Config) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = config
+        .routes
+        .iter()
+        .filter_map(|route| route.transcode.as_ref())
+        .flat_map(crate::config::TranscodeConfig::watched_dirs)
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Which routes use each plugin, for the admin API.

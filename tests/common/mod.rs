@@ -870,11 +870,25 @@ pub fn check(config_toml: &str) -> CheckOutput {
 /// Runs `wasmgate check` on `config_toml` written as `file_name`, with plugins copied in
 /// as for [`TestGateway::start_with_plugins`]. Gives up (panics) after a minute.
 pub fn check_as(file_name: &str, config_toml: &str, plugins: &[(&str, &Path)]) -> CheckOutput {
+    check_with_files(file_name, config_toml, plugins, &[])
+}
+
+/// Like [`check_as`], with more files written next to the config first: `(name, text)`,
+/// such as the `.proto` files a `transcode` route compiles.
+pub fn check_with_files(
+    file_name: &str,
+    config_toml: &str,
+    plugins: &[(&str, &Path)],
+    files: &[(&str, &str)],
+) -> CheckOutput {
     let dir = TempDir::new();
     let plugin_dir = dir.path().join("plugins");
     std::fs::create_dir_all(&plugin_dir).expect("creating the plugin dir");
     for (name, wasm) in plugins {
         std::fs::copy(wasm, plugin_dir.join(format!("{name}.wasm"))).expect("copying a plugin");
+    }
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("writing a file next to the config");
     }
     let path = dir.path().join(file_name);
     std::fs::write(&path, config_toml).expect("writing the config");

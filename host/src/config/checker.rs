@@ -1204,12 +1204,32 @@ impl Checker<'_, '_> {
                     ),
                 );
             }
-        } else if route.stages.is_empty() && route.respond.is_none() {
+        } else if route.stages.is_empty() && route.respond.is_none() && route.transcode.is_none() {
             self.report.error(
                 spanned.span(),
                 key,
-                "a route needs a terminal: `upstream`, `respond`, or an aggregate stage last in `stages`",
+                "a route needs a terminal: `upstream`, `respond`, `transcode`, or an aggregate stage last in `stages`",
             );
+        }
+        if route.transcode.is_some() {
+            let other = [
+                (route.upstream.as_ref().map(Spanned::span), "upstream"),
+                (route.respond.as_ref().map(Spanned::span), "respond"),
+                (
+                    route.strip_prefix.as_ref().map(Spanned::span),
+                    "strip-prefix",
+                ),
+                (route.rewrite.as_ref().map(Spanned::span), "rewrite"),
+            ];
+            for (span, name) in other {
+                if let Some(span) = span {
+                    self.report.error(
+                        span,
+                        format!("{key}.{name}"),
+                        format!("a `transcode` route takes its upstream and paths from `transcode`; remove `{name}`"),
+                    );
+                }
+            }
         }
         if let (Some(_), Some(respond)) = (&route.upstream, &route.respond) {
             self.report.error(
@@ -1222,6 +1242,10 @@ impl Checker<'_, '_> {
             .respond
             .as_ref()
             .and_then(|respond| self.respond(&format!("{key}.respond"), respond, &captures));
+        let transcode = route.transcode.as_ref().and_then(|transcode| {
+            let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            self.transcode(key, transcode, raw, &base)
+        });
         let strip_prefix = route.strip_prefix.as_ref().map(|strip| {
             let text = strip.get_ref().trim_end_matches('/').to_string();
             let literal = match &path {
@@ -1286,6 +1310,7 @@ impl Checker<'_, '_> {
             path,
             upstream: route.upstream.as_ref().map(|u| u.get_ref().to_string()),
             respond,
+            transcode,
             strip_prefix,
             rewrite,
             timeout: route.timeout.map(|d| d.0),

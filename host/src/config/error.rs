@@ -126,6 +126,11 @@ impl<'a> Reporter<'a> {
         });
     }
 
+    /// Records a problem located in another file (a `.proto` file a route compiles).
+    pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
+        self.found.push(diagnostic);
+    }
+
     /// Keeps only the problems found so far for which `keep` holds.
     pub(crate) fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
         self.found.retain(keep);

@@ -13,6 +13,7 @@ mod model;
 pub mod raw;
 mod resilience;
 mod template;
+mod transcode;
 mod tunnel;
 mod units;
 
@@ -27,6 +28,9 @@ pub use compress::{CompressConfig, CompressLevels, ContentCoding, MediaRange};
 pub use error::{ConfigError, Diagnostic, Diagnostics};
 pub use model::*;
 pub use template::{PathTemplate, TemplatePart, path_captures};
+pub use transcode::{
+    DEFAULT_EMIT_DEFAULTS, DEFAULT_PROTO_FIELD_NAMES, DEFAULT_STREAM_FORMAT, TranscodeConfig,
+};
 pub use tunnel::{
     DEFAULT_TUNNEL_IDLE_TIMEOUT, DEFAULT_TUNNEL_MAX_LIFETIME, DEFAULT_UPGRADE, TunnelConfig,
     TunnelLimits,

@@ -615,6 +615,8 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
     /// A static answer instead of an upstream.
     pub respond: Option<RespondConfig>,
+    /// HTTP/JSON → gRPC transcoding to an upstream instead of proxying.
+    pub transcode: Option<super::transcode::TranscodeConfig>,
     /// A literal prefix removed before proxying.
     pub strip_prefix: Option<String>,
     /// A new upstream path built from captures.
@@ -881,7 +883,19 @@ mod tests {
             duration("state.breaker-cool-off"),
             DEFAULT_STATE_BREAKER_COOL_OFF
         );
-        assert_eq!(table.len(), 68, "every row is checked: {table:?}");
+        assert_eq!(
+            table["route transcode.stream-format"],
+            crate::config::DEFAULT_STREAM_FORMAT
+        );
+        assert_eq!(
+            table["route transcode.emit-defaults"],
+            crate::config::DEFAULT_EMIT_DEFAULTS.to_string()
+        );
+        assert_eq!(
+            table["route transcode.proto-field-names"],
+            crate::config::DEFAULT_PROTO_FIELD_NAMES.to_string()
+        );
+        assert_eq!(table.len(), 71, "every row is checked: {table:?}");
     }
 
     #[test]

@@ -364,6 +364,8 @@ pub struct RawRoute {
     pub max_body_bytes: Option<ByteSize>,
     /// A static answer (or redirect) instead of an upstream.
     pub respond: Option<Spanned<RawRespond>>,
+    /// Serve a gRPC upstream as a JSON API from its `.proto` files.
+    pub transcode: Option<Spanned<super::transcode::RawTranscode>>,
     /// Response compression: `true` for the defaults, or a table.
     pub compress: Option<Spanned<RawCompress>>,
     /// Response caching: `true` for the defaults, or a table.

@@ -40,6 +40,7 @@ use crate::runtime::{Plugin, PluginKind, PluginPre, Runtime};
 use crate::trace::{self, Trace};
 use terminal::aggregate::AggregateTerminal;
 use terminal::respond::RespondTerminal;
+use terminal::transcode::TranscodeTerminal;
 use terminal::upstream::UpstreamTerminal;
 use wasm::WasmStage;
 
@@ -144,6 +145,22 @@ impl Pipeline {
             upstream
         } else if let Some(respond) = &route.respond {
             Some(Box::new(RespondTerminal(respond.clone())))
+        } else if let Some(transcode) = &route.transcode {
+            let terminal = upstreams.get(&transcode.upstream).map(|upstream| {
+                Box::new(TranscodeTerminal {
+                    name: transcode.upstream.clone(),
+                    upstream: upstream.clone(),
+                    api: transcode.api.clone(),
+                }) as Box<dyn Terminal>
+            });
+            if terminal.is_none() {
+                problems.push(BuildProblem {
+                    stage: None,
+                    plugin: None,
+                    message: format!("unknown upstream `{}`", transcode.upstream),
+                });
+            }
+            terminal
         } else if let Some((last, rest)) = route.stages.split_last() {
             stage_configs = rest;
             let index = rest.len();
@@ -188,7 +205,10 @@ impl Pipeline {
         for (index, config) in stage_configs.iter().enumerate() {
             let stage = match plugins.get(&config.plugin) {
                 Some(plugin) if plugin.kind == PluginKind::Aggregate => {
-                    let message = if route.upstream.is_some() || route.respond.is_some() {
+                    let message = if route.upstream.is_some()
+                        || route.respond.is_some()
+                        || route.transcode.is_some()
+                    {
                         "an aggregate plugin answers the route itself: remove the route's `upstream` (or `respond`) and make it the last stage"
                     } else {
                         "an aggregate stage must be the route's last stage"

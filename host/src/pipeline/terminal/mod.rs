@@ -3,13 +3,15 @@
 //!
 //! - [`upstream`]: proxy to the route's upstream;
 //! - [`aggregate`]: an aggregate plugin plans calls, the host makes them, the plugin merges;
-//! - [`respond`]: a static answer or a redirect built from the path captures.
+//! - [`respond`]: a static answer or a redirect built from the path captures;
+//! - [`transcode`]: an HTTP/JSON request answered by a gRPC call to the route's upstream.
 //!
 //! A new terminal (a wasi:http component, a gRPC transcoder) is one more file here
 //! implementing [`Terminal`], and one arm where routes choose theirs (`Pipeline::build`).
 
 pub mod aggregate;
 pub mod respond;
+pub mod transcode;
 pub mod upstream;
 
 use http::Response;
