@@ -7,15 +7,18 @@
 #   gateway   target/release/wasmgate, one worker thread, an h2c upstream to the greeter, a
 #             gRPC route (/demo.greeter.v1.Greeter) and a transcoding route (/v1/hello/{name},
 #             config/protos/greeter.proto)
+#   nginx     the peer: one worker, `grpc_pass` to the greeter over kept-alive h2c
 # and drives each path with h2load (Debian nghttp2-client; HTTP/2, BENCH_CLIENTS connections
 # with BENCH_STREAMS streams each, BENCH_DURATION per run, BENCH_ROUNDS rounds):
 #
 #   direct      gRPC SayHello straight to the greeter
+#   nginx       the same call through nginx's grpc_pass
 #   grpc        the same call through the gateway
 #   transcoded  GET /v1/hello/world through the gateway (JSON answer)
 #
-# For each: calls/s, p50 and p99 (from h2load's per-request log), failed calls, the gateway's
-# CPU time (utime+stime from /proc) per call and the greeter's. Medians over rounds.
+# For each: calls/s, p50 and p99 (from h2load's per-request log), failed calls, the proxy's
+# CPU time (utime+stime from /proc) per call and the greeter's. Medians over rounds; the
+# gateway's CPU per call over nginx's is the ratio to watch.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,11 +60,55 @@ h2load_run() {
                   NR, s, d[int(NR * 0.5) + 1], d[int(NR * 0.99) + 1], bad + f }'
 }
 
+# nginx in front of the greeter: grpc_pass over kept-alive h2c, one worker, no logs.
+start_nginx_grpc() {
+    NGINX_PORT=$(free_port)
+    local dir=$WORK/nginx
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    http2_max_requests 1000000;
+    upstream greeter {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 32;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT http2;
+        location / { grpc_pass grpc://greeter; }
+    }
+}
+EOF
+    local nginx
+    nginx=$(command -v nginx || echo /usr/sbin/nginx)
+    start_pinned "$WORK/nginx.log" "$nginx" -c "$dir/nginx.conf"
+    NGINX_PID=$LAST_PID
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    log "nginx     pid $NGINX_PID  http://127.0.0.1:$NGINX_PORT/ ($("$nginx" -v 2>&1))"
+}
+
 main() {
     BENCH_RESULTS=$BENCH_RESULTS
     check_cpus
     local missing=()
     command -v h2load >/dev/null || missing+=(nghttp2-client)
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
     command -v taskset >/dev/null || missing+=(taskset)
     install_packages "${missing[@]}"
     ((BENCH_SKIP_BUILD)) || cargo_build -p wasmgate -p wasmgate-demo
@@ -101,6 +148,7 @@ transcode = { upstream = "greeter", protos = ["$ROOT/config/protos/greeter.proto
 EOF
     mkdir -p "$WORK/plugins"
     launch_gateway "$WORK/gateway.toml" "http://127.0.0.1:$GATEWAY_PORT/ready"
+    start_nginx_grpc
     write_request "$WORK/hello.bin"
 
     # Each path answers as it should before it is measured.
@@ -116,11 +164,13 @@ EOF
         echo "cpu: $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1) × $(nproc); git $(git -C "$ROOT" rev-parse --short HEAD)"
     } | tee "$BENCH_RESULTS/summary.txt"
     local table=$WORK/runs.tsv
-    printf 'path\tround\tcalls\tcalls_s\tp50_ms\tp99_ms\tfailed\tgateway_cpu_us\tgreeter_cpu_us\tforeign_pct\tsteal_pct\n' >"$table"
+    printf 'path\tround\tcalls\tcalls_s\tp50_ms\tp99_ms\tfailed\tproxy_cpu_us\tgreeter_cpu_us\tforeign_pct\tsteal_pct\n' >"$table"
     local round
     for round in $(seq "$BENCH_ROUNDS"); do
         measure -- h2load_run "http://127.0.0.1:$UPSTREAM_PORT/demo.greeter.v1.Greeter/SayHello" "$WORK/hello.bin"
         printf 'direct\t%s\t%s\n' "$round" "$MEASURED" >>"$table"
+        measure "$NGINX_PID" -- h2load_run "http://127.0.0.1:$NGINX_PORT/demo.greeter.v1.Greeter/SayHello" "$WORK/hello.bin"
+        printf 'nginx\t%s\t%s\n' "$round" "$MEASURED" >>"$table"
         measure "$GATEWAY_PID" -- h2load_run "http://127.0.0.1:$GATEWAY_PORT/demo.greeter.v1.Greeter/SayHello" "$WORK/hello.bin"
         printf 'grpc\t%s\t%s\n' "$round" "$MEASURED" >>"$table"
         measure "$GATEWAY_PID" -- h2load_run "http://127.0.0.1:$GATEWAY_PORT/v1/hello/world"
@@ -129,20 +179,22 @@ EOF
     cp "$table" "$BENCH_RESULTS/runs.tsv"
     {
         echo
-        printf '%-11s %9s %8s %8s %7s %15s %15s\n' path calls/s p50_ms p99_ms failed gateway_us/call greeter_us/call
+        printf '%-11s %9s %8s %8s %7s %13s %15s\n' path calls/s p50_ms p99_ms failed proxy_us/call greeter_us/call
         local path
-        for path in direct grpc transcoded; do
+        for path in direct nginx grpc transcoded; do
             awk -F'\t' -v p="$path" '$1 == p' "$table" >"$WORK/$path.tsv"
             local col values=()
             for col in 4 5 6 7 8 9; do
                 values+=("$(cut -f"$col" "$WORK/$path.tsv" | median)")
             done
-            printf '%-11s %9s %8s %8s %7s %15s %15s\n' "$path" "${values[@]}"
+            printf '%-11s %9s %8s %8s %7s %13s %15s\n' "$path" "${values[@]}"
         done
-        local grpc_cpu transcoded_cpu
+        local nginx_cpu grpc_cpu transcoded_cpu
+        nginx_cpu=$(cut -f8 "$WORK/nginx.tsv" | median)
         grpc_cpu=$(cut -f8 "$WORK/grpc.tsv" | median)
         transcoded_cpu=$(cut -f8 "$WORK/transcoded.tsv" | median)
         echo
+        echo "gateway / nginx CPU per gRPC call: $(ratio "$grpc_cpu" "$nginx_cpu")"
         echo "transcoded / grpc gateway CPU per call: $(ratio "$transcoded_cpu" "$grpc_cpu")"
         noise_summary "$table" 10 11
     } | tee -a "$BENCH_RESULTS/summary.txt"
