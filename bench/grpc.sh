@@ -65,21 +65,9 @@ start_nginx_grpc() {
     NGINX_PORT=$(free_port)
     local dir=$WORK/nginx
     mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    keepalive_requests 1000000;
+    {
+        nginx_prelude "$dir"
+        cat <<EOF
     http2_max_requests 1000000;
     upstream greeter {
         server 127.0.0.1:$UPSTREAM_PORT;
@@ -92,6 +80,7 @@ http {
     }
 }
 EOF
+    } >"$dir/nginx.conf"
     local nginx
     nginx=$(command -v nginx || echo /usr/sbin/nginx)
     start_pinned "$WORK/nginx.log" "$nginx" -c "$dir/nginx.conf"

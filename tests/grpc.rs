@@ -632,3 +632,96 @@ async fn trailers_cross_an_http2_path_both_ways() {
     assert_eq!(trailers["x-echo-digest"], "sha-256=abc");
     assert_eq!(trailers["x-checksum"], "c0ffee");
 }
+
+/// `plugins/cors.wasm` (the C++ CORS plugin, built by `scripts/build-polyglot.sh`).
+fn cors_plugin() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/cors.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: build the non-Rust plugins first with `scripts/build-polyglot.sh`",
+        path.display()
+    );
+    path
+}
+
+/// A browser's CORS preflight for a gRPC-Web call is answered by the route's CORS stage (it is
+/// a plain OPTIONS request, not translated), and the gRPC-Web answer carries the CORS headers
+/// that let the page read `grpc-status`.
+#[test]
+fn grpc_web_cors_preflights_run_through_the_route_stages() {
+    let server = GrpcServer::start();
+    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("grpc-wasm-cache");
+    let cors = cors_plugin();
+    let gateway = TestGateway::start_with_plugins(
+        &format!(
+            r#"
+[plugins]
+dir = "plugins"
+cache-dir = {cache:?}
+watch = false
+
+[upstreams.echo]
+targets = ["{upstream}"]
+protocol = "h2c"
+
+[[routes]]
+name = "echo"
+prefix = "/wasmgate.test.Echo"
+upstream = "echo"
+stages = [{{ plugin = "cors", limits = {{ memory = "64MiB", deadline = "5s" }}, config = {{ allow-origins = ["https://app.example.com"], allow-methods = ["POST"], allow-headers = ["content-type", "x-grpc-web", "x-user-agent"], expose-headers = ["grpc-status", "grpc-message"], max-age = 600 }} }}]
+"#,
+            cache = cache.display().to_string(),
+            upstream = server.addr,
+        ),
+        &[("cors", cors.as_path())],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = gateway.url("/wasmgate.test.Echo/Unary");
+    let preflight = runtime.block_on(send(
+        &client(),
+        request(
+            "OPTIONS",
+            &url,
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type,x-grpc-web"),
+            ],
+            common::empty(),
+        ),
+    ));
+    assert_eq!(preflight.status, 204, "{preflight:?}");
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let frame = grpc_frame(&echo_request("from a page"));
+    let call = runtime.block_on(send(
+        &client(),
+        request(
+            "POST",
+            &url,
+            &[
+                ("origin", "https://app.example.com"),
+                ("content-type", "application/grpc-web-text"),
+                ("x-grpc-web", "1"),
+            ],
+            full(STANDARD.encode(frame)),
+        ),
+    ));
+    assert_eq!(call.status, 200, "{call:?}");
+    assert_eq!(
+        call.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(
+        call.header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("grpc-status")),
+        "{call:?}"
+    );
+    let frames = split_frames(&decode_segments(&call.body));
+    assert!(
+        String::from_utf8_lossy(&frames[0].1).contains("from a page"),
+        "{frames:?}"
+    );
+}

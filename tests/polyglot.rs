@@ -1089,6 +1089,13 @@ fn the_example_configs_pass_check() {
         std::fs::copy(&path, plugin_dir.join(format!("{name}.wasm"))).expect("copy a plugin");
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The .proto files the transcoding routes name, relative to the config.
+    let protos = config_dir.join("protos");
+    std::fs::create_dir_all(&protos).expect("protos dir");
+    for entry in std::fs::read_dir(repo.join("config/protos")).expect("config/protos") {
+        let entry = entry.expect("a proto");
+        std::fs::copy(entry.path(), protos.join(entry.file_name())).expect("copy a proto");
+    }
     for file in ["gateway.toml", "polyglot.toml"] {
         let text = std::fs::read_to_string(repo.join("config").join(file)).expect("example config");
         // The shared compile cache, so that the big components load instead of compiling.

@@ -138,30 +138,13 @@ async fn serve(service: Service, listener: TcpListener, mut stop: watch::Receive
                 Ok((stream, _peer)) if service == Service::Greeter => {
                     let _ = stream.set_nodelay(true);
                     let conn = http2.serve_connection(TokioIo::new(stream), service_fn(greeter::handle));
-                    let mut stop = stop.clone();
-                    connections.spawn(async move {
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => return,
-                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-                        }
-                        let _ = conn.await;
-                    });
+                    connections.spawn(until_stopped(conn, stop.clone(), |conn| conn.graceful_shutdown()));
                 }
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let svc = service_fn(move |req| services::handle(service, req));
                     let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                    let mut stop = stop.clone();
-                    // Connection errors (client resets, half-sent requests) are the client's business.
-                    connections.spawn(async move {
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => return,
-                            _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-                        }
-                        let _ = conn.await;
-                    });
+                    connections.spawn(until_stopped(conn, stop.clone(), |conn| conn.graceful_shutdown()));
                 }
                 Err(e) => {
                     // Typically EMFILE; back off briefly instead of spinning.
@@ -181,6 +164,22 @@ async fn serve(service: Service, listener: TcpListener, mut stop: watch::Receive
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Drives a connection until it ends, or until `stop` flips: then asks it to finish (with
+/// `shutdown`) and drives it to its end. Connection errors (client resets, half-sent requests)
+/// are the client's business.
+async fn until_stopped<C: std::future::Future>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    shutdown: fn(std::pin::Pin<&mut C>),
+) {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.changed() => shutdown(conn.as_mut()),
+    }
+    let _ = conn.await;
 }
 
 /// Ctrl-C and SIGTERM, registered up front so that a signal arriving right

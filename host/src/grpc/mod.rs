@@ -36,14 +36,15 @@ impl Client {
     /// The client's protocol, from the request's `Content-Type`; `None` for other clients.
     pub fn of(headers: &HeaderMap) -> Option<Self> {
         let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-        let media = content_type.split(';').next()?.trim().to_ascii_lowercase();
-        let (base, _codec) = media.split_once('+').unwrap_or((&media, ""));
-        match base {
-            "application/grpc" => Some(Self::Grpc),
-            "application/grpc-web" => Some(Self::Web(web::Encoding::Binary)),
-            "application/grpc-web-text" => Some(Self::Web(web::Encoding::Text)),
-            _ => None,
-        }
+        let media = content_type.split(';').next()?.trim();
+        let base = media.split('+').next()?;
+        [
+            ("application/grpc", Self::Grpc),
+            ("application/grpc-web", Self::Web(web::Encoding::Binary)),
+            ("application/grpc-web-text", Self::Web(web::Encoding::Text)),
+        ]
+        .into_iter()
+        .find_map(|(name, client)| base.eq_ignore_ascii_case(name).then_some(client))
     }
 
     /// The `Content-Type` of answers to this client.
