@@ -725,3 +725,57 @@ stages = [{{ plugin = "cors", limits = {{ memory = "64MiB", deadline = "5s" }}, 
         "{frames:?}"
     );
 }
+
+/// An HTTP/2 upstream connection is shared by the requests of a worker, and closed once it
+/// has carried no stream for the upstream's `idle-timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_upstream_connections_are_shared_and_closed_when_idle() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full("ok")))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let gateway = tokio::task::spawn_blocking(move || {
+        TestGateway::start(&format!(
+            "[upstreams.up]\ntargets = [\"{upstream}\"]\nprotocol = \"h2c\"\nidle-timeout = \"1s\"\n\n[[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"up\"\n"
+        ))
+    })
+    .await
+    .unwrap();
+    // One client connection: every request is served by the same worker.
+    let client = h2_client();
+    let get = || {
+        send(
+            &client,
+            request("GET", &gateway.url("/x"), &[], common::empty()),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(get().await.text(), "ok");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one shared connection");
+    // Idleness is the behaviour under test: wait out the idle timeout.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(get().await.text(), "ok");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the idle connection was closed and a new one opened"
+    );
+}

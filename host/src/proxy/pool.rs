@@ -163,7 +163,7 @@ impl TargetPool {
             host: HeaderValue::from_str(authority.as_str()).ok(),
             authority,
             transport,
-            shared: Multiplexed::new(settings.max_streams),
+            shared: Multiplexed::new(settings.max_streams, settings.idle_timeout),
             settings,
             idle: Mutex::new(Idle::default()),
             limit,
