@@ -58,10 +58,11 @@ tools_venv="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}/venv"
 echo "== test peers (PyPI, into the tools venv)"
 # tests/grpc.rs drives a grpcio server and client (grpcio-tools generates their stubs: protoc
 # for the test side only) and sonora's gRPC-Web client; tests/transcode.rs serves its
-# bookstore with grpcio, with rich error details from grpcio-status.
+# bookstore with grpcio, with rich error details from grpcio-status; tests/websocket.rs uses
+# the `websockets` library as both the upstream and the clients.
 "$tools_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0 grpcio-health-checking==1.76.0 \
-    sonora==0.2.3
+    sonora==0.2.3 websockets==17.4
 
 echo "== non-Rust plugins: unit tests (native)"
 tools="${WASMGATE_TOOLS:-$HOME/.cache/wasmgate-tools}"
@@ -73,10 +74,6 @@ ZIG_GLOBAL_CACHE_DIR="$tools/zig-cache" "$tools/venv/bin/python" -m ziglang test
 plugins/assemblyscript/server-timing/test/run.sh
 python3 -m unittest discover -s plugins/python/json-guard
 node --test plugins/js/response-envelope/
-
-echo "== test peers (PyPI, into the tools venv)"
-# tests/websocket.rs: the `websockets` library is both the upstream and the clients.
-"$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check "websockets==17.4"
 
 echo "== gateway: unit and integration tests"
 cargo test --workspace
