@@ -66,12 +66,13 @@ check_cpus() {
 
 # ----------------------------------------------------------------------------- processes
 
-# Prints a TCP port on 127.0.0.1 that nothing listens on and we have not handed out yet.
+# Prints a TCP port on 127.0.0.1 that nothing listens on and we have not handed out yet, below
+# Linux's ephemeral range (32768-60999), where outgoing connections take their local ports.
 declare -A PORTS_TAKEN=()
 free_port() {
     local port
     for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((20000 + RANDOM % 12000))
         [[ -n ${PORTS_TAKEN[$port]:-} ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             PORTS_TAKEN[$port]=1

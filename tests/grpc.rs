@@ -25,27 +25,12 @@ fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/grpc/peer.py")
 }
 
-/// The Python of the test-tools venv, with the gRPC packages `scripts/test.sh` installs.
-pub fn python() -> PathBuf {
-    let tools = std::env::var_os("WASMGATE_TOOLS").map_or_else(
-        || PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/wasmgate-tools"),
-        PathBuf::from,
-    );
-    let python = tools.join("venv/bin/python");
-    let ok = Command::new(&python)
-        .args([
-            "-c",
-            "import grpc, grpc_tools, grpc_status, grpc_health, sonora",
-        ])
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        ok,
-        "{} lacks the gRPC test peers: run scripts/test.sh, which installs grpcio, grpcio-tools, \
-         grpcio-status, grpcio-health-checking and sonora into it",
-        python.display()
-    );
-    python
+/// The tools venv's Python, with the gRPC test peers.
+fn python() -> PathBuf {
+    common::tools_python(
+        "grpc, grpc_tools, grpc_status, grpc_health, sonora",
+        "grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0 grpcio-health-checking==1.76.0 sonora==0.2.3",
+    )
 }
 
 /// The Python gRPC server (Echo and grpc.health.v1), on a free port; killed when dropped.

@@ -23,31 +23,12 @@ fn peer_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/transcode")
 }
 
-/// The venv Python `scripts/test.sh` installs `grpcio` into; fails, saying how to install
-/// it, when it or the packages are missing.
+/// The tools venv's Python, with grpcio.
 fn python() -> PathBuf {
-    let tools = std::env::var_os("WASMGATE_TOOLS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/wasmgate-tools")
-        },
-        PathBuf::from,
-    );
-    let python = tools.join("venv/bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools, grpc_status"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        ready,
-        "{} with grpcio, grpcio-tools and grpcio-status is needed: run scripts/test.sh, or \
-         `{} -m pip install grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0`",
-        python.display(),
-        python.display()
-    );
-    python
+    common::tools_python(
+        "grpc, grpc_tools, grpc_status",
+        "grpcio==1.76.0 grpcio-tools==1.76.0 grpcio-status==1.76.0",
+    )
 }
 
 /// The bookstore gRPC server, killed on drop.

@@ -27,26 +27,9 @@ use serde_json::{Value, json};
 /// The `websockets` release the tests are written against (`scripts/test.sh` installs it).
 const WEBSOCKETS: &str = "websockets==17.4";
 
-/// The tools venv's Python, with `websockets` importable; panics with how to install it.
+/// The tools venv's Python, with `websockets`.
 fn python() -> PathBuf {
-    let tools = std::env::var_os("WASMGATE_TOOLS").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmgate-tools"),
-        PathBuf::from,
-    );
-    let python = tools.join("venv/bin/python");
-    let importable = Command::new(&python)
-        .args(["-c", "import websockets"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        importable,
-        "the WebSocket test peers need Python's `websockets` in {}: run scripts/test.sh, or `{} -m pip install {WEBSOCKETS}`",
-        python.display(),
-        python.display()
-    );
-    python
+    common::tools_python("websockets", WEBSOCKETS)
 }
 
 fn script(name: &str) -> PathBuf {

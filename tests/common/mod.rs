@@ -12,6 +12,7 @@
 //!   control the bytes on the wire.
 //! - [`GeneratedBody`] and [`drain`] produce and consume large bodies on the fly, with a
 //!   byte pattern that lets the receiver check nothing was lost, duplicated or reordered.
+//! - [`tools_python`] is the venv Python the PyPI test peers (grpcio, websockets) run on.
 //!
 //! Every wait is bounded; nothing here uses a fixed port.
 
@@ -1247,4 +1248,31 @@ impl Nginx {
         assert!(up, "nginx did not start");
         Some(nginx)
     }
+}
+
+/// The Python of the test-tools venv (`${WASMGATE_TOOLS:-~/.cache/wasmgate-tools}/venv`),
+/// which must import `modules`; panics, saying how to install `packages` (pip requirement
+/// specs), when it cannot. `scripts/test.sh` installs every Python test peer there.
+pub fn tools_python(modules: &str, packages: &str) -> PathBuf {
+    let tools = std::env::var_os("WASMGATE_TOOLS").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/wasmgate-tools")
+        },
+        PathBuf::from,
+    );
+    let python = tools.join("venv/bin/python");
+    let importable = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        importable,
+        "{} cannot import {modules}: run scripts/test.sh, or `{} -m pip install {packages}`",
+        python.display(),
+        python.display()
+    );
+    python
 }
