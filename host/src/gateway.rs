@@ -306,7 +306,11 @@ impl Gateway {
             &self.runtime,
             &state,
             request.map(boxed),
-            Peer { ip: client_ip, tls },
+            Peer {
+                ip: client_ip,
+                tls,
+                grpc,
+            },
             &request_id,
             &mut log,
             trace.as_ref(),
@@ -412,6 +416,8 @@ struct Peer<'a> {
     ip: &'a str,
     /// The TLS session, for a request that came over TLS.
     tls: Option<&'a Arc<TlsSession>>,
+    /// How the client speaks, when it is a gRPC client.
+    grpc: Option<grpc::Client>,
 }
 
 #[expect(
@@ -487,8 +493,12 @@ async fn serve(
         }
         body = proxy::limit_body(body, limit);
     }
-    let client_deadline = grpc::Client::of(&parts.headers).and(grpc::timeout(&parts.headers));
-    let Peer { ip: client_ip, tls } = peer;
+    let Peer {
+        ip: client_ip,
+        tls,
+        grpc,
+    } = peer;
+    let client_deadline = grpc.and(grpc::timeout(&parts.headers));
     let client = Client {
         ip: client_ip,
         host: host.as_deref(),

@@ -3,6 +3,7 @@
 //! gRPC server: a trailers-only response (HTTP 200, `grpc-status` and `grpc-message` in the
 //! head, no body), never a JSON error a gRPC client cannot read.
 
+pub mod frame;
 pub mod web;
 
 use std::time::Duration;

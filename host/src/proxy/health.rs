@@ -309,29 +309,37 @@ const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 /// The most of a check's answer that is read.
 const CHECK_BODY_LIMIT: u64 = 64 * 1024;
 
-/// `HealthCheckRequest { service }` as one gRPC frame (field 1, length-delimited).
-fn grpc_health_request(service: &str) -> bytes::Bytes {
-    let mut message = Vec::with_capacity(service.len() + 8);
-    if !service.is_empty() {
-        message.push(0x0a);
-        let mut len = service.len();
-        while len >= 0x80 {
-            message.push((len as u8) | 0x80);
-            len >>= 7;
-        }
-        message.push(len as u8);
-        message.extend_from_slice(service.as_bytes());
-    }
-    let mut frame = Vec::with_capacity(5 + message.len());
-    frame.push(0);
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
-    frame.into()
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
 }
 
-/// Whether a `HealthCheckResponse` frame says `SERVING` (field 1, varint 1).
-fn is_serving(frame: &[u8]) -> bool {
-    matches!(frame, [0, _, _, _, _, 0x08, 0x01, ..])
+/// `grpc.health.v1.HealthCheckResponse` (`status` 1 is `SERVING`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `HealthCheckRequest { service }` as one gRPC frame.
+fn grpc_health_request(service: &str) -> bytes::Bytes {
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    crate::grpc::frame::frame(&prost::Message::encode_to_vec(&request))
+}
+
+/// Whether a body's first message is a `HealthCheckResponse` saying `SERVING`.
+fn is_serving(body: &[u8]) -> bool {
+    let mut messages = crate::grpc::frame::Deframer::default();
+    messages.push(body);
+    matches!(
+        messages.next_message(),
+        Ok(Some(message)) if <HealthCheckResponse as prost::Message>::decode(&message[..])
+            .is_ok_and(|response| response.status == 1)
+    )
 }
 
 #[cfg(test)]
