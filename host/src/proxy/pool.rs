@@ -197,7 +197,7 @@ impl TargetPool {
                 Some(sender) => (sender, true),
                 None => match self.capacity(&self.returned, || self.take_idle()).await? {
                     Capacity::Idle(sender) => (sender, true),
-                    Capacity::New(permit) => (self.connect(permit).await?, false),
+                    Capacity::New(permit) => (self.connect(permit, false).await?, false),
                 },
             };
             let active = self
@@ -373,18 +373,20 @@ impl TargetPool {
     /// protocol) for an `Upgrade` handshake: plain or TLS as the pool's, driven on the current
     /// runtime, able to switch protocols. It does not count under `max-connections`.
     pub async fn connect_unpooled(&self) -> Result<SendRequest<Body>, SendError> {
-        self.connect(None).await
+        self.connect(None, true).await
     }
 
     /// Opens an HTTP/1.1 connection and starts driving it on the current runtime; it holds
-    /// `permit` (of the upstream's connection limit) while open.
+    /// `permit` (of the upstream's connection limit) while open, and may switch protocols
+    /// when `upgrades`.
     async fn connect(
         &self,
         permit: Option<OwnedSemaphorePermit>,
+        upgrades: bool,
     ) -> Result<SendRequest<Body>, SendError> {
         match self.open().await? {
-            Opened::Plain(stream) => self.handshake(stream, permit).await,
-            Opened::Tls(stream) => self.handshake(stream, permit).await,
+            Opened::Plain(stream) => self.handshake(stream, permit, upgrades).await,
+            Opened::Tls(stream) => self.handshake(stream, permit, upgrades).await,
         }
     }
 
@@ -393,6 +395,7 @@ impl TargetPool {
         &self,
         stream: S,
         permit: Option<OwnedSemaphorePermit>,
+        upgrades: bool,
     ) -> Result<SendRequest<Body>, SendError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -400,9 +403,15 @@ impl TargetPool {
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         let authority = self.authority.clone();
         tokio::spawn(async move {
-            // A connection that switches protocols (only unpooled ones are asked to) hands
-            // its stream over instead of ending.
-            if let Err(error) = connection.with_upgrades().await {
+            // A connection that may switch protocols hands its stream over instead of ending.
+            // Only unpooled connections are driven so: a pooled one must close (and say so
+            // to the pool) as soon as the upstream closes it.
+            let ended = if upgrades {
+                connection.with_upgrades().await
+            } else {
+                connection.await
+            };
+            if let Err(error) = ended {
                 tracing::debug!(address = %authority, %error, "upstream connection ended with an error");
             }
             drop(permit);
